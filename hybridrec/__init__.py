@@ -1,0 +1,24 @@
+"""hybridrec: hybrid content + collaborative recommendation with text features."""
+
+from hybridrec.errors import ConfigError, DataError, HybridrecError, ModelFileError, QueryError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "HybridrecError",
+    "HybridRecommender",
+    "ModelFileError",
+    "QueryError",
+    "__version__",
+]
+
+
+def __getattr__(name: str):
+    # The facade imports torch; keep `import hybridrec` light for the query path.
+    if name in ("HybridRecommender", "HybridrecRecommender"):
+        from hybridrec.recommender import HybridRecommender
+
+        return HybridRecommender
+    raise AttributeError(name)

@@ -1,0 +1,247 @@
+"""Typed config: dataclasses with defaults, YAML loading that names bad keys, dotted overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hybridrec.errors import ConfigError
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how to read it. Relative paths resolve against the config file's folder."""
+
+    format: str = "table"  # amazon | movielens-100k | movielens-1m | goodbooks | online-retail | table
+    paths: dict[str, str] = field(default_factory=dict)  # reader-specific keys: reviews, meta, ratings, items...
+    columns: dict[str, str] = field(default_factory=dict)  # table reader: canonical name -> file column
+    item_text: list[str] = field(default_factory=list)  # table reader: extra item text columns
+    item_numeric: list[str] = field(default_factory=list)
+    item_categorical: list[str] = field(default_factory=list)
+    item_multi: list[str] = field(default_factory=list)  # list-valued columns ("a|b|c" strings or lists)
+    multi_separator: str = "|"
+    feedback: str = "explicit"  # table reader: explicit | implicit
+    rating_range: list[float] | None = None  # rows outside are skipped and counted
+    max_bad_fraction: float = 0.05  # more skipped rows than this is an error
+    options: dict[str, Any] = field(default_factory=dict)  # reader-specific switches
+
+
+@dataclass
+class SplitConfig:
+    kind: str = "random"  # random | leave-last-out | time | cold-items | given
+    test_fraction: float = 0.2
+    cutoff: str | None = None  # time split: ISO date or epoch seconds
+    validation_fraction: float = 0.1
+
+
+@dataclass
+class FeatureConfig:
+    text_encoder: str = "sentence-transformer"  # sentence-transformer | tfidf | none
+    text_model: str | None = None  # name or path; None = bundled all-MiniLM-L6-v2
+    bf16: bool = False  # bf16 autocast for the sentence-transformer on CPU/GPU
+    batch_size: int = 64
+    tfidf_dim: int = 128
+    max_reviews_per_item: int = 20
+    max_document_chars: int = 2000
+    cache_dir: str = ".hybridrec-cache"
+    min_count: int = 2  # categorical values seen fewer times share the out-of-vocabulary slot
+    log1p: list[str] | None = None  # numeric columns to log1p; None = every non-negative column
+
+
+@dataclass
+class ModelConfig:
+    variant: str = "hybrid"  # hybrid | id-only | content-only
+    dim: int = 64
+    hidden: int = 128
+    id_dropout: float = 0.3  # probability of hiding an item's ID embedding in training (DropoutNet)
+    mlp_residual: bool = False
+    dropout: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    loss: str = "auto"  # auto | mse | bpr | softmax
+    epochs: int = 30
+    batch_size: int = 512
+    lr: float = 0.005
+    weight_decay: float = 1e-5
+    l2: float = 1e-4  # penalty on the embeddings and biases touched in a batch
+    patience: int = 3
+    negatives: int = 4  # implicit: negatives per positive
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads; 0 = torch default
+
+
+@dataclass
+class IndexConfig:
+    M: int = 16
+    ef_construction: int = 200
+    ef_search: int = 100
+
+
+@dataclass
+class EvalConfig:
+    k: int = 10
+    similar_k: int = 10
+
+
+@dataclass
+class Config:
+    name: str = "default"
+    seed: int = 42
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    base_dir: str = "."  # folder relative data paths resolve against (set on load)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def data_path(self, key: str, required: bool = True) -> Path | None:
+        """A data path by key, resolved against the config's folder; missing key is a ConfigError."""
+        raw = self.data.paths.get(key)
+        if raw is None:
+            if required:
+                raise ConfigError(f"data.paths.{key} is required for format {self.data.format!r}")
+            return None
+        path = Path(raw).expanduser()
+        return path if path.is_absolute() else Path(self.base_dir) / path
+
+
+CHOICES = {
+    "data.format": {"amazon", "movielens-100k", "movielens-1m", "goodbooks", "online-retail", "table"},
+    "data.feedback": {"explicit", "implicit"},
+    "split.kind": {"random", "leave-last-out", "time", "cold-items", "given"},
+    "features.text_encoder": {"sentence-transformer", "tfidf", "none"},
+    "model.variant": {"hybrid", "id-only", "content-only"},
+    "train.loss": {"auto", "mse", "bpr", "softmax"},
+    "train.device": {"auto", "cpu", "cuda"},
+}
+
+
+def _build(cls: type, payload: Any, where: str) -> Any:
+    if not isinstance(payload, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(payload).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in payload.items():
+        dotted = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {(where + '.' if where else '') + close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown config key {dotted!r}{hint}")
+        hint_type = hints[key]
+        if dataclasses.is_dataclass(hint_type):
+            kwargs[key] = _build(hint_type, value, dotted)
+        else:
+            kwargs[key] = _coerce(value, hint_type, dotted)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check a leaf value against its annotation; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} is not a valid {hint}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], where) for v in value] if args else value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if hint is str and not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    choices = CHOICES.get(where)
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: {value!r} is not one of {sorted(choices)}")
+    return value
+
+
+def config_from_dict(payload: dict, base_dir: str | Path = ".") -> Config:
+    payload = dict(payload or {})
+    payload.pop("format_version", None)
+    payload.pop("base_dir", None)
+    cfg = _build(Config, payload, "")
+    cfg.base_dir = str(base_dir)
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when path is None) and apply `key.sub=value` overrides."""
+    payload: dict = {}
+    base_dir: Path = Path(".")
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            payload = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"{path}: not valid YAML ({first})") from None
+        if not isinstance(payload, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        base_dir = path.parent
+        version = payload.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ConfigError(f"{path}: format_version {version} is not {FORMAT_VERSION}")
+    for item in overrides or []:
+        apply_override(payload, item)
+    return config_from_dict(payload, base_dir)
+
+
+def apply_override(payload: dict, item: str) -> None:
+    """Set one dotted key from `a.b.c=value`; the value is parsed as YAML (numbers, lists, booleans)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.sub=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    node = payload
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def dump_config(cfg: Config) -> dict:
+    payload = cfg.to_dict()
+    payload.pop("base_dir", None)
+    return {"format_version": FORMAT_VERSION, **payload}

@@ -1,0 +1,81 @@
+"""Raw id <-> row index, persisted per entity so that no caller ever handles row numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from hybridrec.errors import QueryError
+
+
+def normalize_id(raw: object) -> str:
+    """Raw ids are strings everywhere: 42, 42.0 and "42" are the same id (files disagree on the type)."""
+    if isinstance(raw, float) and raw.is_integer():
+        return str(int(raw))
+    if isinstance(raw, (np.floating,)) and float(raw).is_integer():
+        return str(int(raw))
+    return str(raw).strip()
+
+
+class IdMap:
+    """An ordered, append-only mapping between raw ids (strings) and contiguous row indices."""
+
+    def __init__(self, raw_ids: Iterable[object] = (), entity: str = "item") -> None:
+        self.entity = entity
+        self._raws: list[str] = []
+        self._index: dict[str, int] = {}
+        self.extend(raw_ids)
+
+    def extend(self, raw_ids: Iterable[object]) -> list[int]:
+        """Add ids not yet known (in order); return the indices of all given ids."""
+        out = []
+        for raw in raw_ids:
+            key = normalize_id(raw)
+            idx = self._index.get(key)
+            if idx is None:
+                idx = len(self._raws)
+                self._index[key] = idx
+                self._raws.append(key)
+            out.append(idx)
+        return out
+
+    def __len__(self) -> int:
+        return len(self._raws)
+
+    def __contains__(self, raw: object) -> bool:
+        return normalize_id(raw) in self._index
+
+    def index(self, raw: object) -> int:
+        """Row index of one raw id; an unknown id is a QueryError naming it."""
+        try:
+            return self._index[normalize_id(raw)]
+        except KeyError:
+            raise QueryError(f"unknown {self.entity} id {normalize_id(raw)!r}") from None
+
+    def indices(self, raws: Iterable[object]) -> np.ndarray:
+        return np.fromiter((self.index(r) for r in raws), dtype=np.int64)
+
+    def get(self, raw: object, default: int = -1) -> int:
+        return self._index.get(normalize_id(raw), default)
+
+    def raw(self, index: int) -> str:
+        return self._raws[int(index)]
+
+    def raws(self, indices: Sequence[int] | np.ndarray) -> list[str]:
+        return [self._raws[int(i)] for i in indices]
+
+    @property
+    def raw_ids(self) -> list[str]:
+        return list(self._raws)
+
+    def to_json(self) -> dict:
+        return {"entity": self.entity, "ids": self._raws}
+
+    @classmethod
+    def from_json(cls, payload: dict) -> IdMap:
+        ids = payload["ids"]
+        mapping = cls(ids, entity=payload.get("entity", "item"))
+        if len(mapping) != len(ids):
+            raise ValueError("id map holds duplicate ids")
+        return mapping
