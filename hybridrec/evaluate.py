@@ -1,0 +1,215 @@
+"""Evaluation metrics as plain numpy functions, so they can be tested by hand and reused by any model.
+
+Nothing here imports torch or a model: callers turn predictions into arrays (or give a scoring callback).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
+
+import numpy as np
+
+ScoreSource = np.ndarray | Callable[[np.ndarray], np.ndarray]
+
+
+def _pair(y_true: Sequence[float] | np.ndarray, y_pred: Sequence[float] | np.ndarray) -> np.ndarray:
+    t = np.asarray(y_true, dtype=np.float64).ravel()
+    p = np.asarray(y_pred, dtype=np.float64).ravel()
+    if t.shape != p.shape:
+        raise ValueError(f"y_true has {t.size} values but y_pred has {p.size}")
+    if t.size == 0:
+        raise ValueError("no predictions to score")
+    return p - t
+
+
+def rmse(y_true: Sequence[float] | np.ndarray, y_pred: Sequence[float] | np.ndarray) -> float:
+    """Root mean squared rating error: punishes large misses more than MAE does."""
+    return float(np.sqrt(np.mean(_pair(y_true, y_pred) ** 2)))
+
+
+def mae(y_true: Sequence[float] | np.ndarray, y_pred: Sequence[float] | np.ndarray) -> float:
+    """Mean absolute rating error: the typical miss, in rating units."""
+    return float(np.mean(np.abs(_pair(y_true, y_pred))))
+
+
+def hit_rate_ndcg_sampled(pos_scores: np.ndarray, neg_scores: np.ndarray, k: int = 10) -> tuple[float, float]:
+    """HR@k and NDCG@k of each positive ranked among itself and its m sampled negatives (NCF protocol).
+
+    Ties count against the positive (pessimistic), so a model that scores everything equally gets
+    no credit. Returns the means over the n positives.
+    """
+    pos = np.asarray(pos_scores, dtype=np.float64).ravel()
+    neg = np.asarray(neg_scores, dtype=np.float64)
+    if neg.ndim != 2 or neg.shape[0] != pos.size:
+        raise ValueError(f"neg_scores must have shape ({pos.size}, m), got {neg.shape}")
+    if pos.size == 0:
+        raise ValueError("no positives to score")
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    rank = (neg >= pos[:, None]).sum(axis=1)  # 0-based rank of the positive
+    rank[np.isnan(pos)] = neg.shape[1]  # NaN compares False everywhere: rank it last, not first
+    hit = rank < k
+    ndcg = np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0)
+    return float(hit.mean()), float(ndcg.mean())
+
+
+def recall_ndcg_at_k(
+    topk_items: Sequence[Sequence[Hashable]] | np.ndarray,
+    relevant: Sequence[Collection[Hashable]],
+    k: int | None = None,
+) -> dict[str, float]:
+    """Recall, NDCG and precision of top-k lists against each user's relevant set, averaged over users.
+
+    recall@k = |hits| / min(k, |relevant|), so a user with more relevant items than k can still
+    reach 1; precision@k = |hits| / k; NDCG uses binary gains with the ideal list of min(k, |relevant|)
+    hits. Users with no relevant items are skipped (they cannot be scored); k defaults to each list's
+    length. All values are NaN when no user has a relevant item.
+    """
+    if len(topk_items) != len(relevant):
+        raise ValueError(f"{len(topk_items)} top-k lists but {len(relevant)} relevant sets")
+    discounts = 1.0 / np.log2(np.arange(2, 2 + _max_len(topk_items, k) + 1))
+    recalls, ndcgs, precisions = [], [], []
+    for row, rel in zip(topk_items, relevant, strict=True):
+        rel = set(rel)
+        if not rel:
+            continue
+        kk = len(row) if k is None else k
+        if kk <= 0:
+            raise ValueError(f"k must be positive, got {kk}")
+        seen: set = set()
+        dcg, hits = 0.0, 0
+        for pos, item in enumerate(list(row)[:kk]):
+            if item in rel and item not in seen:
+                seen.add(item)
+                hits += 1
+                dcg += discounts[pos]
+        ideal = min(kk, len(rel))
+        recalls.append(hits / ideal)
+        precisions.append(hits / kk)
+        ndcgs.append(dcg / discounts[:ideal].sum())
+    if not recalls:
+        return {"recall": float("nan"), "ndcg": float("nan"), "precision": float("nan")}
+    return {
+        "recall": float(np.mean(recalls)),
+        "ndcg": float(np.mean(ndcgs)),
+        "precision": float(np.mean(precisions)),
+    }
+
+
+def _max_len(rows: Sequence[Sequence[Hashable]] | np.ndarray, k: int | None) -> int:
+    longest = max((len(r) for r in rows), default=0)
+    return max(longest, k or 0)
+
+
+def top_k_indices(scores: np.ndarray, k: int, exclude: Sequence[Collection[int]] | None = None) -> np.ndarray:
+    """Per row, the column indices of the k highest scores, best first (ties: lower index first).
+
+    exclude[i] lists columns row i must never return (items the user already has in train). Slots
+    that only excluded or NaN-scored items could fill are -1, so they can never count as hits.
+    """
+    s = np.array(scores, dtype=np.float64, ndmin=2)  # a copy: exclusions are written into it
+    n_rows, n_cols = s.shape
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    s[np.isnan(s)] = -np.inf
+    if exclude is not None:
+        if len(exclude) != n_rows:
+            raise ValueError(f"{len(exclude)} exclusion lists for {n_rows} score rows")
+        for i, cols in enumerate(exclude):
+            if len(cols):
+                s[i, np.fromiter(cols, dtype=np.int64, count=len(cols))] = -np.inf
+    kk = min(k, n_cols)
+    if kk < n_cols:
+        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+    else:
+        part = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols))
+    part_scores = np.take_along_axis(s, part, axis=1)
+    order = np.lexsort((part, -part_scores), axis=1)
+    top = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    top[np.take_along_axis(part_scores, order, axis=1) == -np.inf] = -1
+    if kk < k:
+        top = np.hstack([top, np.full((n_rows, k - kk), -1, dtype=np.int64)])
+    return top
+
+
+def ranking_metrics(
+    scores: ScoreSource,
+    relevant: Sequence[Collection[int]],
+    k: int = 10,
+    exclude: Sequence[Collection[int]] | None = None,
+    batch_size: int = 1024,
+) -> dict[str, float]:
+    """Full-catalogue recall/NDCG/precision@k: rank every item for each user row, minus excluded ones.
+
+    scores is a (n_users, n_items) matrix or a callback mapping an array of user rows to their
+    (len(rows), n_items) scores, so large catalogues are scored in batches without a full matrix.
+    relevant[i] and exclude[i] hold item columns for user row i; users with nothing relevant are
+    not scored at all. A relevant item that is also excluded can never be a hit.
+    """
+    if exclude is not None and len(exclude) != len(relevant):
+        raise ValueError(f"{len(exclude)} exclusion lists for {len(relevant)} users")
+    rows = np.array([i for i, rel in enumerate(relevant) if len(rel)], dtype=np.int64)
+    tops = []
+    for start in range(0, len(rows), max(batch_size, 1)):
+        batch = rows[start : start + batch_size]
+        block = scores[batch] if isinstance(scores, np.ndarray) else np.asarray(scores(batch))
+        if block.shape[0] != len(batch):
+            raise ValueError(f"scores for {len(batch)} users came back with {block.shape[0]} rows")
+        tops.append(top_k_indices(block, k, [exclude[i] for i in batch] if exclude is not None else None))
+    topk = np.vstack(tops) if tops else np.empty((0, k), dtype=np.int64)
+    return recall_ndcg_at_k(topk, [relevant[i] for i in rows], k)
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks with ties sharing their average rank (what makes tied pairs count 0.5 in AUC)."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
+    ends = np.r_[starts[1:], xs.size]
+    group = np.repeat(np.arange(starts.size), ends - starts)
+    ranks = np.empty(xs.size, dtype=np.float64)
+    ranks[order] = ((starts + ends - 1) / 2.0 + 1.0)[group]
+    return ranks
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC-AUC from ranks (Mann-Whitney U): P(random positive outscores random negative), ties 0.5."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(labels).ravel().astype(bool)
+    if s.shape != y.shape:
+        raise ValueError(f"{s.size} scores but {y.size} labels")
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    rank_sum = _average_ranks(s)[y].sum()
+    return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def per_user_auc(scores_by_user: Mapping[Hashable, tuple[np.ndarray, np.ndarray]]) -> float:
+    """Mean ROC-AUC over users that have both positives and negatives (others say nothing); NaN if none."""
+    aucs = [roc_auc(s, y) for s, y in scores_by_user.values()]
+    aucs = [a for a in aucs if not np.isnan(a)]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def precision_at_k(
+    neighbours: Mapping[Hashable, Sequence[Hashable]],
+    truth: Mapping[Hashable, Collection[Hashable]],
+    k: int = 10,
+) -> float:
+    """Mean |top-k neighbours ∩ truth| / k over items with a non-empty truth set (similar-items quality).
+
+    An item is dropped from its own neighbour list first (an index returns the query itself), and an
+    item with truth but no neighbour list scores 0 rather than being skipped. NaN if no item has truth.
+    """
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    values = []
+    for item, true_set in truth.items():
+        true_set = set(true_set)
+        if not true_set:
+            continue
+        found = [n for n in neighbours.get(item, []) if n != item][:k]
+        values.append(len(set(found) & true_set) / k)
+    return float(np.mean(values)) if values else float("nan")
