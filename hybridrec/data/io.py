@@ -1,0 +1,342 @@
+"""File access shared by the readers: every way a file can be unreadable becomes one DataError line."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hybridrec.data.dataset import ReadReport
+from hybridrec.data.idmap import normalize_id
+from hybridrec.errors import DataError
+
+GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+@dataclass
+class SourceReport(ReadReport):
+    """A ReadReport that also keeps rows dropped by design apart from bad rows.
+
+    `skipped` holds bad rows only (malformed, out of range...), so `check` measures damage, not policy;
+    `filtered` holds rows dropped on purpose (cancelled invoices, duplicate meta lines...); `counts`
+    holds named figures of intermediate stages; `first_bad` says where the first bad row was.
+    """
+
+    filtered: Counter = field(default_factory=Counter)
+    counts: dict[str, int] = field(default_factory=dict)
+    first_bad: str = ""
+
+    def bad(self, reason: str, where: str, n: int = 1) -> None:
+        """Count a bad row and remember where the first one was (e.g. "line 17")."""
+        if n:
+            self.skip(reason, n)
+            if not self.first_bad:
+                self.first_bad = f"{where} ({reason})"
+
+    def filter(self, reason: str, n: int = 1) -> None:
+        if n:
+            self.filtered[reason] += int(n)
+
+    def check(self, max_bad_fraction: float) -> None:
+        """Like ReadReport.check, but the message also names the first bad line."""
+        try:
+            super().check(max_bad_fraction)
+        except DataError as exc:
+            if not self.first_bad:
+                raise
+            raise DataError(f"{exc}; first bad row at {self.first_bad}") from None
+
+    def summary(self) -> str:
+        extra = [f"{v} filtered ({k})" for k, v in self.filtered.most_common()]
+        base = super().summary()
+        return base + (", " + ", ".join(extra) if extra else "")
+
+
+def dataset_name(path: Path) -> str:
+    """File name without .gz and one format suffix: Gift_Cards_5.json.gz -> Gift_Cards_5."""
+    name = path.name
+    if name.endswith(".gz"):
+        name = name[:-3]
+    return Path(name).stem if "." in name else name
+
+
+def check_file(path: Path | str) -> Path:
+    """A readable, non-empty regular file, or a DataError naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    return path
+
+
+def is_gzip(path: Path) -> bool:
+    """Gzip by magic bytes, so a misnamed compressed file is still read."""
+    with open(path, "rb") as fh:
+        return fh.read(2) == GZIP_MAGIC
+
+
+def _open_binary(path: Path):
+    if is_gzip(path):
+        return io.BufferedReader(gzip.open(path, "rb"), buffer_size=1 << 20)  # 3x faster line iteration
+    return open(path, "rb")
+
+
+def _decode(raw: bytes, path: Path, lineno: int, encoding: str) -> str:
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        byte = raw[exc.start : exc.start + 1].hex()
+        raise DataError(
+            f"{path}, line {lineno}: not valid {encoding.upper()} (byte 0x{byte} at column {exc.start + 1})"
+        ) from None
+
+
+def iter_lines(path: Path | str, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+    """Lazily yield (1-based line number, decoded line without its line ending)."""
+    path = check_file(path)
+    lineno = 0
+    try:
+        with _open_binary(path) as fh:
+            for raw in fh:
+                lineno += 1
+                yield lineno, _decode(raw, path, lineno, encoding).rstrip("\r\n")
+    except _GZIP_ERRORS as exc:
+        raise DataError(f"{path}: truncated or corrupt gzip after line {lineno} ({exc})") from None
+    if lineno == 0:
+        raise DataError(f"{path}: file is empty")
+
+
+def read_text(path: Path | str, encoding: str = "utf-8") -> str:
+    """The whole decoded file; a bad byte is reported with its line number."""
+    path = check_file(path)
+    try:
+        with _open_binary(path) as fh:
+            raw = fh.read()
+    except _GZIP_ERRORS as exc:
+        raise DataError(f"{path}: truncated or corrupt gzip ({exc})") from None
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        lineno = raw.count(b"\n", 0, exc.start) + 1
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        byte = raw[exc.start : exc.start + 1].hex()
+        raise DataError(
+            f"{path}, line {lineno}: not valid {encoding.upper()} "
+            f"(byte 0x{byte} at column {exc.start - line_start + 1})"
+        ) from None
+    if not text.strip():
+        raise DataError(f"{path}: file is empty")
+    return text
+
+
+def read_delimited(
+    path: Path | str,
+    sep: str,
+    names: list[str],
+    report: SourceReport,
+    encoding: str = "utf-8",
+    min_fields: int | None = None,
+) -> pd.DataFrame:
+    """Split a headerless delimited file into string columns plus `_line`; short lines are bad rows.
+
+    Lines with more fields than `names` keep the first len(names); lines with fewer than `min_fields`
+    (default: all) are counted as "malformed line" and skipped. Blank lines are ignored.
+    """
+    path = Path(path)
+    need = len(names) if min_fields is None else min_fields
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    for lineno, line in iter_lines(path, encoding):
+        if not line.strip():
+            continue
+        report.rows_read += 1
+        parts = line.split(sep)
+        if len(parts) < need:
+            report.bad("malformed line", f"line {lineno}")
+            continue
+        parts = parts[: len(names)] + [""] * (len(names) - len(parts))
+        rows.append(parts)
+        lines.append(lineno)
+    frame = pd.DataFrame(rows, columns=names, dtype=object)
+    frame["_line"] = lines
+    return frame
+
+
+def numeric_column(
+    frame: pd.DataFrame, column: str, report: SourceReport, reason: str = "malformed line"
+) -> pd.DataFrame:
+    """Coerce one column of a read_delimited frame to float, dropping rows that are not numbers."""
+    values = pd.to_numeric(frame[column], errors="coerce")
+    bad = values.isna()
+    if bad.any():
+        report.bad(reason, f"line {int(frame.loc[bad, '_line'].iloc[0])}", int(bad.sum()))
+    frame = frame.loc[~bad].copy()
+    frame[column] = values[~bad].astype(float)
+    return frame
+
+
+def _suffixes(path: Path) -> str:
+    name = path.name.lower()
+    return name[:-3] if name.endswith(".gz") else name
+
+
+def read_table(path: Path | str, sep: str | None = None, **kwargs: Any) -> pd.DataFrame:
+    """CSV / TSV / JSON lines / Parquet by extension via pandas; any failure is a DataError naming the file.
+
+    `sep` overrides the CSV separator (".tsv" defaults to tab); other keyword arguments go to pandas.
+    """
+    path = check_file(path)
+    kind = _suffixes(path)
+    try:
+        if kind.endswith(".parquet") or kind.endswith(".pq"):
+            kwargs.pop("dtype", None)
+            return pd.read_parquet(path, columns=kwargs.pop("usecols", None), **kwargs)
+        compression = "gzip" if is_gzip(path) else None
+        if kind.endswith(".jsonl") or kind.endswith(".ndjson") or kind.endswith(".json"):
+            kwargs.pop("usecols", None)
+            return pd.read_json(path, lines=True, compression=compression, **kwargs)
+        if sep is None:
+            sep = "\t" if kind.endswith(".tsv") or kind.endswith(".tab") else ","
+        return pd.read_csv(path, sep=sep, compression=compression, **kwargs)
+    except UnicodeDecodeError:
+        # pandas does not say where; read_text does.
+        read_text(path, kwargs.get("encoding") or "utf-8")
+        raise DataError(f"{path}: not valid UTF-8") from None
+    except _GZIP_ERRORS as exc:
+        raise DataError(f"{path}: truncated or corrupt gzip ({exc})") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: file is empty") from None
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path}: cannot read as a table ({_first_line(exc)})") from None
+    except Exception as exc:  # pyarrow raises its own family (ArrowInvalid...) for broken parquet
+        if type(exc).__module__.startswith("pyarrow"):
+            raise DataError(f"{path}: cannot read as parquet ({_first_line(exc)})") from None
+        raise
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def require_columns(frame: pd.DataFrame, columns: Iterable[str], path: Path | str) -> None:
+    """Every named column is present, or a DataError naming the file and the first missing column."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        have = ", ".join(map(str, list(frame.columns)[:12]))
+        raise DataError(f"{path}: missing column {missing[0]!r} (columns: {have})")
+
+
+def id_column(values: pd.Series) -> pd.Series:
+    """Raw ids as normalized strings, computed once per distinct value (fast on large columns)."""
+    uniques = pd.unique(values.to_numpy(dtype=object))
+    mapping = {u: normalize_id(u) for u in uniques}
+    return pd.Series([mapping[v] for v in values.to_numpy(dtype=object)], index=values.index, dtype=object)
+
+
+def text_value(value: Any) -> str:
+    """A text cell: str, "" for None/NaN."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if value is pd.NA or value is pd.NaT:
+        return ""
+    return str(value)
+
+
+def category_value(value: Any) -> str:
+    """A categorical cell: a normalized string ("" for missing), so 3.0 and "3" agree."""
+    text = text_value(value)
+    return normalize_id(value) if text else ""
+
+
+def list_value(value: Any, separator: str | None = None, clean: Callable[[str], str] = str.strip) -> list[str]:
+    """A multi-valued cell: a list of non-empty, de-duplicated strings (never NaN)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        parts: Iterable[Any] = value.split(separator) if separator else [value]
+    elif isinstance(value, Iterable) and not isinstance(value, (bytes, dict)):
+        parts = value
+    else:
+        text = text_value(value)
+        parts = [text] if text else []
+    out: list[str] = []
+    for part in parts:
+        item = clean(text_value(part))
+        if item and item not in out:
+            out.append(item)
+    return out
+
+
+def interactions_frame(
+    user_id: Iterable[str],
+    item_id: Iterable[str],
+    rating: Iterable[float],
+    timestamp: Iterable[int],
+    review: Iterable[str] | None = None,
+    fold: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """The canonical interaction columns with their canonical dtypes."""
+    frame = pd.DataFrame(
+        {
+            "user_id": pd.Series(list(user_id), dtype=object),
+            "item_id": pd.Series(list(item_id), dtype=object),
+            "rating": pd.Series(list(rating), dtype="float32"),
+            "timestamp": pd.Series(list(timestamp), dtype="int64"),
+        }
+    )
+    frame["review"] = pd.Series([""] * len(frame) if review is None else list(review), dtype=object)
+    if fold is not None:
+        frame["fold"] = pd.Series(list(fold), dtype=object)
+    return frame
+
+
+def fill_missing(
+    table: pd.DataFrame,
+    key: str,
+    used: Iterable[str],
+    defaults: dict[str, Any],
+    report: SourceReport,
+    what: str = "item",
+) -> pd.DataFrame:
+    """Give every interacted id a row: ids without metadata get empty defaults (and are counted)."""
+    known = set(table[key])
+    missing = [i for i in pd.unique(pd.Series(list(used), dtype=object)) if i not in known]
+    if not missing:
+        return table
+    report.notes.append(f"{len(missing)} interacted {what}s had no metadata row (empty features)")
+    report.counts[f"{what}s_without_metadata"] = len(missing)
+    extra = pd.DataFrame({key: missing})
+    for column, default in defaults.items():
+        extra[column] = [list(default) if isinstance(default, list) else default for _ in missing]
+    return pd.concat([table, extra[table.columns]], ignore_index=True)
+
+
+def drop_duplicate_pairs(frame: pd.DataFrame, report: SourceReport, reason: str) -> pd.DataFrame:
+    """Keep the latest interaction per (user, item) (the last line on equal timestamps); count the rest."""
+    ordered = frame.sort_values("timestamp", kind="stable")
+    dup = ordered.duplicated(["user_id", "item_id"], keep="last")
+    if dup.any():
+        first = ordered.loc[dup].iloc[0]
+        report.bad(reason, f"user {first['user_id']!r} item {first['item_id']!r}", int(dup.sum()))
+    return ordered.loc[~dup].sort_index().reset_index(drop=True)
+
+
+def keep_interacted(
+    table: pd.DataFrame, key: str, used: Iterable[str], report: SourceReport, what: str
+) -> pd.DataFrame:
+    """Keep only rows whose id occurs in the interactions; the rest are counted as filtered."""
+    mask = table[key].isin(set(used))
+    report.filter(f"{what} without interactions", int((~mask).sum()))
+    return table.loc[mask].reset_index(drop=True)
