@@ -1,0 +1,284 @@
+"""The `hybridrec` command: parse, call the library, print. Heavy imports happen inside the commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from hybridrec.errors import HybridrecError
+
+DEFAULT_OUT = Path(os.environ.get("HYBRIDREC_HOME", "models"))
+DEFAULT_MODEL = DEFAULT_OUT / "latest"
+
+app = typer.Typer(
+    help="Hybrid content + collaborative recommender: fit on review data, then ask for similar items, "
+    "recommendations and cold-start scores.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="Model directory (default: the latest fitted model).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+KOpt = Annotated[int, typer.Option("-k", "--k", help="How many results.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show a traceback on errors.")]
+
+
+def _fail(exc: BaseException, debug: bool) -> None:
+    if debug:
+        raise exc
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _run(debug: bool, fn):
+    try:
+        return fn()
+    except HybridrecError as exc:
+        _fail(exc, debug)
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        _fail(exc, debug)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+def _load(model: Path):
+    from hybridrec.recommender import HybridRecommender
+
+    return HybridRecommender.load(model)
+
+
+def _table(title: str, columns: list[str], rows: list[list], caption: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, caption=caption)
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*["" if v is None else str(v) for v in row])
+    Console().print(table)
+
+
+def _fmt_price(price) -> str:
+    return "" if price is None else f"{price:,.2f}"
+
+
+@app.command()
+def fit(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config.")] = Path(
+        "configs/default.yaml"
+    ),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for models.")] = DEFAULT_OUT,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (overrides the config).")] = None,
+    data: Annotated[
+        Optional[list[str]], typer.Option("--data", "-d", help="Override a data path: KEY=PATH (repeatable).")
+    ] = None,
+    set_: Annotated[
+        Optional[list[str]], typer.Option("--set", "-s", help="Override any config key: a.b=value (repeatable).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Train a model, evaluate it on the held-out split and save it.
+
+    Example: hybridrec fit --config configs/movielens-100k.yaml --data ratings=~/ml-100k/u.data
+    """
+
+    def job():
+        from hybridrec.config import load_config
+        from hybridrec.job import fit_from_config
+
+        overrides = [f"data.paths.{kv}" for kv in (data or [])] + list(set_ or [])
+        if seed is not None:
+            overrides.append(f"seed={seed}")
+        cfg = load_config(config, overrides)
+        report = fit_from_config(cfg, out, quiet=quiet)
+        if as_json:
+            typer.echo(json.dumps({"model": str(report.model_path), "metrics": report.metrics}))
+            return
+        if not quiet:
+            for line in report.data_summary:
+                typer.echo(line, err=True)
+        _table("held-out metrics", ["metric", "value"],
+               [[k, f"{v:.4f}" if isinstance(v, float) else v] for k, v in report.metrics.items()])
+        typer.echo(f"model saved to {report.model_path} (also {Path(out) / 'latest'})")
+
+    _run(debug, job)
+
+
+@app.command()
+def similar(
+    query: Annotated[str, typer.Argument(help="An item id, or free text such as a product title.")],
+    model: ModelOpt = DEFAULT_MODEL,
+    k: KOpt = 10,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Items similar to an item id or to free text, in content and in behaviour.
+
+    Example: hybridrec similar "S-Video cable" -k 5
+    """
+
+    def job():
+        rec = _load(model)
+        match = rec.similar_to_text(query, k)
+        rows = []
+        for rank, (item_id, score) in enumerate(zip(match.ids, match.scores), 1):
+            info = rec.item_info(item_id)
+            rows.append({"rank": rank, "item_id": item_id, "title": info["title"], "price": info["price"],
+                         "category": info["category"], "score": round(float(score), 4)})
+        if match.how == "content":
+            said = f"no catalogue title matched {query!r}: scored it as a new item from its text"
+        else:
+            said = f"query resolved to {match.resolved_id}: {match.resolved_title}"
+        if as_json:
+            typer.echo(json.dumps({"query": query, "resolved_id": match.resolved_id,
+                                   "resolved_title": match.resolved_title, "match": match.how, "results": rows}))
+            return
+        typer.echo(said)
+        _table(f"similar to {query!r}", ["rank", "item_id", "title", "price", "category", "score"],
+               [[r["rank"], r["item_id"], r["title"], _fmt_price(r["price"]), r["category"], f"{r['score']:.3f}"]
+                for r in rows])
+
+    _run(debug, job)
+
+
+@app.command()
+def recommend(
+    user_id: Annotated[str, typer.Argument(help="A user id from the training data.")],
+    model: ModelOpt = DEFAULT_MODEL,
+    k: KOpt = 10,
+    include_seen: Annotated[bool, typer.Option("--include-seen", help="Also return items the user had.")] = False,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Top-k recommendations for a user.
+
+    Example: hybridrec recommend U0001 -k 5
+    """
+
+    def job():
+        rec = _load(model)
+        ids, scores = rec.recommend(user_id, k, exclude_seen=not include_seen)
+        rows = [{"rank": r, "item_id": i, **{c: rec.item_info(i)[c] for c in ("title", "price", "category")},
+                 "score": round(float(s), 4)} for r, (i, s) in enumerate(zip(ids, scores), 1)]
+        if as_json:
+            typer.echo(json.dumps({"user_id": user_id, "results": rows}))
+            return
+        _table(f"recommendations for {user_id}", ["rank", "item_id", "title", "price", "category", "score"],
+               [[r["rank"], r["item_id"], r["title"], _fmt_price(r["price"]), r["category"], f"{r['score']:.3f}"]
+                for r in rows])
+
+    _run(debug, job)
+
+
+@app.command("score-new")
+def score_new(
+    file: Annotated[Path, typer.Argument(help="New items as JSON lines or CSV with item_id, title, ...")],
+    model: ModelOpt = DEFAULT_MODEL,
+    users: Annotated[Optional[list[str]], typer.Option("--users", "-u", help="Score for these user ids.")] = None,
+    add: Annotated[bool, typer.Option("--add", help="Also add the items to the model's index and save it.")] = False,
+    neighbours: Annotated[int, typer.Option("--neighbours", "-n", help="Nearest catalogue items to show.")] = 5,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Score brand-new items (no interactions) from their content, and show their nearest catalogue items.
+
+    Example: hybridrec score-new new_items.jsonl --users U0001 --users U0002 --add
+    """
+
+    def job():
+        from hybridrec.data.newitems import read_new_items
+
+        rec = _load(model)
+        items = read_new_items(file)
+        user_ids = [u for group in (users or []) for u in group.split(",") if u]
+        scored = rec.score_new_items(items, user_ids or None, k_neighbours=neighbours)
+        if add:
+            rec.add_items(items)
+            rec.save(model)
+        if as_json:
+            typer.echo(scored.to_json(orient="records", lines=True).strip())
+        else:
+            _table("new items", ["item_id", "title", "user", "score", "nearest items"],
+                   [[r.item_id, r.title, r.user_id or "(average user)", f"{r.score:.3f}", ", ".join(r.neighbours)]
+                    for r in scored.itertuples()])
+        if add:
+            typer.echo(f"added {len(items)} items to {model}", err=True)
+
+    _run(debug, job)
+
+
+@app.command()
+def evaluate(
+    model: ModelOpt = DEFAULT_MODEL,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Re-read data with this config.")] = None,
+    as_json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Evaluate a saved model on its held-out split (re-read from the data with the model's config).
+
+    Example: hybridrec evaluate --model models/movielens-100k
+    """
+
+    def job():
+        from hybridrec.config import load_config
+        from hybridrec.data.readers import read_dataset
+        from hybridrec.data.splits import split_interactions
+        from hybridrec.protocols import evaluate as run_eval
+
+        rec = _load(model)
+        cfg = load_config(config) if config else rec.config
+        dataset = read_dataset(cfg)
+        split = split_interactions(dataset.interactions, cfg.split, cfg.seed)
+        metrics = run_eval(rec, split.test, split.cold_items, k=cfg.evaluate.k, seed=cfg.seed)
+        if as_json:
+            typer.echo(json.dumps(metrics))
+            return
+        _table("held-out metrics", ["metric", "value"],
+               [[k, f"{v:.4f}" if isinstance(v, float) else v] for k, v in metrics.items()])
+
+    _run(debug, job)
+
+
+@app.command()
+def info(model: ModelOpt = DEFAULT_MODEL, as_json: JsonOpt = False, debug: DebugOpt = False) -> None:
+    """What a saved model is: data, variant, sizes, metrics and files.
+
+    Example: hybridrec info --model models/latest
+    """
+
+    def job():
+        rec = _load(model)
+        summary = {"model": str(rec._model_dir.root), "name": rec.config.name,
+                   "created": rec._model_dir.manifest.get("created"),
+                   "hybridrec_version": rec._model_dir.manifest.get("hybridrec_version"),
+                   "variant": rec.config.model.variant, "feedback": rec.feedback_, "users": len(rec.users_),
+                   "items": len(rec.items_), "dim": int(rec.item_vectors_.shape[1]),
+                   "text_encoder": rec.config.features.text_encoder, "metrics": rec.metrics_}
+        if as_json:
+            typer.echo(json.dumps(summary))
+            return
+        metrics = summary.pop("metrics")
+        _table("model", ["field", "value"], [[k, v] for k, v in summary.items()])
+        _table("metrics", ["metric", "value"],
+               [[k, f"{v:.4f}" if isinstance(v, float) else v] for k, v in metrics.items()])
+
+    _run(debug, job)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

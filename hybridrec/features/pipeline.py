@@ -1,0 +1,189 @@
+"""Fits every feature on the training split and turns any entity table (old or brand-new rows) into arrays."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hybridrec.config import FeatureConfig
+from hybridrec.data.dataset import FeatureSchema
+from hybridrec.features.cache import EmbeddingCache
+from hybridrec.features.categorical import Vocabulary
+from hybridrec.features.documents import metadata_documents, review_documents
+from hybridrec.features.numeric import NumericScaler
+from hybridrec.features.text import TfidfSvdEncoder, make_text_encoder
+
+
+@dataclass
+class EntityFeatures:
+    """Model inputs for a block of rows: text (n, t), numeric (n, m) and one index matrix per categorical column."""
+
+    text: np.ndarray
+    numeric: np.ndarray
+    categorical: list[np.ndarray] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.numeric)
+
+
+@dataclass
+class TabularFeatures:
+    """Numeric scalers and categorical vocabularies of one entity (items or users)."""
+
+    scalers: list[NumericScaler]
+    vocabularies: list[Vocabulary]
+
+    @classmethod
+    def fit(cls, table: pd.DataFrame, schema: FeatureSchema, cfg: FeatureConfig) -> TabularFeatures:
+        scalers = [
+            NumericScaler.fit(table[c], log1p=None if cfg.log1p is None else c in cfg.log1p) for c in schema.numeric
+        ]
+        vocabs = [Vocabulary.fit(table[c], cfg.min_count) for c in schema.categorical + schema.multi]
+        return cls(scalers, vocabs)
+
+    def numeric(self, table: pd.DataFrame) -> np.ndarray:
+        blocks = [s.transform(_column(table, s.column, np.nan)) for s in self.scalers]
+        return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(table), 0), np.float32)
+
+    def categorical(self, table: pd.DataFrame) -> list[np.ndarray]:
+        return [v.transform(_column(table, v.column, None)) for v in self.vocabularies]
+
+    @property
+    def numeric_dim(self) -> int:
+        return 2 * len(self.scalers)
+
+    @property
+    def vocab_sizes(self) -> list[int]:
+        return [v.size for v in self.vocabularies]
+
+    def to_json(self) -> dict:
+        return {"numeric": [s.to_json() for s in self.scalers], "categorical": [v.to_json() for v in self.vocabularies]}
+
+    @classmethod
+    def from_json(cls, payload: dict) -> TabularFeatures:
+        return cls(
+            [NumericScaler.from_json(p) for p in payload["numeric"]],
+            [Vocabulary.from_json(p) for p in payload["categorical"]],
+        )
+
+
+def _column(table: pd.DataFrame, name: str, default: object) -> pd.Series:
+    """A missing column in new rows is all-missing, not an error: new items often lack some metadata."""
+    if name in table.columns:
+        return table[name]
+    return pd.Series([default] * len(table), index=table.index, name=name, dtype=object)
+
+
+class FeaturePipeline:
+    """Item text (metadata + training reviews), numeric and categorical features; user tabular features."""
+
+    def __init__(self, cfg: FeatureConfig, seed: int = 0, quiet: bool = True):
+        self.cfg = cfg
+        self.seed = seed
+        self.quiet = quiet
+        self.item_schema_: FeatureSchema | None = None
+        self.user_schema_: FeatureSchema | None = None
+        self.items_: TabularFeatures | None = None
+        self.users_: TabularFeatures | None = None
+        self.encoder_ = None
+        self.text_dim_ = 0
+
+    def fit(
+        self,
+        items: pd.DataFrame,
+        item_schema: FeatureSchema,
+        train: pd.DataFrame,
+        users: pd.DataFrame | None = None,
+        user_schema: FeatureSchema | None = None,
+    ) -> FeaturePipeline:
+        """Fit on training rows only: vocabularies, scalers and the TF-IDF model never see test interactions."""
+        self.item_schema_ = item_schema
+        self.user_schema_ = user_schema if users is not None else None
+        self.items_ = TabularFeatures.fit(items, item_schema, self.cfg)
+        self.users_ = TabularFeatures.fit(users, user_schema, self.cfg) if self.user_schema_ else None
+        self.encoder_ = make_text_encoder(
+            self.cfg.text_encoder, self.cfg.text_model, self.cfg.bf16, self.cfg.batch_size, self.cfg.tfidf_dim, self.seed
+        )
+        if isinstance(self.encoder_, TfidfSvdEncoder):
+            meta = metadata_documents(items, item_schema, self.cfg.max_document_chars)
+            reviews = self._reviews(items, train)
+            self.encoder_.fit(meta + [r for r in reviews if r])
+        self.text_dim_ = 0 if self.encoder_ is None else 2 * self.encoder_.dim + 1
+        return self
+
+    def _reviews(self, items: pd.DataFrame, train: pd.DataFrame | None) -> list[str]:
+        if train is None:
+            return [""] * len(items)
+        cfg = self.cfg
+        return review_documents(list(items["item_id"]), train, cfg.max_reviews_per_item, cfg.max_document_chars)
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Encode through the on-disk cache: repeated fits and repeated queries re-encode nothing."""
+        cache = EmbeddingCache(self.cfg.cache_dir, self.encoder_.key)
+        out = cache.encode(self.encoder_, texts, show_progress=not self.quiet)
+        self.cache_hits, self.cache_misses = cache.hits, cache.misses
+        return out
+
+    def transform_items(self, items: pd.DataFrame, train: pd.DataFrame | None = None) -> EntityFeatures:
+        """Arrays for item rows; `train` supplies review text (None for brand-new items: they have none)."""
+        text = np.zeros((len(items), 0), np.float32)
+        if self.encoder_ is not None:
+            meta = self.encode_texts(metadata_documents(items, self.item_schema_, self.cfg.max_document_chars))
+            reviews = self._reviews(items, train)
+            has = np.array([bool(r) for r in reviews])
+            review_vecs = np.zeros_like(meta)
+            if has.any():
+                review_vecs[has] = self.encode_texts([r for r in reviews if r])
+            text = np.concatenate([meta, review_vecs, has[:, None].astype(np.float32)], axis=1)
+        return EntityFeatures(text, self.items_.numeric(items), self.items_.categorical(items))
+
+    def transform_users(self, users: pd.DataFrame) -> EntityFeatures:
+        empty = np.zeros((len(users), 0), np.float32)
+        if self.users_ is None:
+            return EntityFeatures(empty, empty, [])
+        return EntityFeatures(empty, self.users_.numeric(users), self.users_.categorical(users))
+
+    def item_spec(self) -> dict:
+        return {"text_dim": self.text_dim_, "numeric_dim": self.items_.numeric_dim, "vocab_sizes": self.items_.vocab_sizes}
+
+    def user_spec(self) -> dict:
+        if self.users_ is None:
+            return {"text_dim": 0, "numeric_dim": 0, "vocab_sizes": []}
+        return {"text_dim": 0, "numeric_dim": self.users_.numeric_dim, "vocab_sizes": self.users_.vocab_sizes}
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "item_schema": self.item_schema_.__dict__,
+            "user_schema": self.user_schema_.__dict__ if self.user_schema_ else None,
+            "items": self.items_.to_json(),
+            "users": self.users_.to_json() if self.users_ else None,
+            "encoder": None if self.encoder_ is None else {"kind": self.cfg.text_encoder, "key": self.encoder_.key},
+            "text_dim": self.text_dim_,
+        }
+        (folder / "features.json").write_text(json.dumps(payload, indent=1))
+        if isinstance(self.encoder_, TfidfSvdEncoder):
+            self.encoder_.save(folder)
+
+    @classmethod
+    def load(cls, folder: Path, cfg: FeatureConfig, seed: int = 0) -> FeaturePipeline:
+        payload = json.loads((folder / "features.json").read_text())
+        pipe = cls(cfg, seed)
+        pipe.item_schema_ = FeatureSchema(**payload["item_schema"])
+        pipe.user_schema_ = FeatureSchema(**payload["user_schema"]) if payload["user_schema"] else None
+        pipe.items_ = TabularFeatures.from_json(payload["items"])
+        pipe.users_ = TabularFeatures.from_json(payload["users"]) if payload["users"] else None
+        pipe.text_dim_ = int(payload["text_dim"])
+        if payload["encoder"] is None:
+            pipe.encoder_ = None
+        elif payload["encoder"]["kind"] == "tfidf":
+            pipe.encoder_ = TfidfSvdEncoder.load(folder)
+        else:
+            pipe.encoder_ = make_text_encoder(
+                "sentence-transformer", cfg.text_model, cfg.bf16, cfg.batch_size, cfg.tfidf_dim, seed
+            )
+        return pipe

@@ -1,0 +1,72 @@
+"""Item and user towers: ID embedding plus content (text projection, numeric MLP, categorical bags), fused by sum."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ContentEncoder(nn.Module):
+    """Text, numeric and categorical inputs -> one vector and one bias; what a brand-new entity is scored from."""
+
+    def __init__(self, text_dim: int, numeric_dim: int, vocab_sizes: list[int], hidden: int, dim: int, dropout: float):
+        super().__init__()
+        self.text = nn.Linear(text_dim, hidden) if text_dim else None
+        self.numeric = nn.Sequential(nn.Linear(numeric_dim, hidden), nn.GELU()) if numeric_dim else None
+        self.bags = nn.ModuleList(nn.Embedding(size, hidden, padding_idx=0) for size in vocab_sizes)
+        for bag in self.bags:
+            nn.init.normal_(bag.weight, std=0.05)
+            with torch.no_grad():
+                bag.weight[0].zero_()
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+        self.bias = nn.Linear(hidden, 1)
+        self.enabled = bool(text_dim or numeric_dim or vocab_sizes)
+
+    def forward(
+        self, text: torch.Tensor, numeric: torch.Tensor, categorical: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = []
+        if self.text is not None:
+            parts.append(self.text(text))
+        if self.numeric is not None:
+            parts.append(self.numeric(numeric))
+        for bag, idx in zip(self.bags, categorical):
+            mask = (idx > 0).unsqueeze(-1).float()
+            parts.append((bag(idx) * mask).sum(1) / mask.sum(1).clamp(min=1.0))
+        hidden = torch.stack(parts).sum(0)
+        return self.out(hidden), self.bias(hidden).squeeze(-1)
+
+
+class Tower(nn.Module):
+    """ID embedding + content vector. `keep_id` (per row, 0 or 1) hides the ID part: ID dropout and cold start."""
+
+    def __init__(self, n_ids: int, spec: dict, use_id: bool, use_content: bool, hidden: int, dim: int, dropout: float):
+        super().__init__()
+        self.use_id = use_id
+        self.id_embedding = nn.Embedding(n_ids, dim) if use_id else None
+        self.id_bias = nn.Embedding(n_ids, 1) if use_id else None
+        if use_id:
+            nn.init.normal_(self.id_embedding.weight, std=0.05)
+            nn.init.zeros_(self.id_bias.weight)
+        content = ContentEncoder(spec["text_dim"], spec["numeric_dim"], spec["vocab_sizes"], hidden, dim, dropout)
+        self.content = content if (use_content and content.enabled) else None
+        self.dim = dim
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        text: torch.Tensor,
+        numeric: torch.Tensor,
+        categorical: list[torch.Tensor],
+        keep_id: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        vec = torch.zeros(len(ids), self.dim, device=ids.device)
+        bias = torch.zeros(len(ids), device=ids.device)
+        if self.use_id:
+            keep = torch.ones(len(ids), device=ids.device) if keep_id is None else keep_id
+            vec = vec + self.id_embedding(ids) * keep.unsqueeze(-1)
+            bias = bias + self.id_bias(ids).squeeze(-1) * keep
+        if self.content is not None:
+            c_vec, c_bias = self.content(text, numeric, categorical)
+            vec, bias = vec + c_vec, bias + c_bias
+        return vec, bias

@@ -1,0 +1,454 @@
+"""HybridRecommender: the facade users import. Raw ids in, raw ids out; torch is loaded only when needed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hybridrec import __version__
+from hybridrec.artifacts import ModelDir, publish, staging_dir, write_manifest
+from hybridrec.config import Config, config_from_dict, dump_config
+from hybridrec.data.idmap import IdMap
+from hybridrec.errors import ModelFileError, QueryError
+from hybridrec.index import ItemIndex
+from hybridrec.titles import TitleMatcher
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from hybridrec.data.dataset import Dataset
+    from hybridrec.data.splits import Split
+
+DISPLAY_COLUMNS = ("title", "price", "category")
+
+
+@dataclass
+class TextMatch:
+    """The answer to a free-text `similar` query, saying which catalogue item (if any) the text resolved to."""
+
+    query: str
+    resolved_id: str | None
+    resolved_title: str | None
+    how: str  # "id", "title" or "content" (no title matched: the text was scored as a new item)
+    ids: list[str]
+    scores: np.ndarray
+
+
+class HybridRecommender:
+    """Hybrid content + collaborative recommender. Hyperparameters live in `config`; learned state ends in `_`."""
+
+    def __init__(self, config: Config | None = None, quiet: bool = True):
+        self.config = config or Config()
+        self.quiet = quiet
+        self._net = None
+        self._features = None
+        self._model_dir: ModelDir | None = None
+        self._matcher: TitleMatcher | None = None
+        self.metrics_: dict = {}
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, dataset: Dataset, split: Split | None = None) -> HybridRecommender:
+        """Split (unless given), fit features on the training part, train, compute vectors and build the index."""
+        from hybridrec.data.splits import split_interactions
+        from hybridrec.features.pipeline import FeaturePipeline
+        from hybridrec.model.network import HybridNet
+        from hybridrec.train import Interactions, Trainer, resolve_device, seed_everything
+
+        cfg = self.config
+        seed_everything(cfg.seed)
+        if cfg.train.threads:
+            import torch
+
+            torch.set_num_threads(cfg.train.threads)
+        dataset.validate()
+        split = split if split is not None else split_interactions(dataset.interactions, cfg.split, cfg.seed)
+        self.split_ = split
+        self.feedback_ = dataset.feedback
+        self.rating_range_ = tuple(dataset.rating_range) if dataset.rating_range else None
+        items = dataset.items.reset_index(drop=True)
+        self.items_ = IdMap(items["item_id"], "item")
+        user_ids = list(dataset.users["user_id"]) if dataset.users is not None else []
+        self.users_ = IdMap(user_ids + list(dataset.interactions["user_id"]), "user")
+        users_table = self._aligned_users(dataset)
+
+        train = split.train
+        train_items = set(train["item_id"])
+        t0 = time.perf_counter()
+        pipeline = FeaturePipeline(cfg.features, seed=cfg.seed, quiet=self.quiet)
+        pipeline.fit(items[items["item_id"].isin(train_items)], dataset.item_schema, train, users_table,
+                     dataset.user_schema)
+        item_feats = pipeline.transform_items(items, train)
+        user_feats = pipeline.transform_users(users_table) if users_table is not None else None
+        if user_feats is None:
+            empty = np.zeros((len(self.users_), 0), np.float32)
+            from hybridrec.features.pipeline import EntityFeatures
+
+            user_feats = EntityFeatures(empty, empty, [])
+        self._features = pipeline
+        self.feature_seconds_ = time.perf_counter() - t0
+        self.text_cache_ = {"hits": getattr(pipeline, "cache_hits", 0), "misses": getattr(pipeline, "cache_misses", 0)}
+
+        tr = self._encode(train)
+        val = self._encode(split.validation) if len(split.validation) else None
+        item_has_id = np.bincount(tr.items, minlength=len(self.items_)) > 0
+        user_has_id = np.bincount(tr.users, minlength=len(self.users_)) > 0
+        self.global_mean_ = float(train["rating"].mean()) if dataset.feedback == "explicit" else 0.0
+        self.item_spec_, self.user_spec_ = pipeline.item_spec(), pipeline.user_spec()
+        net = HybridNet(len(self.users_), len(self.items_), self.item_spec_, self.user_spec_, cfg.model,
+                        self.global_mean_)
+        text_dim = pipeline.encoder_.dim if pipeline.encoder_ is not None else 0
+        self.review_slice_ = (text_dim, 2 * text_dim + 1) if text_dim else None
+        trainer = Trainer(
+            net, item_feats, user_feats, item_has_id, cfg.train, dataset.feedback,
+            cfg.model.id_dropout if cfg.model.variant == "hybrid" else 0.0,
+            slice(*self.review_slice_) if self.review_slice_ else None,
+            cfg.seed, resolve_device(cfg.train.device), user_has_id=user_has_id,
+        )
+        t1 = time.perf_counter()
+        self.train_result_ = trainer.fit(tr, val, progress=None if self.quiet else _print_epoch)
+        self.train_seconds_ = time.perf_counter() - t1
+        self._net = trainer.net.cpu()
+        self.item_vectors_, self.item_bias_ = trainer.all_item_vectors()
+        self.user_vectors_, self.user_bias_ = trainer.all_user_vectors(len(self.users_))
+        self.item_has_id_ = item_has_id
+        self.display_ = _display_rows(items)
+        seen = split.train if not len(split.validation) else _concat(split.train, split.validation)
+        self._set_seen(self._encode(seen))
+        self._build_index()
+        return self
+
+    def _aligned_users(self, dataset: Dataset):
+        """The user table in IdMap order; users missing from it get empty features."""
+        if dataset.users is None or not dataset.user_schema.columns():
+            return None
+        table = dataset.users.drop_duplicates("user_id").set_index("user_id")
+        return table.reindex(self.users_.raw_ids).reset_index(names="user_id")
+
+    def _encode(self, frame: pd.DataFrame):
+        from hybridrec.train import Interactions
+
+        ratings = frame["rating"].to_numpy(np.float32)
+        weights = np.ones_like(ratings) if self.feedback_ == "explicit" else np.log1p(np.maximum(ratings, 0)) + 1.0
+        return Interactions(self.users_.indices(frame["user_id"]), self.items_.indices(frame["item_id"]), ratings,
+                            weights.astype(np.float32))
+
+    def _set_seen(self, inter) -> None:
+        order = np.lexsort((inter.items, inter.users))
+        users, items = inter.users[order], inter.items[order]
+        self.seen_indptr_ = np.searchsorted(users, np.arange(len(self.users_) + 1)).astype(np.int64)
+        self.seen_items_ = items.astype(np.int64)
+
+    def _build_index(self) -> None:
+        idx = self.config.index
+        self.index_ = ItemIndex(self.items_, self.item_vectors_.shape[1], idx.M, idx.ef_construction, idx.ef_search)
+        self.index_.build(self.item_vectors_, seed=self.config.seed)
+
+    # ------------------------------------------------------------------ queries
+    def similar_items(self, item_id: str, k: int = 10) -> tuple[list[str], np.ndarray]:
+        """The k items nearest to `item_id` by cosine of the fused item vectors, as (raw ids, similarities)."""
+        _check_k(k)
+        row = self.items_.index(item_id)
+        return self.index_.query(self.item_vectors_[row], k, exclude={self.items_.raw(row)})
+
+    def similar_to_text(self, text: str, k: int = 10) -> TextMatch:
+        """Resolve the text to a catalogue item by title (or exact id); unmatched text is scored as a new item."""
+        _check_k(k)
+        if str(text) in self.items_:
+            row = self.items_.index(text)
+            ids, scores = self.similar_items(text, k)
+            return TextMatch(text, self.items_.raw(row), self.display_[row][0], "id", ids, scores)
+        if self._matcher is None:
+            self._matcher = TitleMatcher([r[0] for r in self.display_])
+        hit = self._matcher.match(text)
+        if hit is not None:
+            row = hit[0]
+            ids, scores = self.similar_items(self.items_.raw(row), k)
+            return TextMatch(text, self.items_.raw(row), self.display_[row][0], "title", ids, scores)
+        import pandas as pd
+
+        vec, _ = self._content_vectors(pd.DataFrame({"item_id": ["<query>"], "title": [str(text)]}))
+        ids, scores = self.index_.query(vec[0], k)
+        return TextMatch(text, None, None, "content", ids, scores)
+
+    def predict(self, user_ids, item_ids) -> np.ndarray:
+        """Predicted ratings (explicit) or scores (implicit) for aligned lists of raw user and item ids."""
+        u = self.users_.indices(user_ids)
+        i = self.items_.indices(item_ids)
+        return self._score_pairs(self.user_vectors_[u], self.user_bias_[u], self.item_vectors_[i], self.item_bias_[i])
+
+    def recommend(
+        self, user_id: str, k: int = 10, exclude_seen: bool = True, exact: bool = False
+    ) -> tuple[list[str], np.ndarray]:
+        """Top-k items for a user: ANN candidates by the user vector plus the strongest item biases, then an exact
+        re-score with the full head. `exact=True` scores the whole catalogue instead."""
+        _check_k(k)
+        row = self.users_.index(user_id)
+        seen = self._seen(row) if exclude_seen else np.zeros(0, np.int64)
+        n_items = len(self.items_)
+        if exact or n_items <= 5000:
+            candidates = np.arange(n_items)
+        else:
+            pool = min(n_items, max(200, 20 * k) + len(seen))
+            ann_rows, _ = self.index_.query_rows(self.user_vectors_[row : row + 1], pool)
+            top_bias = np.argpartition(-self.item_bias_, min(pool, n_items - 1))[:pool]
+            candidates = np.union1d(ann_rows[0], top_bias)
+        candidates = np.setdiff1d(candidates, seen, assume_unique=False)
+        if not len(candidates):
+            return [], np.zeros(0, np.float32)
+        u = np.repeat(self.user_vectors_[row : row + 1], len(candidates), 0)
+        bu = np.repeat(self.user_bias_[row : row + 1], len(candidates), 0)
+        scores = self._score_pairs(u, bu, self.item_vectors_[candidates], self.item_bias_[candidates], clip=False)
+        top = np.argsort(-scores, kind="stable")[:k]
+        return self.items_.raws(candidates[top]), scores[top]
+
+    def score_new_items(self, items: pd.DataFrame, user_ids=None, k_neighbours: int = 5) -> pd.DataFrame:
+        """Scores for items with no interactions, from content alone, and their nearest catalogue items.
+
+        One row per (item, user) when user_ids are given, else one row per item scored for an average user.
+        """
+        import pandas as pd
+
+        items = _check_new_items(items)
+        vecs, bias = self._content_vectors(items)
+        rows = []
+        users = list(user_ids) if user_ids is not None else [None]
+        for j, item_id in enumerate(items["item_id"]):
+            nb_ids, nb_sims = self.index_.query(vecs[j], k_neighbours)
+            for user in users:
+                if user is None:
+                    zero = np.zeros((1, vecs.shape[1]), np.float32)
+                    score = self._score_pairs(zero, np.zeros(1, np.float32), vecs[j : j + 1], bias[j : j + 1])[0]
+                else:
+                    u = self.users_.index(user)
+                    score = self._score_pairs(self.user_vectors_[u : u + 1], self.user_bias_[u : u + 1],
+                                              vecs[j : j + 1], bias[j : j + 1])[0]
+                rows.append({"item_id": str(item_id), "title": str(items["title"].iloc[j]), "user_id": user,
+                             "score": float(score), "neighbours": nb_ids,
+                             "neighbour_similarities": [round(float(s), 4) for s in nb_sims]})
+        return pd.DataFrame(rows)
+
+    def add_items(self, items: pd.DataFrame) -> HybridRecommender:
+        """Put new items into the catalogue and the index from their content, without retraining."""
+        items = _check_new_items(items)
+        clash = [i for i in items["item_id"] if i in self.items_]
+        if clash:
+            raise QueryError(f"item id {clash[0]!r} is already in the catalogue")
+        vecs, bias = self._content_vectors(items)
+        rows = np.asarray(self.items_.extend(items["item_id"]), dtype=np.int64)
+        self.item_vectors_ = np.concatenate([self.item_vectors_, vecs])
+        self.item_bias_ = np.concatenate([self.item_bias_, bias])
+        self.item_has_id_ = np.concatenate([self.item_has_id_, np.zeros(len(rows), bool)])
+        self.display_ = self.display_ + _display_rows(items)
+        self._matcher = None
+        self.index_.add(vecs, rows)
+        return self
+
+    def vector_of(self, item_id: str) -> np.ndarray:
+        """The fused vector the index holds for an item."""
+        return self.item_vectors_[self.items_.index(item_id)].copy()
+
+    def item_info(self, item_id: str) -> dict:
+        row = self.display_[self.items_.index(item_id)]
+        return {"item_id": self.items_.raw(self.items_.index(item_id)), **dict(zip(DISPLAY_COLUMNS, row))}
+
+    # ------------------------------------------------------------------ internals
+    def _seen(self, row: int) -> np.ndarray:
+        return self.seen_items_[self.seen_indptr_[row] : self.seen_indptr_[row + 1]]
+
+    def _score_pairs(self, u, bu, v, bi, clip: bool = True) -> np.ndarray:
+        """mu + b_u + b_i + <u, v> in numpy; the MLP residual (if configured) runs through torch."""
+        scores = self.global_mean_ + bu + bi + np.einsum("ij,ij->i", u, v)
+        if self.config.model.mlp_residual:
+            import torch
+
+            with torch.no_grad():
+                ut, vt = torch.as_tensor(u), torch.as_tensor(v)
+                scores = scores + self.net.residual(torch.cat([ut, vt, ut * vt], -1)).squeeze(-1).numpy()
+        if clip and self.feedback_ == "explicit" and self.rating_range_:
+            scores = np.clip(scores, *self.rating_range_)
+        return scores.astype(np.float32)
+
+    def _content_vectors(self, items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors of brand-new items from content only (their ID part is hidden, as in ID dropout)."""
+        import torch
+
+        feats = self.features.transform_items(items, train=None)
+        net = self.net
+        with torch.no_grad():
+            ids = torch.zeros(len(items), dtype=torch.long)
+            v, b = net.items(ids, torch.as_tensor(feats.text), torch.as_tensor(feats.numeric),
+                             [torch.as_tensor(c) for c in feats.categorical], torch.zeros(len(items)))
+        return v.numpy().astype(np.float32), b.numpy().astype(np.float32)
+
+    @property
+    def net(self):
+        """The torch network, loaded from the model directory on first use."""
+        if self._net is None:
+            self._net = self._load_net()
+        return self._net
+
+    @property
+    def features(self):
+        if self._features is None:
+            from hybridrec.features.pipeline import FeaturePipeline
+
+            if self._model_dir is None:
+                raise ModelFileError("this recommender is not fitted")
+            self._model_dir.path("features/features.json")
+            self._features = FeaturePipeline.load(self._model_dir.root / "features", self.config.features,
+                                                  self.config.seed)
+        return self._features
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the model into a fresh folder, then swap `path` to it in one rename: a dying save leaves the
+        previous model loadable. Returns the version folder."""
+        from safetensors.torch import save_file
+
+        target = Path(path)
+        staged = staging_dir(target)
+        try:
+            (staged / "config.json").write_text(json.dumps(dump_config(self.config), indent=1))
+            model = {
+                "hybridrec_version": __version__, "feedback": self.feedback_,
+                "rating_range": list(self.rating_range_) if self.rating_range_ else None,
+                "global_mean": self.global_mean_, "n_users": len(self.users_),
+                "n_items_trained": int(self.net.items.id_embedding.num_embeddings) if self.net.items.use_id
+                else len(self.item_has_id_),
+                "item_spec": self.item_spec_, "user_spec": self.user_spec_, "review_slice": self.review_slice_,
+            }
+            (staged / "model.json").write_text(json.dumps(model, indent=1))
+            (staged / "id_maps").mkdir()
+            (staged / "id_maps/users.json").write_text(json.dumps(self.users_.to_json()))
+            (staged / "id_maps/items.json").write_text(json.dumps(self.items_.to_json()))
+            state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+            save_file(state, str(staged / "weights.safetensors"))
+            self.features.save(staged / "features")
+            (staged / "vectors").mkdir()
+            for name in ("item_vectors_", "item_bias_", "user_vectors_", "user_bias_", "item_has_id_",
+                         "seen_indptr_", "seen_items_"):
+                np.save(staged / "vectors" / f"{name.rstrip('_')}.npy", getattr(self, name), allow_pickle=False)
+            self.index_.save(staged / "index")
+            (staged / "items.json").write_text(json.dumps({"columns": list(DISPLAY_COLUMNS), "rows": self.display_}))
+            (staged / "metrics.json").write_text(json.dumps(self.metrics_, indent=1))
+            write_manifest(staged, {"name": self.config.name, "hybridrec_version": __version__})
+            return publish(staged, target)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | Path) -> HybridRecommender:
+        """Load what queries need (no torch, no text model); the network and features load on first use."""
+        md = ModelDir(path)
+        try:
+            cfg = config_from_dict(md.json("config.json"))
+        except Exception as exc:  # noqa: BLE001 - any config problem means a bad model file
+            raise ModelFileError(f"{md.root / 'config.json'}: {exc}") from None
+        rec = cls(cfg)
+        rec._model_dir = md
+        try:
+            model = md.json("model.json")
+            rec.feedback_ = model["feedback"]
+            rec.rating_range_ = tuple(model["rating_range"]) if model["rating_range"] else None
+            rec.global_mean_ = float(model["global_mean"])
+            rec.item_spec_, rec.user_spec_ = model["item_spec"], model["user_spec"]
+            rec.review_slice_ = model["review_slice"]
+            rec._n_items_trained = int(model["n_items_trained"])
+            rec.users_ = IdMap.from_json(md.json("id_maps/users.json"))
+            rec.items_ = IdMap.from_json(md.json("id_maps/items.json"))
+            for name in ("item_vectors", "item_bias", "user_vectors", "user_bias", "item_has_id", "seen_indptr",
+                         "seen_items"):
+                setattr(rec, f"{name}_", md.npy(f"vectors/{name}.npy"))
+            rec.display_ = [list(r) for r in md.json("items.json")["rows"]]
+            rec.metrics_ = md.json("metrics.json")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{md.root}: inconsistent model files ({exc})") from None
+        if not (len(rec.item_vectors_) == len(rec.items_) == len(rec.display_) == len(rec.item_bias_)):
+            raise ModelFileError(f"{md.root}: item vectors, ids and display table disagree in length")
+        if not (len(rec.user_vectors_) == len(rec.users_) == len(rec.seen_indptr_) - 1):
+            raise ModelFileError(f"{md.root}: user vectors and ids disagree in length")
+        md.path("index/index.json")
+        md.path("index/items.hnsw")
+        rec.index_ = ItemIndex.load(md.root / "index", rec.items_)
+        return rec
+
+    def _load_net(self):
+        import torch
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        from hybridrec.model.network import HybridNet
+
+        if self._model_dir is None:
+            raise ModelFileError("this recommender is not fitted")
+        path = self._model_dir.path("weights.safetensors")
+        n_users = len(self.user_vectors_)
+        net = HybridNet(n_users, self._n_items_trained, self.item_spec_, self.user_spec_, self.config.model,
+                        self.global_mean_)
+        try:
+            net.load_state_dict(load_file(str(path)))
+        except (SafetensorError, RuntimeError, OSError) as exc:
+            raise ModelFileError(f"{path}: cannot load weights ({str(exc).splitlines()[0]})") from None
+        net.eval()
+        torch.set_grad_enabled(True)
+        return net
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, (int, np.integer)) or k <= 0:
+        raise QueryError(f"k must be a positive integer, got {k!r}")
+
+
+def _check_new_items(items: pd.DataFrame) -> pd.DataFrame:
+    from hybridrec.data.idmap import normalize_id
+
+    for col in ("item_id", "title"):
+        if col not in items.columns:
+            raise QueryError(f"new items lack the column {col!r}")
+    items = items.reset_index(drop=True).copy()
+    items["item_id"] = [normalize_id(i) for i in items["item_id"]]
+    items["title"] = items["title"].fillna("").astype(str)
+    if items["item_id"].duplicated().any():
+        raise QueryError(f"new items repeat item_id {items.loc[items['item_id'].duplicated(), 'item_id'].iloc[0]!r}")
+    return items
+
+
+def _display_rows(items: pd.DataFrame) -> list[list]:
+    """Title, price and category per item, for printing answers without the training data."""
+    from hybridrec.features.categorical import cell_values
+
+    def category(row) -> str:
+        for col in ("category", "subcategory", "genres", "main_cat"):
+            if col in row and cell_values(row[col]):
+                return ", ".join(cell_values(row[col])[:3])
+        return ""
+
+    out = []
+    for _, row in items.iterrows():
+        price = row.get("price")
+        try:
+            price = None if price is None or not np.isfinite(float(price)) else round(float(price), 2)
+        except (TypeError, ValueError):
+            price = None
+        title = str(row.get("title") or "") or str(row["item_id"])
+        out.append([title, price, category(row)])
+    return out
+
+
+def _concat(a, b):
+    import pandas as pd
+
+    return pd.concat([a, b], ignore_index=True)
+
+
+def _print_epoch(row: dict) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"epoch {row['epoch']:>3}  train loss {row['train_loss']:.4f}  val {row['val']:.4f}")

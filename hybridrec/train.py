@@ -1,0 +1,224 @@
+"""Training loop: MSE (explicit) or BPR / in-batch softmax (implicit), ID dropout, early stopping, seeds."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hybridrec.config import TrainConfig
+from hybridrec.features.pipeline import EntityFeatures
+from hybridrec.model.network import HybridNet
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Same config + seed -> same weights and metrics on CPU."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+class FeatureTable:
+    """An entity's feature arrays as tensors on the training device, sliced by row index."""
+
+    def __init__(self, feats: EntityFeatures, device: torch.device):
+        self.text = torch.as_tensor(feats.text, device=device)
+        self.numeric = torch.as_tensor(feats.numeric, device=device)
+        self.categorical = [torch.as_tensor(c, device=device) for c in feats.categorical]
+
+    def rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        return self.text[idx], self.numeric[idx], [c[idx] for c in self.categorical]
+
+
+@dataclass
+class Interactions:
+    """Training or validation pairs as row indices (never raw ids) plus the target and the example weight."""
+
+    users: np.ndarray
+    items: np.ndarray
+    ratings: np.ndarray
+    weights: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: float = math.inf
+    stopped_early: bool = False
+
+
+class Trainer:
+    """Fits a HybridNet; items without training interactions always score through content only."""
+
+    def __init__(
+        self,
+        net: HybridNet,
+        item_feats: EntityFeatures,
+        user_feats: EntityFeatures,
+        item_has_id: np.ndarray,
+        cfg: TrainConfig,
+        feedback: str,
+        id_dropout: float,
+        review_slice: slice | None,
+        seed: int,
+        device: torch.device,
+        user_has_id: np.ndarray | None = None,
+    ):
+        self.net = net.to(device)
+        self.cfg = cfg
+        self.device = device
+        self.loss_kind = cfg.loss if cfg.loss != "auto" else ("mse" if feedback == "explicit" else "bpr")
+        self.id_dropout = id_dropout
+        self.review_slice = review_slice
+        self.seed = seed
+        self.items = FeatureTable(item_feats, device)
+        self.users = FeatureTable(user_feats, device)
+        self.item_has_id = torch.as_tensor(item_has_id.astype(np.float32), device=device)
+        self.n_items = len(item_has_id)
+        n_users = self.users.numeric.shape[0]
+        mask = np.ones(n_users, bool) if user_has_id is None else user_has_id
+        self.user_has_id = torch.as_tensor(mask.astype(np.float32), device=device)
+        self.positive_items = np.flatnonzero(item_has_id)
+
+    # -- towers on index batches -------------------------------------------------------------------------
+    def item_vectors(self, idx: torch.Tensor, keep: torch.Tensor | None = None):
+        keep = self.item_has_id[idx] if keep is None else keep * self.item_has_id[idx]
+        text, numeric, cats = self.items.rows(idx)
+        if self.review_slice is not None and text.shape[1]:
+            # Without its ID an item is treated as cold: cold items have no reviews either.
+            text = text.clone()
+            text[:, self.review_slice] *= keep.unsqueeze(-1)
+        return self.net.items(idx, text, numeric, cats, keep)
+
+    def user_vectors(self, idx: torch.Tensor):
+        text, numeric, cats = self.users.rows(idx)
+        return self.net.users(idx, text, numeric, cats, self.user_has_id[idx])
+
+    def _keep_mask(self, n: int) -> torch.Tensor:
+        if self.id_dropout <= 0 or not self.net.items.use_id:
+            return torch.ones(n, device=self.device)
+        return (torch.rand(n, device=self.device) >= self.id_dropout).float()
+
+    # -- losses --------------------------------------------------------------------------------------------
+    def _batch_loss(self, u_idx, i_idx, rating, weight, rng: np.random.Generator) -> torch.Tensor:
+        u, b_u = self.user_vectors(u_idx)
+        v, b_i = self.item_vectors(i_idx, self._keep_mask(len(i_idx)))
+        reg = (u.pow(2).sum(-1) + v.pow(2).sum(-1) + b_u.pow(2) + b_i.pow(2)).mean()
+        if self.loss_kind == "mse":
+            pred = self.net.head(u, b_u, v, b_i)
+            return (weight * (pred - rating).pow(2)).sum() / weight.sum() + self.cfg.l2 * reg
+        if self.loss_kind == "bpr":
+            n_neg = max(1, self.cfg.negatives)
+            neg = torch.as_tensor(rng.choice(self.positive_items, size=(len(i_idx), n_neg)), device=self.device)
+            v_n, b_n = self.item_vectors(neg.reshape(-1), self._keep_mask(neg.numel()))
+            pos = self.net.head(u, b_u, v, b_i)
+            u_rep, bu_rep = u.repeat_interleave(n_neg, 0), b_u.repeat_interleave(n_neg, 0)
+            negs = self.net.head(u_rep, bu_rep, v_n, b_n).view(-1, n_neg)
+            loss = -F.logsigmoid(pos.unsqueeze(-1) - negs).mean(-1)
+            return (weight * loss).sum() / weight.sum() + self.cfg.l2 * reg
+        # softmax: every other item in the batch is a negative (sampled softmax with in-batch negatives)
+        logits = u @ v.T + b_i.unsqueeze(0)
+        same = i_idx.unsqueeze(0) == i_idx.unsqueeze(1)
+        logits = logits.masked_fill(same & ~torch.eye(len(i_idx), dtype=torch.bool, device=self.device), -1e9)
+        loss = F.cross_entropy(logits, torch.arange(len(i_idx), device=self.device), reduction="none")
+        return (weight * loss).sum() / weight.sum() + self.cfg.l2 * reg
+
+    # -- validation ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def validation_score(self, val: Interactions) -> float:
+        """Lower is better: RMSE for ratings, 1 - sampled AUC (100 fixed negatives per pair) for implicit data."""
+        self.net.eval()
+        try:
+            u_idx = torch.as_tensor(val.users, device=self.device)
+            i_idx = torch.as_tensor(val.items, device=self.device)
+            u, b_u = self.user_vectors(u_idx)
+            v, b_i = self.item_vectors(i_idx)
+            pred = self.net.head(u, b_u, v, b_i)
+            if self.loss_kind == "mse":
+                return float(torch.sqrt(((pred - torch.as_tensor(val.ratings, device=self.device)) ** 2).mean()))
+            rng = np.random.default_rng(self.seed + 1)
+            neg = torch.as_tensor(rng.choice(self.positive_items, size=(len(val), 100)), device=self.device)
+            v_n, b_n = self.item_vectors(neg.reshape(-1))
+            negs = self.net.head(u.repeat_interleave(100, 0), b_u.repeat_interleave(100, 0), v_n, b_n).view(-1, 100)
+            auc = ((pred.unsqueeze(-1) > negs).float() + 0.5 * (pred.unsqueeze(-1) == negs).float()).mean()
+            return float(1.0 - auc)
+        finally:
+            self.net.train()
+
+    # -- loop ---------------------------------------------------------------------------------------------------
+    def fit(self, train: Interactions, val: Interactions | None, progress=None) -> TrainResult:
+        """Adam over shuffled mini-batches; keeps the weights of the best validation epoch."""
+        seed_everything(self.seed)
+        rng = np.random.default_rng(self.seed)
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        tensors = [
+            torch.as_tensor(a, device=self.device)
+            for a in (train.users, train.items, train.ratings.astype(np.float32), train.weights.astype(np.float32))
+        ]
+        result, best_state, bad_epochs = TrainResult(), None, 0
+        self.net.train()
+        for epoch in range(1, self.cfg.epochs + 1):
+            order = torch.as_tensor(rng.permutation(len(train)), device=self.device)
+            total = 0.0
+            for start in range(0, len(train), self.cfg.batch_size):
+                batch = order[start : start + self.cfg.batch_size]
+                loss = self._batch_loss(*(t[batch] for t in tensors), rng)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss) * len(batch)
+            row = {"epoch": epoch, "train_loss": total / len(train)}
+            score = self.validation_score(val) if val is not None and len(val) else total / len(train)
+            row["val"] = score
+            result.history.append(row)
+            if progress is not None:
+                progress(row)
+            if score < result.best_score - 1e-5:
+                result.best_score, result.best_epoch, bad_epochs = score, epoch, 0
+                best_state = copy.deepcopy(self.net.state_dict())
+            else:
+                bad_epochs += 1
+                if bad_epochs >= self.cfg.patience:
+                    result.stopped_early = True
+                    break
+        if best_state is not None:
+            self.net.load_state_dict(best_state)
+        self.net.eval()
+        return result
+
+    @torch.no_grad()
+    def all_item_vectors(self, batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+        self.net.eval()
+        out_v, out_b = [], []
+        for start in range(0, self.n_items, batch):
+            idx = torch.arange(start, min(start + batch, self.n_items), device=self.device)
+            v, b = self.item_vectors(idx)
+            out_v.append(v.cpu().numpy())
+            out_b.append(b.cpu().numpy())
+        return np.concatenate(out_v).astype(np.float32), np.concatenate(out_b).astype(np.float32)
+
+    @torch.no_grad()
+    def all_user_vectors(self, n_users: int, batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+        self.net.eval()
+        out_u, out_b = [], []
+        for start in range(0, n_users, batch):
+            idx = torch.arange(start, min(start + batch, n_users), device=self.device)
+            u, b = self.user_vectors(idx)
+            out_u.append(u.cpu().numpy())
+            out_b.append(b.cpu().numpy())
+        return np.concatenate(out_u).astype(np.float32), np.concatenate(out_b).astype(np.float32)
