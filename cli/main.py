@@ -64,7 +64,8 @@ def _table(title: str, columns: list[str], rows: list[list], caption: str | None
         table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(*["" if v is None else str(v) for v in row])
-    Console().print(table)
+    # Piped output is not squeezed into 80 columns: keep one row per line for grep and logs.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def _fmt_price(price) -> str:

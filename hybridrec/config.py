@@ -63,7 +63,7 @@ class ModelConfig:
     hidden: int = 128
     id_dropout: float = 0.3  # probability of hiding an item's ID embedding in training (DropoutNet)
     mlp_residual: bool = False
-    dropout: float = 0.1
+    dropout: float = 0.3
 
 
 @dataclass
@@ -73,7 +73,7 @@ class TrainConfig:
     batch_size: int = 512
     lr: float = 0.005
     weight_decay: float = 1e-5
-    l2: float = 1e-4  # penalty on the embeddings and biases touched in a batch
+    l2: float = 0.01  # penalty on the embeddings and biases touched in a batch
     patience: int = 3
     negatives: int = 4  # implicit: negatives per positive
     device: str = "auto"  # auto | cpu | cuda

@@ -150,7 +150,7 @@ class Trainer:
             v, b_i = self.item_vectors(i_idx)
             pred = self.net.head(u, b_u, v, b_i)
             if self.loss_kind == "mse":
-                return float(torch.sqrt(((pred - torch.as_tensor(val.ratings, device=self.device)) ** 2).mean()))
+                return float(torch.sqrt(((pred - torch.as_tensor(np.array(val.ratings), device=self.device)) ** 2).mean()))
             rng = np.random.default_rng(self.seed + 1)
             neg = torch.as_tensor(rng.choice(self.positive_items, size=(len(val), 100)), device=self.device)
             v_n, b_n = self.item_vectors(neg.reshape(-1))
@@ -167,7 +167,7 @@ class Trainer:
         rng = np.random.default_rng(self.seed)
         opt = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         tensors = [
-            torch.as_tensor(a, device=self.device)
+            torch.as_tensor(np.array(a), device=self.device)
             for a in (train.users, train.items, train.ratings.astype(np.float32), train.weights.astype(np.float32))
         ]
         result, best_state, bad_epochs = TrainResult(), None, 0
@@ -181,7 +181,7 @@ class Trainer:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(batch)
+                total += float(loss.detach()) * len(batch)
             row = {"epoch": epoch, "train_loss": total / len(train)}
             score = self.validation_score(val) if val is not None and len(val) else total / len(train)
             row["val"] = score

@@ -15,8 +15,9 @@ def _clean(value: object) -> str:
 def metadata_documents(items: pd.DataFrame, schema: FeatureSchema, max_chars: int) -> list[str]:
     """Title, text columns and multi-valued labels (genres, tags): what a brand-new item also has."""
     parts = [c for c in [schema.title, *schema.text, *schema.multi, *schema.categorical] if c]
+    frame = items.reindex(columns=parts)  # new items may lack some metadata columns: they count as empty
     docs = []
-    for row in items[parts].itertuples(index=False):
+    for row in frame.itertuples(index=False):
         text = ". ".join(t for t in (_clean(v) for v in row) if t)
         docs.append(text[:max_chars])
     return docs

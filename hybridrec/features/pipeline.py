@@ -106,7 +106,8 @@ class FeaturePipeline:
         self.items_ = TabularFeatures.fit(items, item_schema, self.cfg)
         self.users_ = TabularFeatures.fit(users, user_schema, self.cfg) if self.user_schema_ else None
         self.encoder_ = make_text_encoder(
-            self.cfg.text_encoder, self.cfg.text_model, self.cfg.bf16, self.cfg.batch_size, self.cfg.tfidf_dim, self.seed
+            self.cfg.text_encoder, self.cfg.text_model, self.cfg.bf16, self.cfg.batch_size, self.cfg.tfidf_dim, self.seed,
+            self.quiet,
         )
         if isinstance(self.encoder_, TfidfSvdEncoder):
             meta = metadata_documents(items, item_schema, self.cfg.max_document_chars)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Protocol
@@ -38,8 +39,11 @@ def _resolve_model_path(name: str | None) -> str:
 class SentenceTransformerEncoder:
     """all-MiniLM-L6-v2 by default; `bf16` runs it under bf16 autocast, several times faster on CPUs with AMX/avx512_bf16."""
 
-    def __init__(self, model: str | None = None, bf16: bool = False, batch_size: int = 64, device: str = "cpu"):
+    def __init__(
+        self, model: str | None = None, bf16: bool = False, batch_size: int = 64, device: str = "cpu", quiet: bool = True
+    ):
         self.model_name = model or DEFAULT_MODEL
+        self.quiet = quiet
         self.bf16 = bf16
         self.batch_size = batch_size
         self.device = device
@@ -49,8 +53,13 @@ class SentenceTransformerEncoder:
 
     def _load(self):
         if self._model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: models are local paths or bundled
             from sentence_transformers import SentenceTransformer
 
+            if self.quiet:
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()
             path = _resolve_model_path(self.model_name)
             try:
                 self._model = SentenceTransformer(path, device=self.device)
@@ -147,12 +156,14 @@ class TfidfSvdEncoder:
         return enc
 
 
-def make_text_encoder(kind: str, model: str | None, bf16: bool, batch_size: int, tfidf_dim: int, seed: int):
+def make_text_encoder(
+    kind: str, model: str | None, bf16: bool, batch_size: int, tfidf_dim: int, seed: int, quiet: bool = True
+):
     """Build the configured encoder; `none` returns None (no text tower)."""
     if kind == "none":
         return None
     if kind == "tfidf":
         return TfidfSvdEncoder(dim=tfidf_dim, seed=seed)
     if kind == "sentence-transformer":
-        return SentenceTransformerEncoder(model=model, bf16=bf16, batch_size=batch_size)
+        return SentenceTransformerEncoder(model=model, bf16=bf16, batch_size=batch_size, quiet=quiet)
     raise ConfigError(f"features.text_encoder: unknown encoder {kind!r}")
