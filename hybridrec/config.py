@@ -62,6 +62,7 @@ class ModelConfig:
     dim: int = 64
     hidden: int = 128
     id_dropout: float = 0.3  # probability of hiding an item's ID embedding in training (DropoutNet)
+    feature_dropout: float = 0.3  # probability of hiding each categorical column / the numeric block in training
     mlp_residual: bool = False
     dropout: float = 0.3
 

@@ -170,9 +170,12 @@ class HybridRecommender:
             row = hit[0]
             ids, scores = self.similar_items(self.items_.raw(row), k)
             return TextMatch(text, self.items_.raw(row), self.display_[row][0], "title", ids, scores)
+        if _looks_like_id(text):
+            raise QueryError(f"unknown item id {str(text).strip()!r} (no item has this id and no title matches it)")
         import pandas as pd
 
-        vec, _ = self._content_vectors(pd.DataFrame({"item_id": ["<query>"], "title": [str(text)]}))
+        query = pd.DataFrame({"item_id": ["<query>"], "title": [str(text)]})
+        vec, _ = self._content_vectors(query, typical_numeric=True)
         ids, scores = self.index_.query(vec[0], k)
         return TextMatch(text, None, None, "content", ids, scores)
 
@@ -274,11 +277,17 @@ class HybridRecommender:
             scores = np.clip(scores, *self.rating_range_)
         return scores.astype(np.float32)
 
-    def _content_vectors(self, items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Vectors of brand-new items from content only (their ID part is hidden, as in ID dropout)."""
+    def _content_vectors(self, items: pd.DataFrame, typical_numeric: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors of brand-new items from content only (their ID part is hidden, as in ID dropout).
+
+        `typical_numeric` sets numeric features to the training median with no missing flag: a free-text query
+        says nothing about price, and "missing price" would otherwise pull it towards items without one.
+        """
         import torch
 
         feats = self.features.transform_items(items, train=None)
+        if typical_numeric:
+            feats.numeric[:] = 0.0
         net = self.net
         with torch.no_grad():
             ids = torch.zeros(len(items), dtype=torch.long)
@@ -399,6 +408,12 @@ class HybridRecommender:
         net.eval()
         torch.set_grad_enabled(True)
         return net
+
+
+def _looks_like_id(text: str) -> bool:
+    """One token with a digit in it (B00004Z5M1, D0031, 85123A) is an id, not a description."""
+    token = str(text).strip()
+    return bool(token) and " " not in token and any(c.isdigit() for c in token)
 
 
 def _check_k(k: int) -> None:

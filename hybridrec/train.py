@@ -84,6 +84,7 @@ class Trainer:
         self.device = device
         self.loss_kind = cfg.loss if cfg.loss != "auto" else ("mse" if feedback == "explicit" else "bpr")
         self.id_dropout = id_dropout
+        self.feature_dropout = float(getattr(net, "feature_dropout", 0.0))
         self.review_slice = review_slice
         self.seed = seed
         self.items = FeatureTable(item_feats, device)
@@ -103,6 +104,12 @@ class Trainer:
             # Without its ID an item is treated as cold: cold items have no reviews either.
             text = text.clone()
             text[:, self.review_slice] *= keep.unsqueeze(-1)
+        if self.net.training and self.feature_dropout > 0:
+            # Hide whole feature groups at random so text alone still places an item (free-text queries,
+            # new items with sparse metadata).
+            p = self.feature_dropout
+            numeric = numeric * (torch.rand(len(idx), 1, device=self.device) >= p).float()
+            cats = [c * (torch.rand(len(idx), 1, device=self.device) >= p).long() for c in cats]
         return self.net.items(idx, text, numeric, cats, keep)
 
     def user_vectors(self, idx: torch.Tensor):

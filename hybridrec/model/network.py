@@ -23,6 +23,7 @@ class HybridNet(nn.Module):
         # Users always have an ID embedding; user features (age, occupation...) add to it when present.
         self.users = Tower(n_users, user_spec, True, True, cfg.hidden, cfg.dim, cfg.dropout)
         self.register_buffer("global_mean", torch.tensor(float(global_mean)))
+        self.feature_dropout = cfg.feature_dropout
         self.residual = (
             nn.Sequential(nn.Linear(3 * cfg.dim, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, 1))
             if cfg.mlp_residual
