@@ -10,6 +10,7 @@ import pandas as pd
 
 from hybridrec.config import DataConfig
 from hybridrec.data.dataset import Dataset, FeatureSchema
+from hybridrec.data.idmap import normalize_id
 from hybridrec.data.io import (
     SourceReport,
     category_value,
@@ -192,11 +193,10 @@ def _items(
     require_columns(source, dict.fromkeys(needed), source_path)
     if path is None:  # item features from the interaction rows: the first non-missing value per item
         source = source.loc[source[id_col].notna()]
-        first = source.groupby(source[id_col].map(lambda v: text_value(v)), sort=False)
+        first = source.groupby(source[id_col].map(normalize_id), sort=False)
         source = first[[c for c in dict.fromkeys([id_col, title_col, *features]) if c in source.columns]].first()
     source = source.rename(columns={title_col: "title"}) if title_col in source.columns else source
-    sub_report = report if path is not None else SourceReport()
-    return _entity_table(source, id_col, "item_id", schema, data.multi_separator, source_path, sub_report)
+    return _entity_table(source, id_col, "item_id", schema, data.multi_separator, source_path, report)
 
 
 def _users(data: DataConfig, path: Path, reports: list[SourceReport]) -> tuple[pd.DataFrame, FeatureSchema]:
