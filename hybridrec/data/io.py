@@ -113,6 +113,8 @@ def iter_lines(path: Path | str, encoding: str = "utf-8") -> Iterator[tuple[int,
                 yield lineno, _decode(raw, path, lineno, encoding).rstrip("\r\n")
     except _GZIP_ERRORS as exc:
         raise DataError(f"{path}: truncated or corrupt gzip after line {lineno} ({exc})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if lineno == 0:
         raise DataError(f"{path}: file is empty")
 
@@ -125,6 +127,8 @@ def read_text(path: Path | str, encoding: str = "utf-8") -> str:
             raw = fh.read()
     except _GZIP_ERRORS as exc:
         raise DataError(f"{path}: truncated or corrupt gzip ({exc})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
