@@ -97,3 +97,23 @@ def _cold_item_metrics(rec, pos: pd.DataFrame, cold_items: list[str], k: int) ->
     relevant = [set(np.flatnonzero(labels[j]).tolist()) for j in range(len(user_rows))]
     ranks = ranking_metrics(scores, relevant, k=k)
     return {"cold_auc": auc, f"cold_recall@{k}": ranks["recall"], "cold_items": len(cold_rows)}
+
+
+def co_view_truth(items: pd.DataFrame, columns: tuple[str, ...] = ("also_buy", "also_view")) -> dict[str, set[str]]:
+    """Behavioural ground truth for similar items: also_buy ∪ also_view, restricted to items in the table."""
+    known = set(items["item_id"])
+    truth = {}
+    for row in items.itertuples(index=False):
+        related = set()
+        for col in columns:
+            related |= set(getattr(row, col) or [])
+        truth[row.item_id] = (related & known) - {row.item_id}
+    return truth
+
+
+def similar_precision(rec, truth: dict[str, set[str]], k: int = 10) -> float:
+    """Mean precision@k of `similar_items` against a truth set per item (items with empty truth are skipped)."""
+    from hybridrec.evaluate import precision_at_k
+
+    neighbours = {item: rec.similar_items(item, k)[0] for item, rel in truth.items() if rel and item in rec.items_}
+    return precision_at_k(neighbours, {i: truth[i] for i in neighbours}, k)
