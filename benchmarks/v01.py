@@ -36,13 +36,30 @@ def movielens(out: Path, overrides: list[str]) -> list[dict]:
     rows = []
     for variant in ("hybrid", "id-only", "content-only"):
         m = fit("configs/movielens-100k.yaml", out, [f"model.variant={variant}", *overrides])
-        rows.append({"protocol": "ml-100k u1 rating", "variant": variant, "rmse": m["rmse"], "mae": m["mae"],
-                     "fit_seconds": m["fit_seconds"]})
+        rows.append(
+            {
+                "protocol": "ml-100k u1 rating",
+                "variant": variant,
+                "rmse": m["rmse"],
+                "mae": m["mae"],
+                "fit_seconds": m["fit_seconds"],
+            }
+        )
     for variant in ("hybrid", "content-only", "id-only"):
-        m = fit("configs/movielens-100k.yaml", out,
-                [f"model.variant={variant}", "split.kind=cold-items", "split.test_fraction=0.2", *overrides])
-        rows.append({"protocol": "ml-100k cold items (20% of items held out)", "variant": variant,
-                     "cold_auc": m["cold_auc"], "cold_recall@10": m["cold_recall@10"], "fit_seconds": m["fit_seconds"]})
+        m = fit(
+            "configs/movielens-100k.yaml",
+            out,
+            [f"model.variant={variant}", "split.kind=cold-items", "split.test_fraction=0.2", *overrides],
+        )
+        rows.append(
+            {
+                "protocol": "ml-100k cold items (20% of items held out)",
+                "variant": variant,
+                "cold_auc": m["cold_auc"],
+                "cold_recall@10": m["cold_recall@10"],
+                "fit_seconds": m["fit_seconds"],
+            }
+        )
     return rows
 
 
@@ -53,9 +70,14 @@ def amazon_similar(out: Path, overrides: list[str]) -> list[dict]:
     for variant in ("hybrid", "id-only", "content-only"):
         fit("configs/amazon.yaml", out, [f"model.variant={variant}", *overrides])
         rec = HybridRecommender.load(out / "amazon")
-        rows.append({"protocol": "amazon gift cards similar items P@10 (also_buy ∪ also_view, reviewed items)",
-                     "variant": variant, "precision@10": similar_precision(rec, truth, 10),
-                     "items_with_truth": sum(1 for v in truth.values() if v)})
+        rows.append(
+            {
+                "protocol": "amazon gift cards similar items P@10 (also_buy ∪ also_view, reviewed items)",
+                "variant": variant,
+                "precision@10": similar_precision(rec, truth, 10),
+                "items_with_truth": sum(1 for v in truth.values() if v),
+            }
+        )
     return rows
 
 
@@ -66,8 +88,15 @@ def cache_and_seed(out: Path) -> list[dict]:
     for attempt in ("first fit (empty text cache)", "second fit (same config)"):
         t0 = time.perf_counter()
         m = fit("configs/default.yaml", out, [f"features.cache_dir={cache}"])
-        rows.append({"protocol": "demo fit time", "variant": attempt, "wall_seconds": round(time.perf_counter() - t0, 2),
-                     "text_cache_misses": m["text_cache_misses"], "text_cache_hits": m["text_cache_hits"]})
+        rows.append(
+            {
+                "protocol": "demo fit time",
+                "variant": attempt,
+                "wall_seconds": round(time.perf_counter() - t0, 2),
+                "text_cache_misses": m["text_cache_misses"],
+                "text_cache_hits": m["text_cache_hits"],
+            }
+        )
         metrics.append({k: v for k, v in m.items() if k not in TIMING_KEYS})
     rows.append({"protocol": "same seed, same metrics", "variant": "demo x2", "identical": metrics[0] == metrics[1]})
     shutil.rmtree(cache, ignore_errors=True)
@@ -80,11 +109,19 @@ def similar_latency(out: Path, runs: int = 7) -> list[dict]:
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        subprocess.run([str(exe), "similar", "S-Video cable", "--model", str(out / "demo")], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [str(exe), "similar", "S-Video cable", "--model", str(out / "demo")], check=True, capture_output=True
+        )
         times.append(time.perf_counter() - t0)
-    return [{"protocol": "`hybridrec similar \"S-Video cable\"` wall time incl. process start", "variant": "demo",
-             "median_seconds": round(statistics.median(times), 3), "max_seconds": round(max(times), 3), "runs": runs}]
+    return [
+        {
+            "protocol": '`hybridrec similar "S-Video cable"` wall time incl. process start',
+            "variant": "demo",
+            "median_seconds": round(statistics.median(times), 3),
+            "max_seconds": round(max(times), 3),
+            "runs": runs,
+        }
+    ]
 
 
 def write(rows: list[dict], command: str) -> None:
@@ -93,8 +130,10 @@ def write(rows: list[dict], command: str) -> None:
     with open(RESULTS / "v0.1.jsonl", "a") as fh:
         for row in rows:
             fh.write(json.dumps({"date": stamp, **row}) + "\n")
-    lines = ["# hybridrec 0.1 acceptance numbers\n", f"Produced by `{command}` on {stamp} "
-             f"({platform.machine()}, Python {platform.python_version()}, CPU).\n"]
+    lines = [
+        "# hybridrec 0.1 acceptance numbers\n",
+        f"Produced by `{command}` on {stamp} ({platform.machine()}, Python {platform.python_version()}, CPU).\n",
+    ]
     protocol = None
     for row in rows:
         if row["protocol"] != protocol:

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -74,16 +74,14 @@ def _fmt_price(price) -> str:
 
 @app.command()
 def fit(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config.")] = Path(
-        "configs/default.yaml"
-    ),
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config.")] = Path("configs/default.yaml"),
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for models.")] = DEFAULT_OUT,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (overrides the config).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (overrides the config).")] = None,
     data: Annotated[
-        Optional[list[str]], typer.Option("--data", "-d", help="Override a data path: KEY=PATH (repeatable).")
+        list[str] | None, typer.Option("--data", "-d", help="Override a data path: KEY=PATH (repeatable).")
     ] = None,
     set_: Annotated[
-        Optional[list[str]], typer.Option("--set", "-s", help="Override any config key: a.b=value (repeatable).")
+        list[str] | None, typer.Option("--set", "-s", help="Override any config key: a.b=value (repeatable).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     as_json: JsonOpt = False,
@@ -109,8 +107,11 @@ def fit(
         if not quiet:
             for line in report.data_summary:
                 typer.echo(line, err=True)
-        _table("held-out metrics", ["metric", "value"],
-               [[k, f"{v:.4f}" if isinstance(v, float) else v] for k, v in report.metrics.items()])
+        _table(
+            "held-out metrics",
+            ["metric", "value"],
+            [[k, f"{v:.4f}" if isinstance(v, float) else v] for k, v in report.metrics.items()],
+        )
         typer.echo(f"model saved to {report.model_path} (also {Path(out) / 'latest'})")
 
     _run(debug, job)
@@ -135,20 +136,42 @@ def similar(
         rows = []
         for rank, (item_id, score) in enumerate(zip(match.ids, match.scores), 1):
             info = rec.item_info(item_id)
-            rows.append({"rank": rank, "item_id": item_id, "title": info["title"], "price": info["price"],
-                         "category": info["category"], "score": round(float(score), 4)})
+            rows.append(
+                {
+                    "rank": rank,
+                    "item_id": item_id,
+                    "title": info["title"],
+                    "price": info["price"],
+                    "category": info["category"],
+                    "score": round(float(score), 4),
+                }
+            )
         if match.how == "content":
             said = f"no catalogue title matched {query!r}: scored it as a new item from its text"
         else:
             said = f"query resolved to {match.resolved_id}: {match.resolved_title}"
         if as_json:
-            typer.echo(json.dumps({"query": query, "resolved_id": match.resolved_id,
-                                   "resolved_title": match.resolved_title, "match": match.how, "results": rows}))
+            typer.echo(
+                json.dumps(
+                    {
+                        "query": query,
+                        "resolved_id": match.resolved_id,
+                        "resolved_title": match.resolved_title,
+                        "match": match.how,
+                        "results": rows,
+                    }
+                )
+            )
             return
         typer.echo(said)
-        _table(f"similar to {query!r}", ["rank", "item_id", "title", "price", "category", "score"],
-               [[r["rank"], r["item_id"], r["title"], _fmt_price(r["price"]), r["category"], f"{r['score']:.3f}"]
-                for r in rows])
+        _table(
+            f"similar to {query!r}",
+            ["rank", "item_id", "title", "price", "category", "score"],
+            [
+                [r["rank"], r["item_id"], r["title"], _fmt_price(r["price"]), r["category"], f"{r['score']:.3f}"]
+                for r in rows
+            ],
+        )
 
     _run(debug, job)
 
@@ -170,14 +193,26 @@ def recommend(
     def job():
         rec = _load(model)
         ids, scores = rec.recommend(user_id, k, exclude_seen=not include_seen)
-        rows = [{"rank": r, "item_id": i, **{c: rec.item_info(i)[c] for c in ("title", "price", "category")},
-                 "score": round(float(s), 4)} for r, (i, s) in enumerate(zip(ids, scores), 1)]
+        rows = [
+            {
+                "rank": r,
+                "item_id": i,
+                **{c: rec.item_info(i)[c] for c in ("title", "price", "category")},
+                "score": round(float(s), 4),
+            }
+            for r, (i, s) in enumerate(zip(ids, scores), 1)
+        ]
         if as_json:
             typer.echo(json.dumps({"user_id": user_id, "results": rows}))
             return
-        _table(f"recommendations for {user_id}", ["rank", "item_id", "title", "price", "category", "score"],
-               [[r["rank"], r["item_id"], r["title"], _fmt_price(r["price"]), r["category"], f"{r['score']:.3f}"]
-                for r in rows])
+        _table(
+            f"recommendations for {user_id}",
+            ["rank", "item_id", "title", "price", "category", "score"],
+            [
+                [r["rank"], r["item_id"], r["title"], _fmt_price(r["price"]), r["category"], f"{r['score']:.3f}"]
+                for r in rows
+            ],
+        )
 
     _run(debug, job)
 
@@ -186,7 +221,7 @@ def recommend(
 def score_new(
     file: Annotated[Path, typer.Argument(help="New items as JSON lines or CSV with item_id, title, ...")],
     model: ModelOpt = DEFAULT_MODEL,
-    users: Annotated[Optional[list[str]], typer.Option("--users", "-u", help="Score for these user ids.")] = None,
+    users: Annotated[list[str] | None, typer.Option("--users", "-u", help="Score for these user ids.")] = None,
     add: Annotated[bool, typer.Option("--add", help="Also add the items to the model's index and save it.")] = False,
     neighbours: Annotated[int, typer.Option("--neighbours", "-n", help="Nearest catalogue items to show.")] = 5,
     as_json: JsonOpt = False,
@@ -210,9 +245,14 @@ def score_new(
         if as_json:
             typer.echo(scored.to_json(orient="records", lines=True).strip())
         else:
-            _table("new items", ["item_id", "title", "user", "score", "nearest items"],
-                   [[r.item_id, r.title, r.user_id or "(average user)", f"{r.score:.3f}", ", ".join(r.neighbours)]
-                    for r in scored.itertuples()])
+            _table(
+                "new items",
+                ["item_id", "title", "user", "score", "nearest items"],
+                [
+                    [r.item_id, r.title, r.user_id or "(average user)", f"{r.score:.3f}", ", ".join(r.neighbours)]
+                    for r in scored.itertuples()
+                ],
+            )
         if add:
             typer.echo(f"added {len(items)} items to {model}", err=True)
 
@@ -222,7 +262,7 @@ def score_new(
 @app.command()
 def evaluate(
     model: ModelOpt = DEFAULT_MODEL,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Re-read data with this config.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Re-read data with this config.")] = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -245,8 +285,11 @@ def evaluate(
         if as_json:
             typer.echo(json.dumps(metrics))
             return
-        _table("held-out metrics", ["metric", "value"],
-               [[k, f"{v:.4f}" if isinstance(v, float) else v] for k, v in metrics.items()])
+        _table(
+            "held-out metrics",
+            ["metric", "value"],
+            [[k, f"{v:.4f}" if isinstance(v, float) else v] for k, v in metrics.items()],
+        )
 
     _run(debug, job)
 
@@ -260,19 +303,27 @@ def info(model: ModelOpt = DEFAULT_MODEL, as_json: JsonOpt = False, debug: Debug
 
     def job():
         rec = _load(model)
-        summary = {"model": str(rec._model_dir.root), "name": rec.config.name,
-                   "created": rec._model_dir.manifest.get("created"),
-                   "hybridrec_version": rec._model_dir.manifest.get("hybridrec_version"),
-                   "variant": rec.config.model.variant, "feedback": rec.feedback_, "users": len(rec.users_),
-                   "items": len(rec.items_), "dim": int(rec.item_vectors_.shape[1]),
-                   "text_encoder": rec.config.features.text_encoder, "metrics": rec.metrics_}
+        summary = {
+            "model": str(rec._model_dir.root),
+            "name": rec.config.name,
+            "created": rec._model_dir.manifest.get("created"),
+            "hybridrec_version": rec._model_dir.manifest.get("hybridrec_version"),
+            "variant": rec.config.model.variant,
+            "feedback": rec.feedback_,
+            "users": len(rec.users_),
+            "items": len(rec.items_),
+            "dim": int(rec.item_vectors_.shape[1]),
+            "text_encoder": rec.config.features.text_encoder,
+            "metrics": rec.metrics_,
+        }
         if as_json:
             typer.echo(json.dumps(summary))
             return
         metrics = summary.pop("metrics")
         _table("model", ["field", "value"], [[k, v] for k, v in summary.items()])
-        _table("metrics", ["metric", "value"],
-               [[k, f"{v:.4f}" if isinstance(v, float) else v] for k, v in metrics.items()])
+        _table(
+            "metrics", ["metric", "value"], [[k, f"{v:.4f}" if isinstance(v, float) else v] for k, v in metrics.items()]
+        )
 
     _run(debug, job)
 

@@ -78,7 +78,9 @@ class ItemIndex:
         except (OSError, RuntimeError, ValueError, KeyError) as exc:
             raise ModelFileError(f"{folder / 'items.hnsw'}: cannot load the item index ({exc})") from None
         if index.get_current_count() != meta["count"] or meta["count"] != len(ids):
-            raise ModelFileError(f"{folder / 'items.hnsw'}: holds {index.get_current_count()} items, expected {len(ids)}")
+            raise ModelFileError(
+                f"{folder / 'items.hnsw'}: holds {index.get_current_count()} items, expected {len(ids)}"
+            )
         index.set_ef(out.ef_search)  # ef is not stored in hnswlib's file
         out._index = index
         return out

@@ -18,8 +18,16 @@ def score_matrix(rec, user_rows: np.ndarray, item_rows: np.ndarray | None = None
     scores = rec.global_mean_ + bu[:, None] + b[None, :] + u @ v.T
     if rec.config.model.mlp_residual:
         n_u, n_i = scores.shape
-        extra = rec._score_pairs(np.repeat(u, n_i, 0), np.zeros(n_u * n_i, np.float32), np.tile(v, (n_u, 1)),
-                                 np.zeros(n_u * n_i, np.float32), clip=False) - rec.global_mean_
+        extra = (
+            rec._score_pairs(
+                np.repeat(u, n_i, 0),
+                np.zeros(n_u * n_i, np.float32),
+                np.tile(v, (n_u, 1)),
+                np.zeros(n_u * n_i, np.float32),
+                clip=False,
+            )
+            - rec.global_mean_
+        )
         extra -= np.einsum("ij,ij->i", np.repeat(u, n_i, 0), np.tile(v, (n_u, 1)))
         scores = scores + extra.reshape(n_u, n_i)
     return scores
@@ -70,14 +78,19 @@ def _warm_ranking_metrics(rec, pos: pd.DataFrame, k: int, seed: int) -> dict:
         for c in range(99):
             while int(neg[r, c]) in taken:
                 neg[r, c] = rng.integers(0, n_items)
-    pos_scores = rec._score_pairs(rec.user_vectors_[users], rec.user_bias_[users], rec.item_vectors_[items],
-                                  rec.item_bias_[items], clip=False)
+    pos_scores = rec._score_pairs(
+        rec.user_vectors_[users], rec.user_bias_[users], rec.item_vectors_[items], rec.item_bias_[items], clip=False
+    )
     flat_u = np.repeat(users, 99)
-    neg_scores = rec._score_pairs(rec.user_vectors_[flat_u], rec.user_bias_[flat_u],
-                                  rec.item_vectors_[neg.ravel()], rec.item_bias_[neg.ravel()], clip=False)
+    neg_scores = rec._score_pairs(
+        rec.user_vectors_[flat_u],
+        rec.user_bias_[flat_u],
+        rec.item_vectors_[neg.ravel()],
+        rec.item_bias_[neg.ravel()],
+        clip=False,
+    )
     hr, ndcg = hit_rate_ndcg_sampled(pos_scores, neg_scores.reshape(-1, 99), k)
-    return {f"hr@{k}_sampled": hr, f"ndcg@{k}_sampled": ndcg, f"recall@{k}": full["recall"],
-            f"ndcg@{k}": full["ndcg"]}
+    return {f"hr@{k}_sampled": hr, f"ndcg@{k}_sampled": ndcg, f"recall@{k}": full["recall"], f"ndcg@{k}": full["ndcg"]}
 
 
 def _cold_item_metrics(rec, pos: pd.DataFrame, cold_items: list[str], k: int) -> dict:

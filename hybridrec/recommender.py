@@ -58,7 +58,7 @@ class HybridRecommender:
         from hybridrec.data.splits import split_interactions
         from hybridrec.features.pipeline import FeaturePipeline
         from hybridrec.model.network import HybridNet
-        from hybridrec.train import Interactions, Trainer, resolve_device, seed_everything
+        from hybridrec.train import Trainer, resolve_device, seed_everything
 
         cfg = self.config
         seed_everything(cfg.seed)
@@ -81,8 +81,9 @@ class HybridRecommender:
         train_items = set(train["item_id"])
         t0 = time.perf_counter()
         pipeline = FeaturePipeline(cfg.features, seed=cfg.seed, quiet=self.quiet)
-        pipeline.fit(items[items["item_id"].isin(train_items)], dataset.item_schema, train, users_table,
-                     dataset.user_schema)
+        pipeline.fit(
+            items[items["item_id"].isin(train_items)], dataset.item_schema, train, users_table, dataset.user_schema
+        )
         item_feats = pipeline.transform_items(items, train)
         user_feats = pipeline.transform_users(users_table) if users_table is not None else None
         if user_feats is None:
@@ -100,15 +101,23 @@ class HybridRecommender:
         user_has_id = np.bincount(tr.users, minlength=len(self.users_)) > 0
         self.global_mean_ = float(train["rating"].mean()) if dataset.feedback == "explicit" else 0.0
         self.item_spec_, self.user_spec_ = pipeline.item_spec(), pipeline.user_spec()
-        net = HybridNet(len(self.users_), len(self.items_), self.item_spec_, self.user_spec_, cfg.model,
-                        self.global_mean_)
+        net = HybridNet(
+            len(self.users_), len(self.items_), self.item_spec_, self.user_spec_, cfg.model, self.global_mean_
+        )
         text_dim = pipeline.encoder_.dim if pipeline.encoder_ is not None else 0
         self.review_slice_ = (text_dim, 2 * text_dim + 1) if text_dim else None
         trainer = Trainer(
-            net, item_feats, user_feats, item_has_id, cfg.train, dataset.feedback,
+            net,
+            item_feats,
+            user_feats,
+            item_has_id,
+            cfg.train,
+            dataset.feedback,
             cfg.model.id_dropout if cfg.model.variant == "hybrid" else 0.0,
             slice(*self.review_slice_) if self.review_slice_ else None,
-            cfg.seed, resolve_device(cfg.train.device), user_has_id=user_has_id,
+            cfg.seed,
+            resolve_device(cfg.train.device),
+            user_has_id=user_has_id,
         )
         t1 = time.perf_counter()
         self.train_result_ = trainer.fit(tr, val, progress=None if self.quiet else _print_epoch)
@@ -135,8 +144,12 @@ class HybridRecommender:
 
         ratings = frame["rating"].to_numpy(np.float32)
         weights = np.ones_like(ratings) if self.feedback_ == "explicit" else np.log1p(np.maximum(ratings, 0)) + 1.0
-        return Interactions(self.users_.indices(frame["user_id"]), self.items_.indices(frame["item_id"]), ratings,
-                            weights.astype(np.float32))
+        return Interactions(
+            self.users_.indices(frame["user_id"]),
+            self.items_.indices(frame["item_id"]),
+            ratings,
+            weights.astype(np.float32),
+        )
 
     def _set_seen(self, inter) -> None:
         order = np.lexsort((inter.items, inter.users))
@@ -229,11 +242,19 @@ class HybridRecommender:
                     score = self._score_pairs(zero, np.zeros(1, np.float32), vecs[j : j + 1], bias[j : j + 1])[0]
                 else:
                     u = self.users_.index(user)
-                    score = self._score_pairs(self.user_vectors_[u : u + 1], self.user_bias_[u : u + 1],
-                                              vecs[j : j + 1], bias[j : j + 1])[0]
-                rows.append({"item_id": str(item_id), "title": str(items["title"].iloc[j]), "user_id": user,
-                             "score": float(score), "neighbours": nb_ids,
-                             "neighbour_similarities": [round(float(s), 4) for s in nb_sims]})
+                    score = self._score_pairs(
+                        self.user_vectors_[u : u + 1], self.user_bias_[u : u + 1], vecs[j : j + 1], bias[j : j + 1]
+                    )[0]
+                rows.append(
+                    {
+                        "item_id": str(item_id),
+                        "title": str(items["title"].iloc[j]),
+                        "user_id": user,
+                        "score": float(score),
+                        "neighbours": nb_ids,
+                        "neighbour_similarities": [round(float(s), 4) for s in nb_sims],
+                    }
+                )
         return pd.DataFrame(rows)
 
     def add_items(self, items: pd.DataFrame) -> HybridRecommender:
@@ -291,8 +312,13 @@ class HybridRecommender:
         net = self.net
         with torch.no_grad():
             ids = torch.zeros(len(items), dtype=torch.long)
-            v, b = net.items(ids, torch.as_tensor(feats.text), torch.as_tensor(feats.numeric),
-                             [torch.as_tensor(c) for c in feats.categorical], torch.zeros(len(items)))
+            v, b = net.items(
+                ids,
+                torch.as_tensor(feats.text),
+                torch.as_tensor(feats.numeric),
+                [torch.as_tensor(c) for c in feats.categorical],
+                torch.zeros(len(items)),
+            )
         return v.numpy().astype(np.float32), b.numpy().astype(np.float32)
 
     @property
@@ -310,8 +336,9 @@ class HybridRecommender:
             if self._model_dir is None:
                 raise ModelFileError("this recommender is not fitted")
             self._model_dir.path("features/features.json")
-            self._features = FeaturePipeline.load(self._model_dir.root / "features", self.config.features,
-                                                  self.config.seed)
+            self._features = FeaturePipeline.load(
+                self._model_dir.root / "features", self.config.features, self.config.seed
+            )
         return self._features
 
     # ------------------------------------------------------------------ persistence
@@ -325,12 +352,17 @@ class HybridRecommender:
         try:
             (staged / "config.json").write_text(json.dumps(dump_config(self.config), indent=1))
             model = {
-                "hybridrec_version": __version__, "feedback": self.feedback_,
+                "hybridrec_version": __version__,
+                "feedback": self.feedback_,
                 "rating_range": list(self.rating_range_) if self.rating_range_ else None,
-                "global_mean": self.global_mean_, "n_users": len(self.users_),
-                "n_items_trained": int(self.net.items.id_embedding.num_embeddings) if self.net.items.use_id
+                "global_mean": self.global_mean_,
+                "n_users": len(self.users_),
+                "n_items_trained": int(self.net.items.id_embedding.num_embeddings)
+                if self.net.items.use_id
                 else len(self.item_has_id_),
-                "item_spec": self.item_spec_, "user_spec": self.user_spec_, "review_slice": self.review_slice_,
+                "item_spec": self.item_spec_,
+                "user_spec": self.user_spec_,
+                "review_slice": self.review_slice_,
             }
             (staged / "model.json").write_text(json.dumps(model, indent=1))
             (staged / "id_maps").mkdir()
@@ -340,8 +372,15 @@ class HybridRecommender:
             save_file(state, str(staged / "weights.safetensors"))
             self.features.save(staged / "features")
             (staged / "vectors").mkdir()
-            for name in ("item_vectors_", "item_bias_", "user_vectors_", "user_bias_", "item_has_id_",
-                         "seen_indptr_", "seen_items_"):
+            for name in (
+                "item_vectors_",
+                "item_bias_",
+                "user_vectors_",
+                "user_bias_",
+                "item_has_id_",
+                "seen_indptr_",
+                "seen_items_",
+            ):
                 np.save(staged / "vectors" / f"{name.rstrip('_')}.npy", getattr(self, name), allow_pickle=False)
             self.index_.save(staged / "index")
             (staged / "items.json").write_text(json.dumps({"columns": list(DISPLAY_COLUMNS), "rows": self.display_}))
@@ -372,8 +411,15 @@ class HybridRecommender:
             rec._n_items_trained = int(model["n_items_trained"])
             rec.users_ = IdMap.from_json(md.json("id_maps/users.json"))
             rec.items_ = IdMap.from_json(md.json("id_maps/items.json"))
-            for name in ("item_vectors", "item_bias", "user_vectors", "user_bias", "item_has_id", "seen_indptr",
-                         "seen_items"):
+            for name in (
+                "item_vectors",
+                "item_bias",
+                "user_vectors",
+                "user_bias",
+                "item_has_id",
+                "seen_indptr",
+                "seen_items",
+            ):
                 setattr(rec, f"{name}_", md.npy(f"vectors/{name}.npy"))
             rec.display_ = [list(r) for r in md.json("items.json")["rows"]]
             rec.metrics_ = md.json("metrics.json")
@@ -399,8 +445,9 @@ class HybridRecommender:
             raise ModelFileError("this recommender is not fitted")
         path = self._model_dir.path("weights.safetensors")
         n_users = len(self.user_vectors_)
-        net = HybridNet(n_users, self._n_items_trained, self.item_spec_, self.user_spec_, self.config.model,
-                        self.global_mean_)
+        net = HybridNet(
+            n_users, self._n_items_trained, self.item_spec_, self.user_spec_, self.config.model, self.global_mean_
+        )
         try:
             net.load_state_dict(load_file(str(path)))
         except (SafetensorError, RuntimeError, OSError) as exc:

@@ -157,7 +157,9 @@ class Trainer:
             v, b_i = self.item_vectors(i_idx)
             pred = self.net.head(u, b_u, v, b_i)
             if self.loss_kind == "mse":
-                return float(torch.sqrt(((pred - torch.as_tensor(np.array(val.ratings), device=self.device)) ** 2).mean()))
+                return float(
+                    torch.sqrt(((pred - torch.as_tensor(np.array(val.ratings), device=self.device)) ** 2).mean())
+                )
             rng = np.random.default_rng(self.seed + 1)
             neg = torch.as_tensor(rng.choice(self.positive_items, size=(len(val), 100)), device=self.device)
             v_n, b_n = self.item_vectors(neg.reshape(-1))

@@ -106,7 +106,12 @@ class FeaturePipeline:
         self.items_ = TabularFeatures.fit(items, item_schema, self.cfg)
         self.users_ = TabularFeatures.fit(users, user_schema, self.cfg) if self.user_schema_ else None
         self.encoder_ = make_text_encoder(
-            self.cfg.text_encoder, self.cfg.text_model, self.cfg.bf16, self.cfg.batch_size, self.cfg.tfidf_dim, self.seed,
+            self.cfg.text_encoder,
+            self.cfg.text_model,
+            self.cfg.bf16,
+            self.cfg.batch_size,
+            self.cfg.tfidf_dim,
+            self.seed,
             self.quiet,
         )
         if isinstance(self.encoder_, TfidfSvdEncoder):
@@ -149,7 +154,11 @@ class FeaturePipeline:
         return EntityFeatures(empty, self.users_.numeric(users), self.users_.categorical(users))
 
     def item_spec(self) -> dict:
-        return {"text_dim": self.text_dim_, "numeric_dim": self.items_.numeric_dim, "vocab_sizes": self.items_.vocab_sizes}
+        return {
+            "text_dim": self.text_dim_,
+            "numeric_dim": self.items_.numeric_dim,
+            "vocab_sizes": self.items_.vocab_sizes,
+        }
 
     def user_spec(self) -> dict:
         if self.users_ is None:

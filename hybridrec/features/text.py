@@ -37,10 +37,15 @@ def _resolve_model_path(name: str | None) -> str:
 
 
 class SentenceTransformerEncoder:
-    """all-MiniLM-L6-v2 by default; `bf16` runs it under bf16 autocast, several times faster on CPUs with AMX/avx512_bf16."""
+    """all-MiniLM-L6-v2 by default; `bf16` runs under bf16 autocast, much faster on CPUs with avx512_bf16 or AMX."""
 
     def __init__(
-        self, model: str | None = None, bf16: bool = False, batch_size: int = 64, device: str = "cpu", quiet: bool = True
+        self,
+        model: str | None = None,
+        bf16: bool = False,
+        batch_size: int = 64,
+        device: str = "cpu",
+        quiet: bool = True,
     ):
         self.model_name = model or DEFAULT_MODEL
         self.quiet = quiet
