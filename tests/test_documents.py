@@ -1,0 +1,65 @@
+"""Item documents are built from training reviews only: test-split text must never leak into item features."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from conftest import SHARED_DATA, requires_shared_data
+
+from hybridrec.config import FeatureConfig, SplitConfig
+from hybridrec.data.amazon import read_amazon
+from hybridrec.data.dataset import FeatureSchema
+from hybridrec.data.splits import split_interactions
+from hybridrec.features.documents import metadata_documents, review_documents
+
+
+def _probes(test: pd.DataFrame, train: pd.DataFrame) -> list[str]:
+    """Distinctive test reviews: at least 40 characters and not part of any training review."""
+    train_blob = "\n".join(" ".join(r.split()) for r in train["review"])
+    texts = {" ".join(r.split()) for r in test["review"]}
+    return sorted(t for t in texts if len(t) >= 40 and t[:200] not in train_blob)
+
+
+def _leaks(docs: list[str], test: pd.DataFrame, train: pd.DataFrame) -> list[str]:
+    """Probes found in any document."""
+    blob = "\n".join(docs)
+    return [p for p in _probes(test, train) if p[:200] in blob]
+
+
+@requires_shared_data
+@pytest.mark.parametrize("kind", ["random", "leave-last-out", "cold-items"])
+def test_no_test_review_reaches_an_amazon_item_document(kind: str) -> None:
+    ds = read_amazon(
+        SHARED_DATA / "amazon2018/Gift_Cards_5.json.gz", SHARED_DATA / "amazon2018/meta_Gift_Cards.json.gz"
+    )
+    split = split_interactions(ds.interactions, SplitConfig(kind=kind, test_fraction=0.2), seed=3)
+    cfg = FeatureConfig(max_reviews_per_item=10_000, max_document_chars=10_000_000)
+    items = list(ds.items["item_id"])
+    docs = review_documents(items, split.train, cfg.max_reviews_per_item, cfg.max_document_chars)
+    docs += metadata_documents(ds.items, ds.item_schema, cfg.max_document_chars)
+    probes = _probes(split.test, split.train)
+    assert len(probes) > 100  # the check has something to find
+    assert _leaks(docs, split.test, split.train) == []
+    # and the same probe does find text when the whole data is (wrongly) used: the test can fail
+    leaky = review_documents(items, ds.interactions, 10_000, 10_000_000)
+    assert len(_leaks(leaky, split.test, split.train)) > 0.9 * len(probes)
+
+
+def test_review_documents_keep_the_most_recent_training_reviews() -> None:
+    train = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u3", "u4"],
+            "item_id": ["a", "a", "a", "b"],
+            "rating": [5.0, 4.0, 3.0, 1.0],
+            "timestamp": [10, 30, 20, 5],
+            "review": ["oldest", "newest", "middle", ""],
+        }
+    )
+    docs = review_documents(["a", "b", "c"], train, max_reviews=2, max_chars=100)
+    assert docs == ["newest middle", "", ""]
+
+
+def test_metadata_documents_tolerate_missing_columns_of_new_items() -> None:
+    schema = FeatureSchema(text=["description"], categorical=["brand"], multi=["tags"])
+    items = pd.DataFrame({"item_id": ["n1"], "title": ["S-Video cable"], "tags": [["video", "cable"]]})
+    assert metadata_documents(items, schema, 100) == ["S-Video cable. video cable"]
