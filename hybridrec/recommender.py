@@ -93,7 +93,7 @@ class HybridRecommender:
             user_feats = EntityFeatures(empty, empty, [])
         self._features = pipeline
         self.feature_seconds_ = time.perf_counter() - t0
-        self.text_cache_ = {"hits": getattr(pipeline, "cache_hits", 0), "misses": getattr(pipeline, "cache_misses", 0)}
+        self.text_cache_ = {"hits": pipeline.cache_hits, "misses": pipeline.cache_misses}
 
         tr = self._encode(train)
         val = self._encode(split.validation) if len(split.validation) else None

@@ -91,6 +91,7 @@ class FeaturePipeline:
         self.users_: TabularFeatures | None = None
         self.encoder_ = None
         self.text_dim_ = 0
+        self.cache_hits = self.cache_misses = 0  # texts served from / added to the embedding cache
 
     def fit(
         self,
@@ -131,7 +132,8 @@ class FeaturePipeline:
         """Encode through the on-disk cache: repeated fits and repeated queries re-encode nothing."""
         cache = EmbeddingCache(self.cfg.cache_dir, self.encoder_.key)
         out = cache.encode(self.encoder_, texts, show_progress=not self.quiet)
-        self.cache_hits, self.cache_misses = cache.hits, cache.misses
+        self.cache_hits += cache.hits
+        self.cache_misses += cache.misses
         return out
 
     def transform_items(self, items: pd.DataFrame, train: pd.DataFrame | None = None) -> EntityFeatures:

@@ -170,5 +170,8 @@ def make_text_encoder(
     if kind == "tfidf":
         return TfidfSvdEncoder(dim=tfidf_dim, seed=seed)
     if kind == "sentence-transformer":
-        return SentenceTransformerEncoder(model=model, bf16=bf16, batch_size=batch_size, quiet=quiet)
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return SentenceTransformerEncoder(model=model, bf16=bf16, batch_size=batch_size, device=device, quiet=quiet)
     raise ConfigError(f"features.text_encoder: unknown encoder {kind!r}")
