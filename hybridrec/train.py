@@ -122,27 +122,41 @@ class Trainer:
         return (torch.rand(n, device=self.device) >= self.id_dropout).float()
 
     # -- losses --------------------------------------------------------------------------------------------
+    def _towers(self, u_idx: torch.Tensor, i_idx: torch.Tensor):
+        """Tower outputs computed once per distinct user and item of the batch, then gathered per row.
+
+        ID and feature dropout are drawn per distinct item and batch.
+        """
+        users, u_inv = torch.unique(u_idx, return_inverse=True)
+        items, i_inv = torch.unique(i_idx, return_inverse=True)
+        u, b_u = self.user_vectors(users)
+        v, b_i = self.item_vectors(items, self._keep_mask(len(items)))
+        return u[u_inv], b_u[u_inv], v[i_inv], b_i[i_inv]
+
     def _batch_loss(self, u_idx, i_idx, rating, weight, rng: np.random.Generator) -> torch.Tensor:
-        u, b_u = self.user_vectors(u_idx)
-        v, b_i = self.item_vectors(i_idx, self._keep_mask(len(i_idx)))
+        n = len(i_idx)
+        if self.loss_kind == "bpr":
+            n_neg = max(1, self.cfg.negatives)
+            neg = torch.as_tensor(rng.choice(self.positive_items, size=n * n_neg), device=self.device)
+            u, b_u, v_all, b_all = self._towers(u_idx, torch.cat([i_idx, neg]))
+            v, b_i = v_all[:n], b_all[:n]
+        else:
+            u, b_u, v, b_i = self._towers(u_idx, i_idx)
         reg = (u.pow(2).sum(-1) + v.pow(2).sum(-1) + b_u.pow(2) + b_i.pow(2)).mean()
         if self.loss_kind == "mse":
             pred = self.net.head(u, b_u, v, b_i)
             return (weight * (pred - rating).pow(2)).sum() / weight.sum() + self.cfg.l2 * reg
         if self.loss_kind == "bpr":
-            n_neg = max(1, self.cfg.negatives)
-            neg = torch.as_tensor(rng.choice(self.positive_items, size=(len(i_idx), n_neg)), device=self.device)
-            v_n, b_n = self.item_vectors(neg.reshape(-1), self._keep_mask(neg.numel()))
             pos = self.net.head(u, b_u, v, b_i)
             u_rep, bu_rep = u.repeat_interleave(n_neg, 0), b_u.repeat_interleave(n_neg, 0)
-            negs = self.net.head(u_rep, bu_rep, v_n, b_n).view(-1, n_neg)
+            negs = self.net.head(u_rep, bu_rep, v_all[n:], b_all[n:]).view(-1, n_neg)
             loss = -F.logsigmoid(pos.unsqueeze(-1) - negs).mean(-1)
             return (weight * loss).sum() / weight.sum() + self.cfg.l2 * reg
         # softmax: every other item in the batch is a negative (sampled softmax with in-batch negatives)
         logits = u @ v.T + b_i.unsqueeze(0)
         same = i_idx.unsqueeze(0) == i_idx.unsqueeze(1)
-        logits = logits.masked_fill(same & ~torch.eye(len(i_idx), dtype=torch.bool, device=self.device), -1e9)
-        loss = F.cross_entropy(logits, torch.arange(len(i_idx), device=self.device), reduction="none")
+        logits = logits.masked_fill(same & ~torch.eye(n, dtype=torch.bool, device=self.device), -1e9)
+        loss = F.cross_entropy(logits, torch.arange(n, device=self.device), reduction="none")
         return (weight * loss).sum() / weight.sum() + self.cfg.l2 * reg
 
     # -- validation ------------------------------------------------------------------------------------------
@@ -151,19 +165,22 @@ class Trainer:
         """Lower is better: RMSE for ratings, 1 - sampled AUC (100 fixed negatives per pair) for implicit data."""
         self.net.eval()
         try:
+            v_all, b_all = (torch.as_tensor(a, device=self.device) for a in self.all_item_vectors())
             u_idx = torch.as_tensor(val.users, device=self.device)
             i_idx = torch.as_tensor(val.items, device=self.device)
             u, b_u = self.user_vectors(u_idx)
-            v, b_i = self.item_vectors(i_idx)
-            pred = self.net.head(u, b_u, v, b_i)
+            pred = self.net.head(u, b_u, v_all[i_idx], b_all[i_idx])
             if self.loss_kind == "mse":
-                return float(
-                    torch.sqrt(((pred - torch.as_tensor(np.array(val.ratings), device=self.device)) ** 2).mean())
-                )
+                target = torch.as_tensor(np.array(val.ratings), device=self.device)
+                return float(torch.sqrt(((pred - target) ** 2).mean()))
             rng = np.random.default_rng(self.seed + 1)
             neg = torch.as_tensor(rng.choice(self.positive_items, size=(len(val), 100)), device=self.device)
-            v_n, b_n = self.item_vectors(neg.reshape(-1))
-            negs = self.net.head(u.repeat_interleave(100, 0), b_u.repeat_interleave(100, 0), v_n, b_n).view(-1, 100)
+            negs = self.net.head(
+                u.repeat_interleave(100, 0),
+                b_u.repeat_interleave(100, 0),
+                v_all[neg.reshape(-1)],
+                b_all[neg.reshape(-1)],
+            ).view(-1, 100)
             auc = ((pred.unsqueeze(-1) > negs).float() + 0.5 * (pred.unsqueeze(-1) == negs).float()).mean()
             return float(1.0 - auc)
         finally:
