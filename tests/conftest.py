@@ -18,3 +18,77 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The demo model, fitted once per test session and shared by test files (test_recommender.py, test_cli.py).
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO / "configs" / "default.yaml"
+DEMO_ITEMS_CSV = REPO / "data" / "demo" / "items.csv"
+DEMO_RATINGS_CSV = REPO / "data" / "demo" / "ratings.csv"
+
+
+class DemoModel:
+    """The demo fitted by `fit_from_config` into a session tmp dir; `rec` is the in-memory fitted recommender."""
+
+    def __init__(self, out_dir: Path, path: Path, cache_dir: Path, config, metrics: dict, rec):
+        self.out_dir = out_dir  # the fit's output folder
+        self.path = path  # out_dir / "demo": the published model (a symlink to its version folder)
+        self.latest = out_dir / "latest"
+        self.cache_dir = cache_dir  # the text-embedding cache this session uses (never the repo's)
+        self.config = config  # hybridrec.config.Config
+        self.metrics = metrics
+        self.rec = rec  # hybridrec.recommender.HybridRecommender (has split_); shared, so never mutate it
+
+    def load(self):
+        """A fresh recommender loaded from disk: use this for anything that mutates (add_items, save)."""
+        from hybridrec.recommender import HybridRecommender
+
+        return HybridRecommender.load(self.path)
+
+    def overrides(self, *extra: str) -> list[str]:
+        """Config overrides for test fits: the text cache in this session's tmp dir, one torch thread."""
+        return quick_fit_overrides(self.cache_dir, *extra)
+
+
+def quick_fit_overrides(cache_dir: Path, *extra: str) -> list[str]:
+    """The text cache goes to a tmp dir (tests never write into the repo); torch trains on one thread, because
+    the demo's tiny batches on default threads slow down many times over when other processes share the cores."""
+    return [f"features.cache_dir={cache_dir}", "train.threads=1", *extra]
+
+
+@pytest.fixture(scope="session")
+def text_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A session-private embedding cache, seeded (read-only) from the checkout's cache when one exists: encoding
+    the demo from scratch costs ~30 s of CPU, and a cache entry is keyed by encoder and text, so a copy is safe."""
+    import shutil
+
+    cache = tmp_path_factory.mktemp("text-cache")
+    repo_cache = REPO / ".hybridrec-cache"
+    if repo_cache.is_dir():
+        shutil.copytree(repo_cache, cache, dirs_exist_ok=True)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory: pytest.TempPathFactory, text_cache_dir: Path) -> DemoModel:
+    """Fit the bundled demo once (default config) and keep the in-memory recommender as well as the saved one."""
+    from hybridrec.config import load_config
+    from hybridrec.job import fit_from_config
+    from hybridrec.recommender import HybridRecommender
+
+    out = tmp_path_factory.mktemp("demo-model")
+    cfg = load_config(DEMO_CONFIG, quick_fit_overrides(text_cache_dir))
+    fitted: list = []
+    original_fit = HybridRecommender.fit
+
+    def recording_fit(self, *args, **kwargs):
+        fitted.append(self)
+        return original_fit(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:  # only to keep hold of the fitted instance (it has split_)
+        mp.setattr(HybridRecommender, "fit", recording_fit)
+        report = fit_from_config(cfg, out, quiet=True)
+    assert len(fitted) == 1
+    return DemoModel(out, report.model_path, text_cache_dir, cfg, report.metrics, fitted[0])
