@@ -85,6 +85,18 @@ class ModelDir:
             raise ModelFileError(f"{self.root / name}: refused ({exc})") from None
 
 
+def model_link(path: str | Path) -> Path:
+    """The link a save must replace: `models/latest` -> `models/demo` -> version folder resolves to `models/demo`,
+    so saving through `latest` updates the model it names instead of detaching `latest` from it."""
+    link = Path(path)
+    while link.is_symlink():
+        nxt = link.parent / os.readlink(link)
+        if not nxt.is_symlink():
+            break
+        link = nxt
+    return link
+
+
 def staging_dir(target: Path) -> Path:
     """A fresh folder beside the target's versions, on the same filesystem so the final rename is atomic."""
     versions = target.parent / f".{target.name}.versions"

@@ -191,12 +191,13 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def config_from_dict(payload: dict, base_dir: str | Path = ".") -> Config:
+def config_from_dict(payload: dict, base_dir: str | Path | None = None) -> Config:
+    """Build a Config; `base_dir` (else the payload's own, as saved in a model) anchors relative data paths."""
     payload = dict(payload or {})
     payload.pop("format_version", None)
-    payload.pop("base_dir", None)
+    saved_base = payload.pop("base_dir", None)
     cfg = _build(Config, payload, "")
-    cfg.base_dir = str(base_dir)
+    cfg.base_dir = str(base_dir if base_dir is not None else (saved_base or "."))
     return cfg
 
 
@@ -243,6 +244,7 @@ def apply_override(payload: dict, item: str) -> None:
 
 
 def dump_config(cfg: Config) -> dict:
+    """The config as saved in a model: base_dir made absolute so `evaluate` finds the data from anywhere."""
     payload = cfg.to_dict()
-    payload.pop("base_dir", None)
+    payload["base_dir"] = str(Path(cfg.base_dir).resolve())
     return {"format_version": FORMAT_VERSION, **payload}

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hybridrec import __version__
-from hybridrec.artifacts import ModelDir, publish, staging_dir, write_manifest
+from hybridrec.artifacts import ModelDir, model_link, publish, staging_dir, write_manifest
 from hybridrec.config import Config, config_from_dict, dump_config
 from hybridrec.data.idmap import IdMap
 from hybridrec.errors import ModelFileError, QueryError
@@ -347,7 +347,7 @@ class HybridRecommender:
         previous model loadable. Returns the version folder."""
         from safetensors.torch import save_file
 
-        target = Path(path)
+        target = model_link(path)
         staged = staging_dir(target)
         try:
             (staged / "config.json").write_text(json.dumps(dump_config(self.config), indent=1))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -168,13 +169,8 @@ def test_evaluate_json_reports_the_fit_rmse_given_the_config(model):
     assert metrics["rmse"] == pytest.approx(saved["rmse"], abs=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: a saved model's config keeps data paths relative to the config file's folder "
-    "(../data/demo/...) but load() resolves them against the CWD, so `evaluate` without --config "
-    "fails with 'error: ../data/demo/ratings.csv: file not found'",
-)
-def test_evaluate_json_rereads_the_data_with_the_models_own_config(model):
+def test_evaluate_json_rereads_the_data_with_the_models_own_config(model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the saved config must find its data from any working directory
     result = invoke("evaluate", "--model", model, "--json")
     assert_ok(result)
     assert "rmse" in json.loads(result.stdout)
@@ -271,3 +267,17 @@ def test_every_command_has_help_with_an_example(command):
     result = invoke(command, "--help")
     assert_ok(result)
     assert "Example" in result.stdout
+
+
+def test_score_new_add_through_latest_updates_the_named_model(model, new_items_files, tmp_path):
+    """`--add` on models/latest must update models/<name> (which latest names), not detach latest from it."""
+    out = tmp_path / "models"
+    shutil.copytree(model.resolve(), out / ".demo.versions" / "v-copy")
+    (out / "demo").symlink_to(Path(".demo.versions") / "v-copy")
+    (out / "latest").symlink_to("demo")
+    assert_ok(invoke("score-new", new_items_files[1], "--model", out / "latest", "--add"))
+    assert (out / "latest").is_symlink() and os.readlink(out / "latest") == "demo"
+    for link in ("demo", "latest"):
+        answer = invoke("similar", "NEW-SV1", "--model", out / link, "-k", "3", "--json")
+        assert_ok(answer)
+        assert json.loads(answer.stdout)["resolved_id"] == "NEW-SV1"
