@@ -72,6 +72,28 @@ def _fmt_price(price) -> str:
     return "" if price is None else f"{price:,.2f}"
 
 
+ITEM_COLUMNS = ["rank", "item_id", "title", "price", "category", "score"]
+
+
+def _item_rows(rec, ids: list[str], scores) -> list[dict]:
+    """Ranked answers with their display fields, for tables and JSON alike."""
+    return [
+        {"rank": rank, **rec.item_info(item_id), "score": round(float(score), 4)}
+        for rank, (item_id, score) in enumerate(zip(ids, scores), 1)
+    ]
+
+
+def _item_table(title: str, rows: list[dict]) -> None:
+    _table(
+        title,
+        ITEM_COLUMNS,
+        [
+            [r["rank"], r["item_id"], r["title"], _fmt_price(r["price"]), r["category"], f"{r['score']:.3f}"]
+            for r in rows
+        ],
+    )
+
+
 @app.command()
 def fit(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config.")] = Path("configs/default.yaml"),
@@ -133,19 +155,7 @@ def similar(
     def job():
         rec = _load(model)
         match = rec.similar_to_text(query, k)
-        rows = []
-        for rank, (item_id, score) in enumerate(zip(match.ids, match.scores), 1):
-            info = rec.item_info(item_id)
-            rows.append(
-                {
-                    "rank": rank,
-                    "item_id": item_id,
-                    "title": info["title"],
-                    "price": info["price"],
-                    "category": info["category"],
-                    "score": round(float(score), 4),
-                }
-            )
+        rows = _item_rows(rec, match.ids, match.scores)
         if match.how == "content":
             said = f"no catalogue title matched {query!r}: scored it as a new item from its text"
         else:
@@ -164,14 +174,7 @@ def similar(
             )
             return
         typer.echo(said)
-        _table(
-            f"similar to {query!r}",
-            ["rank", "item_id", "title", "price", "category", "score"],
-            [
-                [r["rank"], r["item_id"], r["title"], _fmt_price(r["price"]), r["category"], f"{r['score']:.3f}"]
-                for r in rows
-            ],
-        )
+        _item_table(f"similar to {query!r}", rows)
 
     _run(debug, job)
 
@@ -193,26 +196,11 @@ def recommend(
     def job():
         rec = _load(model)
         ids, scores = rec.recommend(user_id, k, exclude_seen=not include_seen)
-        rows = [
-            {
-                "rank": r,
-                "item_id": i,
-                **{c: rec.item_info(i)[c] for c in ("title", "price", "category")},
-                "score": round(float(s), 4),
-            }
-            for r, (i, s) in enumerate(zip(ids, scores), 1)
-        ]
+        rows = _item_rows(rec, ids, scores)
         if as_json:
             typer.echo(json.dumps({"user_id": user_id, "results": rows}))
             return
-        _table(
-            f"recommendations for {user_id}",
-            ["rank", "item_id", "title", "price", "category", "score"],
-            [
-                [r["rank"], r["item_id"], r["title"], _fmt_price(r["price"]), r["category"], f"{r['score']:.3f}"]
-                for r in rows
-            ],
-        )
+        _item_table(f"recommendations for {user_id}", rows)
 
     _run(debug, job)
 

@@ -92,3 +92,21 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory, text_cache_dir: Path) -
         report = fit_from_config(cfg, out, quiet=True)
     assert len(fitted) == 1
     return DemoModel(out, report.model_path, text_cache_dir, cfg, report.metrics, fitted[0])
+
+
+@pytest.fixture(scope="session")
+def ml100k():
+    """MovieLens 100K u.data read directly with pandas (independently of hybridrec's reader), ids as strings."""
+    import pandas as pd
+
+    path = SHARED_DATA / "movielens" / "ml-100k" / "u.data"
+    if not path.is_file():
+        pytest.skip(f"MovieLens 100K not found at {path}")
+    df = pd.read_csv(
+        path,
+        sep="\t",
+        names=["user_id", "item_id", "rating", "timestamp"],
+        dtype={"user_id": str, "item_id": str, "rating": float, "timestamp": "int64"},
+    )
+    df["review"] = ""
+    return df

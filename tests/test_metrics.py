@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -202,21 +201,6 @@ def test_precision_at_k_by_hand() -> None:
 
 
 # ---------- real data: popularity beats chance on MovieLens 100K ----------
-
-
-@pytest.fixture(scope="module")
-def ml100k() -> pd.DataFrame:
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "movielens" / "ml-100k" / "u.data"
-    if not path.is_file():
-        pytest.skip(f"MovieLens 100K not found at {path}")
-    df = pd.read_csv(
-        path,
-        sep="\t",
-        names=["user_id", "item_id", "rating", "timestamp"],
-        dtype={"user_id": str, "item_id": str, "rating": float, "timestamp": "int64"},
-    )
-    df["review"] = ""
-    return df
 
 
 def test_popularity_baseline_on_movielens(ml100k: pd.DataFrame) -> None:

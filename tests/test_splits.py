@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -27,21 +25,6 @@ def synthetic(n_users: int = 30, n_items: int = 40, seed: int = 0) -> pd.DataFra
             rows.append((f"u{u}", f"i{i}", float(rng.integers(1, 6)), int(t), ""))
     df = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp", "review"])
     return df.astype({"timestamp": "int64"})
-
-
-@pytest.fixture(scope="module")
-def ml100k() -> pd.DataFrame:
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "movielens" / "ml-100k" / "u.data"
-    if not path.is_file():
-        pytest.skip(f"MovieLens 100K not found at {path}")
-    df = pd.read_csv(
-        path,
-        sep="\t",
-        names=["user_id", "item_id", "rating", "timestamp"],
-        dtype={"user_id": str, "item_id": str, "rating": float, "timestamp": "int64"},
-    )
-    df["review"] = ""
-    return df
 
 
 def parts(split: Split) -> list[pd.DataFrame]:
