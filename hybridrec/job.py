@@ -17,6 +17,7 @@ class FitReport:
     model_path: Path
     metrics: dict
     data_summary: list[str]
+    recommender: object  # the fitted HybridRecommender, still holding its split (split_)
 
 
 def model_name(cfg: Config) -> str:
@@ -60,4 +61,4 @@ def fit_from_config(cfg: Config, out_dir: str | Path, quiet: bool = False) -> Fi
     target = out_dir / model_name(cfg)
     rec.save(target)
     point_link(out_dir / "latest", target)
-    return FitReport(target, metrics, summary)
+    return FitReport(target, metrics, summary, rec)

@@ -18,18 +18,7 @@ def score_matrix(rec, user_rows: np.ndarray, item_rows: np.ndarray | None = None
     scores = rec.global_mean_ + bu[:, None] + b[None, :] + u @ v.T
     if rec.config.model.mlp_residual:
         n_u, n_i = scores.shape
-        extra = (
-            rec._score_pairs(
-                np.repeat(u, n_i, 0),
-                np.zeros(n_u * n_i, np.float32),
-                np.tile(v, (n_u, 1)),
-                np.zeros(n_u * n_i, np.float32),
-                clip=False,
-            )
-            - rec.global_mean_
-        )
-        extra -= np.einsum("ij,ij->i", np.repeat(u, n_i, 0), np.tile(v, (n_u, 1)))
-        scores = scores + extra.reshape(n_u, n_i)
+        scores = scores + np.reshape(rec.residual(np.repeat(u, n_i, 0), np.tile(v, (n_u, 1))), (n_u, n_i))
     return scores
 
 

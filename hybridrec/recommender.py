@@ -285,15 +285,19 @@ class HybridRecommender:
     def _seen(self, row: int) -> np.ndarray:
         return self.seen_items_[self.seen_indptr_[row] : self.seen_indptr_[row + 1]]
 
-    def _score_pairs(self, u, bu, v, bi, clip: bool = True) -> np.ndarray:
-        """mu + b_u + b_i + <u, v> in numpy; the MLP residual (if configured) runs through torch."""
-        scores = self.global_mean_ + bu + bi + np.einsum("ij,ij->i", u, v)
-        if self.config.model.mlp_residual:
-            import torch
+    def residual(self, u: np.ndarray, v: np.ndarray) -> np.ndarray | float:
+        """The optional MLP residual for aligned rows of user and item vectors (0 when not configured)."""
+        if not self.config.model.mlp_residual:
+            return 0.0
+        import torch
 
-            with torch.no_grad():
-                ut, vt = torch.as_tensor(u), torch.as_tensor(v)
-                scores = scores + self.net.residual(torch.cat([ut, vt, ut * vt], -1)).squeeze(-1).numpy()
+        with torch.no_grad():
+            ut, vt = torch.as_tensor(u), torch.as_tensor(v)
+            return self.net.residual(torch.cat([ut, vt, ut * vt], -1)).squeeze(-1).detach().numpy()
+
+    def _score_pairs(self, u, bu, v, bi, clip: bool = True) -> np.ndarray:
+        """mu + b_u + b_i + <u, v> (+ residual) for aligned rows, in numpy."""
+        scores = self.global_mean_ + bu + bi + np.einsum("ij,ij->i", u, v) + self.residual(u, v)
         if clip and self.feedback_ == "explicit" and self.rating_range_:
             scores = np.clip(scores, *self.rating_range_)
         return scores.astype(np.float32)
@@ -435,7 +439,6 @@ class HybridRecommender:
         return rec
 
     def _load_net(self):
-        import torch
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -453,7 +456,6 @@ class HybridRecommender:
         except (SafetensorError, RuntimeError, OSError) as exc:
             raise ModelFileError(f"{path}: cannot load weights ({str(exc).splitlines()[0]})") from None
         net.eval()
-        torch.set_grad_enabled(True)
         return net
 
 

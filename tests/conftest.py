@@ -76,22 +76,11 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory, text_cache_dir: Path) -
     """Fit the bundled demo once (default config) and keep the in-memory recommender as well as the saved one."""
     from hybridrec.config import load_config
     from hybridrec.job import fit_from_config
-    from hybridrec.recommender import HybridRecommender
 
     out = tmp_path_factory.mktemp("demo-model")
     cfg = load_config(DEMO_CONFIG, quick_fit_overrides(text_cache_dir))
-    fitted: list = []
-    original_fit = HybridRecommender.fit
-
-    def recording_fit(self, *args, **kwargs):
-        fitted.append(self)
-        return original_fit(self, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as mp:  # only to keep hold of the fitted instance (it has split_)
-        mp.setattr(HybridRecommender, "fit", recording_fit)
-        report = fit_from_config(cfg, out, quiet=True)
-    assert len(fitted) == 1
-    return DemoModel(out, report.model_path, text_cache_dir, cfg, report.metrics, fitted[0])
+    report = fit_from_config(cfg, out, quiet=True)
+    return DemoModel(out, report.model_path, text_cache_dir, cfg, report.metrics, report.recommender)
 
 
 @pytest.fixture(scope="session")
