@@ -140,12 +140,14 @@ def write(rows: list[dict], command: str) -> None:
             protocol = row["protocol"]
             keys = [k for k in row if k not in ("protocol",)]
             lines += [f"\n## {protocol}\n", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-        lines.append("| " + " | ".join(_fmt(row.get(k)) for k in keys) + " |")
+        lines.append("| " + " | ".join(_fmt(k, row.get(k)) for k in keys) + " |")
     (RESULTS / "v0.1.md").write_text("\n".join(lines) + "\n")
 
 
-def _fmt(v) -> str:
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
+def _fmt(key: str, v) -> str:
+    if isinstance(v, float):
+        return f"{v:.2f}" if "seconds" in key else f"{v:.4f}"
+    return str(v)
 
 
 def main() -> None:
