@@ -106,6 +106,9 @@ def fit(
         list[str] | None, typer.Option("--set", "-s", help="Override any config key: a.b=value (repeatable).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted fit of the same config from its checkpoint.")
+    ] = False,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -122,7 +125,7 @@ def fit(
         if seed is not None:
             overrides.append(f"seed={seed}")
         cfg = load_config(config, overrides)
-        report = fit_from_config(cfg, out, quiet=quiet)
+        report = fit_from_config(cfg, out, quiet=quiet, resume=resume)
         if as_json:
             typer.echo(json.dumps({"model": str(report.model_path), "metrics": report.metrics}))
             return

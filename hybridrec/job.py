@@ -28,7 +28,8 @@ def model_name(cfg: Config) -> str:
     return name
 
 
-def fit_from_config(cfg: Config, out_dir: str | Path, quiet: bool = False) -> FitReport:
+def fit_from_config(cfg: Config, out_dir: str | Path, quiet: bool = False, resume: bool = False) -> FitReport:
+    """Train with a per-epoch checkpoint in OUT/.checkpoints (continued with resume=True), save, point latest."""
     from hybridrec.data.readers import read_dataset
     from hybridrec.protocols import evaluate
     from hybridrec.recommender import HybridRecommender
@@ -37,7 +38,8 @@ def fit_from_config(cfg: Config, out_dir: str | Path, quiet: bool = False) -> Fi
     t0 = time.perf_counter()
     dataset = read_dataset(cfg)
     summary = [r.summary() for r in dataset.reports]
-    rec = HybridRecommender(cfg, quiet=quiet).fit(dataset)
+    checkpoint = out_dir / ".checkpoints" / f"{model_name(cfg)}.safetensors"
+    rec = HybridRecommender(cfg, quiet=quiet).fit(dataset, checkpoint=checkpoint, resume=resume)
     metrics = evaluate(rec, rec.split_.test, rec.split_.cold_items, k=cfg.evaluate.k, seed=cfg.seed)
     metrics.update(
         {
@@ -54,6 +56,7 @@ def fit_from_config(cfg: Config, out_dir: str | Path, quiet: bool = False) -> Fi
             "text_cache_hits": rec.text_cache_["hits"],
             "text_cache_misses": rec.text_cache_["misses"],
             "seed": cfg.seed,
+            "resumed_from_epoch": rec.train_result_.resumed_from,
         }
     )
     rec.metrics_ = metrics
@@ -61,4 +64,5 @@ def fit_from_config(cfg: Config, out_dir: str | Path, quiet: bool = False) -> Fi
     target = out_dir / model_name(cfg)
     rec.save(target)
     point_link(out_dir / "latest", target)
+    checkpoint.unlink(missing_ok=True)  # the run is complete: nothing to resume
     return FitReport(target, metrics, summary, rec)

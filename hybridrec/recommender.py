@@ -53,8 +53,14 @@ class HybridRecommender:
         self.metrics_: dict = {}
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, dataset: Dataset, split: Split | None = None) -> HybridRecommender:
-        """Split (unless given), fit features on the training part, train, compute vectors and build the index."""
+    def fit(
+        self, dataset: Dataset, split: Split | None = None, checkpoint: str | Path | None = None, resume: bool = False
+    ) -> HybridRecommender:
+        """Split (unless given), fit features on the training part, train, compute vectors and build the index.
+
+        `checkpoint` is a file where training state is saved after every epoch; with `resume=True` a checkpoint
+        of the same config and data is continued instead of starting over.
+        """
         from hybridrec.data.splits import split_interactions
         from hybridrec.features.pipeline import FeaturePipeline
         from hybridrec.model.network import HybridNet
@@ -119,8 +125,15 @@ class HybridRecommender:
             resolve_device(cfg.train.device),
             user_has_id=user_has_id,
         )
+        ckpt = None
+        if checkpoint is not None:
+            from hybridrec.checkpoint import Checkpointer
+
+            ckpt = Checkpointer(checkpoint, _fingerprint(cfg, tr))
+            if not resume:
+                ckpt.remove()
         t1 = time.perf_counter()
-        self.train_result_ = trainer.fit(tr, val, progress=None if self.quiet else _print_epoch)
+        self.train_result_ = trainer.fit(tr, val, progress=None if self.quiet else _print_epoch, checkpoint=ckpt)
         self.train_seconds_ = time.perf_counter() - t1
         self._net = trainer.net.cpu()
         self.item_vectors_, self.item_bias_ = trainer.all_item_vectors()
@@ -457,6 +470,16 @@ class HybridRecommender:
             raise ModelFileError(f"{path}: cannot load weights ({str(exc).splitlines()[0]})") from None
         net.eval()
         return net
+
+
+def _fingerprint(cfg: Config, train) -> str:
+    """Identifies one training run (config + exact training pairs): a checkpoint only resumes the same run."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(dump_config(cfg), sort_keys=True).encode())
+    for array in (train.users, train.items, train.ratings):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def _looks_like_id(text: str) -> bool:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hybridrec.checkpoint import Checkpointer
 from hybridrec.config import TrainConfig
 from hybridrec.features.pipeline import EntityFeatures
 from hybridrec.model.network import HybridNet
@@ -60,6 +61,7 @@ class TrainResult:
     best_epoch: int = 0
     best_score: float = math.inf
     stopped_early: bool = False
+    resumed_from: int = 0  # the epoch a resumed run continued after (0: not resumed)
 
 
 class Trainer:
@@ -187,8 +189,14 @@ class Trainer:
             self.net.train()
 
     # -- loop ---------------------------------------------------------------------------------------------------
-    def fit(self, train: Interactions, val: Interactions | None, progress=None) -> TrainResult:
-        """Adam over shuffled mini-batches; keeps the weights of the best validation epoch."""
+    def fit(
+        self, train: Interactions, val: Interactions | None, progress=None, checkpoint: Checkpointer | None = None
+    ) -> TrainResult:
+        """Adam over shuffled mini-batches; keeps the weights of the best validation epoch.
+
+        With a checkpointer, state is saved after every epoch and a matching checkpoint is resumed from, giving
+        the same result as an uninterrupted run.
+        """
         seed_everything(self.seed)
         rng = np.random.default_rng(self.seed)
         opt = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
@@ -196,9 +204,17 @@ class Trainer:
             torch.as_tensor(np.array(a), device=self.device)
             for a in (train.users, train.items, train.ratings.astype(np.float32), train.weights.astype(np.float32))
         ]
-        result, best_state, bad_epochs = TrainResult(), None, 0
+        result, best_state, bad_epochs, first_epoch = TrainResult(), None, 0, 1
+        restored = checkpoint.load(self.net, opt, rng) if checkpoint is not None else None
+        if restored is not None:
+            best_state, bad_epochs, first_epoch = restored["best_state"], restored["bad_epochs"], restored["epoch"] + 1
+            result.history, result.best_epoch = restored["history"], restored["best_epoch"]
+            result.best_score, result.resumed_from = restored["best_score"], restored["epoch"]
+            result.stopped_early = restored["stopped_early"]
         self.net.train()
-        for epoch in range(1, self.cfg.epochs + 1):
+        for epoch in range(first_epoch, self.cfg.epochs + 1):
+            if result.stopped_early:
+                break
             order = torch.as_tensor(rng.permutation(len(train)), device=self.device)
             total = 0.0
             for start in range(0, len(train), self.cfg.batch_size):
@@ -219,9 +235,22 @@ class Trainer:
                 best_state = copy.deepcopy(self.net.state_dict())
             else:
                 bad_epochs += 1
-                if bad_epochs >= self.cfg.patience:
-                    result.stopped_early = True
-                    break
+                result.stopped_early = bad_epochs >= self.cfg.patience
+            if checkpoint is not None:
+                checkpoint.save(
+                    self.net,
+                    opt,
+                    best_state,
+                    rng,
+                    epoch,
+                    {
+                        "bad_epochs": bad_epochs,
+                        "history": result.history,
+                        "best_epoch": result.best_epoch,
+                        "best_score": result.best_score,
+                        "stopped_early": result.stopped_early,
+                    },
+                )
         if best_state is not None:
             self.net.load_state_dict(best_state)
         self.net.eval()

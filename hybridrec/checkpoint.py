@@ -1,0 +1,85 @@
+"""Training checkpoints: one safetensors file per run, replaced atomically after every epoch, so a killed
+`fit --resume` continues where it stopped. Tensors in the file, the rest as JSON in its metadata; no pickles."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from hybridrec.errors import ModelFileError
+
+
+class Checkpointer:
+    """Saves and restores model, optimizer, best weights, RNG states and early-stopping bookkeeping."""
+
+    def __init__(self, path: str | Path, fingerprint: str):
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+
+    def save(self, net, opt, best_state, rng: np.random.Generator, epoch: int, extra: dict) -> None:
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+        if best_state is not None:
+            tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()})
+        opt_state = opt.state_dict()
+        for idx, state in opt_state["state"].items():
+            for name, value in state.items():
+                tensors[f"opt.{idx}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        tensors["torch_rng"] = torch.get_rng_state()
+        meta = {
+            "fingerprint": self.fingerprint,
+            "epoch": epoch,
+            "param_groups": opt_state["param_groups"],
+            "numpy_rng": rng.bit_generator.state,
+            "has_best": best_state is not None,
+            **extra,
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        save_file(tensors, str(tmp), metadata={"hybridrec": json.dumps(meta, default=_json_default)})
+        os.replace(tmp, self.path)
+
+    def load(self, net, opt, rng: np.random.Generator) -> dict | None:
+        """Restore into net/opt/rng and return the metadata (with best_state), or None if there is no checkpoint
+        for this exact run (different config or data)."""
+        if not self.path.is_file():
+            return None
+        try:
+            tensors = load_file(str(self.path))
+            with open(self.path, "rb") as fh:
+                header_len = int.from_bytes(fh.read(8), "little")
+                header = json.loads(fh.read(header_len))
+            meta = json.loads(header["__metadata__"]["hybridrec"])
+        except (SafetensorError, OSError, ValueError, KeyError) as exc:
+            raise ModelFileError(f"{self.path}: unreadable checkpoint ({exc}); delete it to start over") from None
+        if meta.get("fingerprint") != self.fingerprint:
+            return None
+        net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        state: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith("opt."):
+                _, idx, name = key.split(".", 2)
+                state.setdefault(int(idx), {})[name] = value
+        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        torch.set_rng_state(tensors["torch_rng"])
+        rng.bit_generator.state = meta["numpy_rng"]
+        meta["best_state"] = (
+            {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} if meta["has_best"] else None
+        )
+        return meta
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _json_default(value):
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")

@@ -1,0 +1,93 @@
+"""A fit killed mid-training continues from its last epoch checkpoint and ends where an uninterrupted fit ends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import DEMO_CONFIG, quick_fit_overrides
+
+import hybridrec.recommender as recommender_module
+from hybridrec.config import load_config
+from hybridrec.data.readers import read_dataset
+from hybridrec.errors import ModelFileError
+from hybridrec.recommender import HybridRecommender
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def setup(text_cache_dir):
+    cfg = load_config(DEMO_CONFIG, quick_fit_overrides(text_cache_dir, "train.epochs=4", "train.patience=10"))
+    return cfg, read_dataset(cfg)
+
+
+def test_resumed_fit_matches_an_uninterrupted_one(setup, tmp_path, monkeypatch):
+    cfg, dataset = setup
+    whole = HybridRecommender(cfg).fit(dataset)
+
+    kills = []
+
+    def die_in_epoch_3(row):
+        if row["epoch"] == 3 and not kills:  # epoch 2 is checkpointed; epoch 3 is lost
+            kills.append(row)
+            raise Killed
+
+    ckpt = tmp_path / "run.safetensors"
+    monkeypatch.setattr(recommender_module, "_print_epoch", die_in_epoch_3)
+    with pytest.raises(Killed):
+        HybridRecommender(cfg, quiet=False).fit(dataset, checkpoint=ckpt)
+    assert ckpt.is_file()
+    resumed = HybridRecommender(cfg, quiet=False).fit(dataset, checkpoint=ckpt, resume=True)
+    assert resumed.train_result_.resumed_from == 2
+    assert [r["epoch"] for r in resumed.train_result_.history] == [1, 2, 3, 4]
+    np.testing.assert_allclose(resumed.item_vectors_, whole.item_vectors_, atol=1e-6)
+    np.testing.assert_allclose(resumed.user_bias_, whole.user_bias_, atol=1e-6)
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed(setup, tmp_path, monkeypatch):
+    cfg, dataset = setup
+    ckpt = tmp_path / "run.safetensors"
+    short = load_config(DEMO_CONFIG, quick_fit_overrides(cfg.features.cache_dir, "train.epochs=1"))
+    HybridRecommender(short).fit(dataset, checkpoint=ckpt)
+    other = load_config(DEMO_CONFIG, [*quick_fit_overrides(cfg.features.cache_dir, "train.epochs=1"), "seed=7"])
+    rec = HybridRecommender(other).fit(dataset, checkpoint=ckpt, resume=True)
+    assert rec.train_result_.resumed_from == 0
+
+
+def test_a_damaged_checkpoint_is_a_clear_error(setup, tmp_path):
+    cfg, dataset = setup
+    ckpt = tmp_path / "run.safetensors"
+    ckpt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not a header")
+    with pytest.raises(ModelFileError, match="run.safetensors"):
+        HybridRecommender(cfg).fit(dataset, checkpoint=ckpt, resume=True)
+
+
+def test_cli_fit_killed_with_sigkill_resumes(text_cache_dir, tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("hybridrec")
+    args = [str(exe), "fit", "--config", str(DEMO_CONFIG), "--out", str(tmp_path / "out"), "--quiet", "--json"]
+    for item in quick_fit_overrides(text_cache_dir, "train.epochs=12", "train.patience=12", "train.batch_size=64"):
+        args += ["--set", item]
+    ckpt = tmp_path / "out" / ".checkpoints" / "demo.safetensors"
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not ckpt.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "fit ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "out" / "demo").exists()  # nothing was published
+    done = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads(done.stdout)["metrics"]
+    assert metrics["resumed_from_epoch"] >= 1
+    assert not ckpt.exists()  # a finished run leaves nothing to resume
