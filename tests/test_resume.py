@@ -51,7 +51,7 @@ def test_a_checkpoint_of_another_run_is_not_resumed(setup, tmp_path, monkeypatch
     ckpt = tmp_path / "run.safetensors"
     short = load_config(DEMO_CONFIG, quick_fit_overrides(cfg.features.cache_dir, "train.epochs=1"))
     HybridRecommender(short).fit(dataset, checkpoint=ckpt)
-    other = load_config(DEMO_CONFIG, [*quick_fit_overrides(cfg.features.cache_dir, "train.epochs=1"), "seed=7"])
+    other = load_config(DEMO_CONFIG, [*quick_fit_overrides(cfg.features.cache_dir, "train.epochs=1"), "train.lr=0.001"])
     rec = HybridRecommender(other).fit(dataset, checkpoint=ckpt, resume=True)
     assert rec.train_result_.resumed_from == 0
 
