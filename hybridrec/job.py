@@ -50,6 +50,7 @@ def fit_from_config(cfg: Config, out_dir: str | Path, quiet: bool = False, resum
             "n_items": len(rec.items_),
             "n_train": int(len(rec.split_.train)),
             "best_epoch": rec.train_result_.best_epoch,
+            "validation_score": rec.train_result_.best_score,  # RMSE, or 1 - sampled AUC: tune on this, not test
             "feature_seconds": round(rec.feature_seconds_, 2),
             "train_seconds": round(rec.train_seconds_, 2),
             "fit_seconds": round(time.perf_counter() - t0, 2),
