@@ -63,6 +63,7 @@ class ModelConfig:
     hidden: int = 128
     id_dropout: float = 0.3  # probability of hiding an item's ID embedding in training (DropoutNet)
     feature_dropout: float = 0.3  # probability of hiding each categorical column / the numeric block in training
+    user_history: int = 0  # > 0: a user's N most recent training items join the user tower (SVD++-like)
     mlp_residual: bool = False
     dropout: float = 0.3
 

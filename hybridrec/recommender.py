@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from hybridrec.data.splits import Split
 
 DISPLAY_COLUMNS = ("title", "price", "category")
+HISTORY = "__history__"  # the user feature holding recent training items (model.user_history)
 
 
 @dataclass
@@ -81,14 +82,21 @@ class HybridRecommender:
         self.items_ = IdMap(items["item_id"], "item")
         user_ids = list(dataset.users["user_id"]) if dataset.users is not None else []
         self.users_ = IdMap(user_ids + list(dataset.interactions["user_id"]), "user")
-        users_table = self._aligned_users(dataset)
+        users_table, user_schema = self._aligned_users(dataset), dataset.user_schema
 
         train = split.train
         train_items = set(train["item_id"])
+        if cfg.model.user_history > 0:
+            users_table, user_schema = self._with_history(users_table, user_schema, train, cfg.model.user_history)
         t0 = time.perf_counter()
         pipeline = FeaturePipeline(cfg.features, seed=cfg.seed, quiet=self.quiet)
         pipeline.fit(
-            items[items["item_id"].isin(train_items)], dataset.item_schema, train, users_table, dataset.user_schema
+            items[items["item_id"].isin(train_items)],
+            dataset.item_schema,
+            train,
+            users_table,
+            user_schema,
+            {HISTORY: cfg.model.user_history},
         )
         item_feats = pipeline.transform_items(items, train)
         user_feats = pipeline.transform_users(users_table) if users_table is not None else None
@@ -151,6 +159,18 @@ class HybridRecommender:
             return None
         table = dataset.users.drop_duplicates("user_id").set_index("user_id")
         return table.reindex(self.users_.raw_ids).reset_index(names="user_id")
+
+    def _with_history(self, users_table, schema, train: pd.DataFrame, n: int):
+        """Add each user's n most recent training items as a multi-valued user feature (implicit feedback)."""
+        from dataclasses import replace
+
+        import pandas as pd
+
+        recent = train.sort_values(["user_id", "timestamp"], ascending=[True, False], kind="stable")
+        history = recent.groupby("user_id", sort=False)["item_id"].agg(lambda s: list(s[:n]))
+        table = users_table.copy() if users_table is not None else pd.DataFrame({"user_id": self.users_.raw_ids})
+        table[HISTORY] = [history.get(u, []) for u in table["user_id"]]
+        return table, replace(schema, multi=[*schema.multi, HISTORY])
 
     def _encode(self, frame: pd.DataFrame):
         from hybridrec.train import Interactions

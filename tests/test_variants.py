@@ -39,8 +39,9 @@ def implicit(dataset):
         ("model.variant=content-only",),
         ("features.text_encoder=tfidf", "features.tfidf_dim=16"),
         ("features.text_encoder=none",),
+        ("model.user_history=20",),
     ],
-    ids=["mlp-residual", "id-only", "content-only", "tfidf", "no-text"],
+    ids=["mlp-residual", "id-only", "content-only", "tfidf", "no-text", "user-history"],
 )
 def test_variant_scores_consistently_and_round_trips(demo_dataset, text_cache_dir, tmp_path, overrides):
     rec = fit(demo_dataset, text_cache_dir, *overrides)

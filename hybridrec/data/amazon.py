@@ -18,6 +18,7 @@ import pandas as pd
 from hybridrec.data.dataset import Dataset, FeatureSchema
 from hybridrec.data.idmap import normalize_id
 from hybridrec.data.io import (
+    MAX_EPOCH_SECONDS,
     SourceReport,
     dataset_name,
     drop_duplicate_pairs,
@@ -49,16 +50,24 @@ def parse_price(value: Any) -> float:
     junk -> NaN.
     """
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value) if math.isfinite(value) and value >= 0 else math.nan
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range
+            return math.nan
+        return number if math.isfinite(number) and number >= 0 else math.nan
     text = text_value(value).strip()
     match = _PRICE.match(text)
     if match:
-        return float(match.group(1).replace(",", ""))
+        return _finite(float(match.group(1).replace(",", "")))
     match = _PRICE_RANGE.match(text)
     if match:
         low, high = (float(g.replace(",", "")) for g in match.groups())
-        return (low + high) / 2
+        return _finite((low + high) / 2)
     return math.nan
+
+
+def _finite(number: float) -> float:
+    return number if math.isfinite(number) else math.nan  # "$999...9" with hundreds of digits parses as inf
 
 
 def _parse_record(line: str) -> Any:
@@ -86,9 +95,13 @@ def _records(path: Path, report: SourceReport):
 
 
 def _timestamp(record: dict) -> int:
+    """Epoch seconds from unixReviewTime, else reviewTime ("09 7, 2013"); ValueError when not a usable time."""
     raw = record.get("unixReviewTime")
     if raw is not None:
-        return int(float(raw))
+        seconds = float(raw)
+        if not abs(seconds) <= MAX_EPOCH_SECONDS:  # also NaN and inf
+            raise ValueError(f"unixReviewTime {raw!r} is not epoch seconds")
+        return int(seconds)
     when = record.get("reviewTime")
     if isinstance(when, str) and when.strip():
         return int(datetime.strptime(when.strip(), "%m %d, %Y").replace(tzinfo=timezone.utc).timestamp())
@@ -100,13 +113,13 @@ def read_reviews(path: Path, report: SourceReport) -> pd.DataFrame:
     users, items, ratings, stamps, texts = [], [], [], [], []
     for lineno, record in _records(path, report):
         user, item, overall = record.get("reviewerID"), record.get("asin"), record.get("overall")
-        if user is None or item is None or overall is None:
+        if user is None or item is None or overall is None or not normalize_id(user) or not normalize_id(item):
             report.bad("missing field", f"line {lineno}")
             continue
         try:
             rating = float(overall)
             stamp = _timestamp(record)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             report.bad("malformed line", f"line {lineno}")
             continue
         if not (1.0 <= rating <= 5.0):
@@ -150,7 +163,7 @@ def read_meta(path: Path, wanted: set[str], report: SourceReport) -> pd.DataFram
     seen: set[str] = set()
     unparsed_prices = 0
     for lineno, record in _records(path, report):
-        if record.get("asin") is None:
+        if record.get("asin") is None or not normalize_id(record["asin"]):
             report.bad("missing field", f"line {lineno}")
             continue
         asin = normalize_id(record["asin"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -9,13 +10,20 @@ import numpy as np
 from hybridrec.errors import QueryError
 
 
+_INT_AS_FLOAT = re.compile(r"^[+-]?\d+\.0+$")
+
+
 def normalize_id(raw: object) -> str:
-    """Raw ids are strings everywhere: 42, 42.0 and "42" are the same id (files disagree on the type)."""
+    """Raw ids are strings everywhere: 42, 42.0, "42" and "42.0" are the same id (files disagree on the type);
+    "042" stays "042" (CSV id columns are read as text, so leading zeros survive)."""
     if isinstance(raw, float) and raw.is_integer():
         return str(int(raw))
     if isinstance(raw, (np.floating,)) and float(raw).is_integer():
         return str(int(raw))
-    return str(raw).strip()
+    text = str(raw).strip()
+    if _INT_AS_FLOAT.match(text):  # "42.0": an integer id written by a float column
+        return text.split(".", 1)[0].lstrip("+")
+    return text
 
 
 class IdMap:

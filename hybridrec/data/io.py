@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from hybridrec.data.dataset import ReadReport
@@ -18,6 +19,8 @@ from hybridrec.data.idmap import normalize_id
 from hybridrec.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
+# Epoch seconds beyond +-2**53 are not exact as floats and overflow int64 as milliseconds: never a real date.
+MAX_EPOCH_SECONDS = float(2**53)
 _GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 
 
@@ -178,11 +181,16 @@ def read_delimited(
 
 
 def numeric_column(
-    frame: pd.DataFrame, column: str, report: SourceReport, reason: str = "malformed line"
+    frame: pd.DataFrame,
+    column: str,
+    report: SourceReport,
+    reason: str = "malformed line",
+    limit: float = float("inf"),
 ) -> pd.DataFrame:
-    """Coerce one column of a read_delimited frame to float, dropping rows that are not numbers."""
+    """Coerce one column of a read_delimited frame to float, dropping rows that are not finite numbers
+    (NaN, inf) or whose magnitude exceeds `limit` (e.g. MAX_EPOCH_SECONDS for timestamps)."""
     values = pd.to_numeric(frame[column], errors="coerce")
-    bad = values.isna()
+    bad = values.isna() | ~np.isfinite(values.astype(float)) | (values.astype(float).abs() > limit)
     if bad.any():
         report.bad(reason, f"line {int(frame.loc[bad, '_line'].iloc[0])}", int(bad.sum()))
     frame = frame.loc[~bad].copy()
@@ -195,13 +203,17 @@ def _suffixes(path: Path) -> str:
     return name[:-3] if name.endswith(".gz") else name
 
 
-def read_table(path: Path | str, sep: str | None = None, **kwargs: Any) -> pd.DataFrame:
+def read_table(
+    path: Path | str, sep: str | None = None, text_columns: Iterable[str] = (), **kwargs: Any
+) -> pd.DataFrame:
     """CSV / TSV / JSON lines / Parquet by extension via pandas; any failure is a DataError naming the file.
 
-    `sep` overrides the CSV separator (".tsv" defaults to tab); other keyword arguments go to pandas.
+    `sep` overrides the CSV separator (".tsv" defaults to tab); `text_columns` (ids) are read as text from
+    CSV/TSV, where pandas would otherwise turn "007" into 7; other keyword arguments go to pandas.
     """
     path = check_file(path)
     kind = _suffixes(path)
+    text_dtypes = {str(c): str for c in text_columns}
     try:
         if kind.endswith(".parquet") or kind.endswith(".pq"):
             kwargs.pop("dtype", None)
@@ -212,6 +224,8 @@ def read_table(path: Path | str, sep: str | None = None, **kwargs: Any) -> pd.Da
             return pd.read_json(path, lines=True, compression=compression, **kwargs)
         if sep is None:
             sep = "\t" if kind.endswith(".tsv") or kind.endswith(".tab") else ","
+        if text_dtypes:
+            kwargs["dtype"] = {**text_dtypes, **(kwargs.get("dtype") or {})}
         return pd.read_csv(path, sep=sep, compression=compression, **kwargs)
     except UnicodeDecodeError:
         # pandas does not say where; read_text does.

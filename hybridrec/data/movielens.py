@@ -10,6 +10,7 @@ import pandas as pd
 
 from hybridrec.data.dataset import Dataset, FeatureSchema
 from hybridrec.data.io import (
+    MAX_EPOCH_SECONDS,
     SourceReport,
     drop_duplicate_pairs,
     fill_missing,
@@ -54,8 +55,8 @@ def _year(title: str, release: str = "") -> float:
 
 def _ratings(path: Path, sep: str, report: SourceReport, fold: str | None = None) -> pd.DataFrame:
     frame = read_delimited(path, sep, ["user_id", "item_id", "rating", "timestamp"], report, ENCODING)
-    for column in ("rating", "timestamp"):
-        frame = numeric_column(frame, column, report)
+    frame = numeric_column(frame, "rating", report)
+    frame = numeric_column(frame, "timestamp", report, limit=MAX_EPOCH_SECONDS)
     bad = ~frame["rating"].between(1.0, 5.0)
     if bad.any():
         report.bad("rating out of range", f"line {int(frame.loc[bad, '_line'].iloc[0])}", int(bad.sum()))

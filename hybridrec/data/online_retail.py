@@ -49,14 +49,15 @@ def clean_purchases(frame: pd.DataFrame, report: SourceReport) -> pd.DataFrame:
     """The README's clean purchases: Quantity>0, UnitPrice>0, CustomerID present, not a "C" invoice.
 
     Each dropped line is counted under the first rule it breaks, so the filtered counts add up.
-    Bad values (a non-numeric quantity or price, an unreadable date) are bad rows, not filtered ones.
+    Bad values (a non-numeric or infinite quantity or price, an unreadable date) are bad rows, not filtered ones.
     Adds columns quantity, price, timestamp, user_id, item_id, title.
     """
     quantity = pd.to_numeric(frame["Quantity"], errors="coerce")
     price = pd.to_numeric(frame["UnitPrice"], errors="coerce")
     stamp = _epoch_seconds(frame["InvoiceDate"])
     code = frame["StockCode"].astype("string").str.strip()
-    malformed = quantity.isna() | price.isna() | stamp.isna() | code.isna() | code.eq("")
+    malformed = ~np.isfinite(quantity.astype(float)) | ~np.isfinite(price.astype(float))  # NaN, words, inf
+    malformed |= stamp.isna() | code.isna() | code.eq("")
     if malformed.any():
         report.bad("malformed row", f"row {int(np.flatnonzero(malformed)[0]) + 1}", int(malformed.sum()))
     invoice = frame["InvoiceNo"].astype("string").str.strip().fillna("")

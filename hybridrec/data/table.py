@@ -12,6 +12,7 @@ from hybridrec.config import DataConfig
 from hybridrec.data.dataset import Dataset, FeatureSchema
 from hybridrec.data.idmap import normalize_id
 from hybridrec.data.io import (
+    MAX_EPOCH_SECONDS,
     SourceReport,
     category_value,
     dataset_name,
@@ -73,7 +74,7 @@ def _interactions(data: DataConfig, frame: pd.DataFrame, path: Path, report: Sou
         report.bad("missing user or item id", _first_row(bad), int(bad.sum()))
     if cols["rating"] in frame.columns:
         rating = pd.to_numeric(frame[cols["rating"]], errors="coerce").astype(float)
-        missing = ~bad & rating.isna()
+        missing = ~bad & ~np.isfinite(rating)  # NaN, a word, or inf
         if missing.any():
             report.bad("rating missing or not a number", _first_row(missing), int(missing.sum()))
         bad |= missing
@@ -89,6 +90,7 @@ def _interactions(data: DataConfig, frame: pd.DataFrame, path: Path, report: Sou
     if cols["timestamp"] in frame.columns:
         raw = frame[cols["timestamp"]]
         stamp = _timestamps(raw)
+        stamp = stamp.where(stamp.abs() <= MAX_EPOCH_SECONDS)  # inf or 1e30 is no time: unreadable, not garbage
         unreadable = ~bad & stamp.isna() & raw.notna() & raw.astype(str).str.strip().ne("")
         if unreadable.any():
             report.bad("unreadable timestamp", _first_row(unreadable), int(unreadable.sum()))
@@ -130,9 +132,11 @@ def _convert(frame: pd.DataFrame, schema: FeatureSchema, separator: str, report:
         frame[column] = [text_value(v).strip() for v in frame[column]]
     for column in schema.numeric:
         values = pd.to_numeric(frame[column], errors="coerce").astype(float)
+        values = values.where(np.isfinite(values))  # inf is no usable feature value: missing, counted below
         lost = int((values.isna() & frame[column].notna() & frame[column].astype(str).str.strip().ne("")).sum())
         if lost:
-            report.notes.append(f"{lost} non-numeric values in column {column!r} read as missing")
+            report.counts[f"non_numeric_{column}"] = lost
+            report.notes.append(f"{lost} non-numeric or non-finite values in column {column!r} read as missing")
         frame[column] = values
     for column in schema.categorical:
         frame[column] = [category_value(v) for v in frame[column]]
@@ -187,7 +191,7 @@ def _items(
     else:
         report = SourceReport(source=str(path))
         reports.append(report)
-        source, source_path = read_table(path), path
+        source, source_path = read_table(path, text_columns=[id_col]), path
         report.rows_read += len(source)
     needed = [id_col] + features + ([title_col] if "title" in data.columns else [])
     require_columns(source, dict.fromkeys(needed), source_path)
@@ -202,7 +206,7 @@ def _items(
 def _users(data: DataConfig, path: Path, reports: list[SourceReport]) -> tuple[pd.DataFrame, FeatureSchema]:
     report = SourceReport(source=str(path))
     reports.append(report)
-    frame = read_table(path)
+    frame = read_table(path, text_columns=[data.columns.get("user_id", "user_id")])
     report.rows_read += len(frame)
     options = data.options
     schema = FeatureSchema(
@@ -233,7 +237,7 @@ def read_table_dataset(data: DataConfig, base_dir: Path | str = ".", max_bad_fra
     assert inter_path is not None
     report = SourceReport(source=str(inter_path))
     reports = [report]
-    raw = read_table(inter_path)
+    raw = read_table(inter_path, text_columns=[data.columns.get(c, c) for c in ("user_id", "item_id")])
     interactions = _interactions(data, raw, inter_path, report)
     items = _items(data, _path(data, base_dir, "items", required=False), raw, inter_path, reports)
     item_schema = _item_schema(data)

@@ -12,7 +12,7 @@ import pandas as pd
 from hybridrec.config import FeatureConfig
 from hybridrec.data.dataset import FeatureSchema
 from hybridrec.features.cache import EmbeddingCache
-from hybridrec.features.categorical import Vocabulary
+from hybridrec.features.categorical import MAX_VALUES, Vocabulary
 from hybridrec.features.documents import metadata_documents, review_documents
 from hybridrec.features.numeric import NumericScaler
 from hybridrec.features.text import TfidfSvdEncoder, make_text_encoder
@@ -38,11 +38,18 @@ class TabularFeatures:
     vocabularies: list[Vocabulary]
 
     @classmethod
-    def fit(cls, table: pd.DataFrame, schema: FeatureSchema, cfg: FeatureConfig) -> TabularFeatures:
+    def fit(
+        cls, table: pd.DataFrame, schema: FeatureSchema, cfg: FeatureConfig, limits: dict[str, int] | None = None
+    ) -> TabularFeatures:
+        """`limits` caps the values kept per cell for some multi-valued columns (default: MAX_VALUES)."""
         scalers = [
             NumericScaler.fit(table[c], log1p=None if cfg.log1p is None else c in cfg.log1p) for c in schema.numeric
         ]
-        vocabs = [Vocabulary.fit(table[c], cfg.min_count) for c in schema.categorical + schema.multi]
+        limits = limits or {}
+        vocabs = [
+            Vocabulary.fit(table[c], cfg.min_count, limits.get(c, MAX_VALUES))
+            for c in schema.categorical + schema.multi
+        ]
         return cls(scalers, vocabs)
 
     def numeric(self, table: pd.DataFrame) -> np.ndarray:
@@ -100,12 +107,13 @@ class FeaturePipeline:
         train: pd.DataFrame,
         users: pd.DataFrame | None = None,
         user_schema: FeatureSchema | None = None,
+        user_limits: dict[str, int] | None = None,
     ) -> FeaturePipeline:
         """Fit on training rows only: vocabularies, scalers and the TF-IDF model never see test interactions."""
         self.item_schema_ = item_schema
         self.user_schema_ = user_schema if users is not None else None
         self.items_ = TabularFeatures.fit(items, item_schema, self.cfg)
-        self.users_ = TabularFeatures.fit(users, user_schema, self.cfg) if self.user_schema_ else None
+        self.users_ = TabularFeatures.fit(users, user_schema, self.cfg, user_limits) if self.user_schema_ else None
         self.encoder_ = make_text_encoder(
             self.cfg.text_encoder,
             self.cfg.text_model,
