@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,12 +193,59 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
+# Numeric keys and the values they accept: (lowest, highest, whether the lowest itself is allowed).
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "seed": (0, 2**32 - 1, True),
+    "data.max_bad_fraction": (0, 1, True),
+    "features.batch_size": (1, math.inf, True),
+    "features.tfidf_dim": (1, math.inf, True),
+    "features.max_reviews_per_item": (0, math.inf, True),
+    "features.max_document_chars": (1, math.inf, True),
+    "features.min_count": (0, math.inf, True),
+    "model.dim": (1, math.inf, True),
+    "model.hidden": (1, math.inf, True),
+    "model.id_dropout": (0, 1, True),
+    "model.feature_dropout": (0, 1, True),
+    "model.dropout": (0, 0.999, True),
+    "train.epochs": (1, math.inf, True),
+    "train.batch_size": (1, math.inf, True),
+    "train.lr": (0, math.inf, False),
+    "train.weight_decay": (0, math.inf, True),
+    "train.l2": (0, math.inf, True),
+    "train.patience": (0, math.inf, True),
+    "train.negatives": (1, math.inf, True),
+    "train.threads": (0, math.inf, True),
+    "index.M": (2, math.inf, True),
+    "index.ef_construction": (1, math.inf, True),
+    "index.ef_search": (1, math.inf, True),
+    "evaluate.k": (1, math.inf, True),
+    "evaluate.similar_k": (1, math.inf, True),
+}
+
+
+def _check_ranges(cfg: Config) -> None:
+    """Out-of-range numbers are ConfigErrors naming the key, not a crash deep inside training."""
+    for key, (low, high, low_ok) in RANGES.items():
+        section, _, leaf = key.rpartition(".")
+        value = getattr(getattr(cfg, section) if section else cfg, leaf)
+        above = value >= low if low_ok else value > low
+        if not (math.isfinite(value) and above and value <= high):
+            bound = f"{'[' if low_ok else '('}{low:g}, {high:g}]"
+            raise ConfigError(f"{key}: {value!r} is out of range {bound}")
+    rating_range = cfg.data.rating_range
+    if rating_range is not None:
+        finite = len(rating_range) == 2 and all(math.isfinite(v) for v in rating_range)
+        if not finite or rating_range[0] > rating_range[1]:
+            raise ConfigError(f"data.rating_range: expected [low, high] with low <= high, got {rating_range!r}")
+
+
 def config_from_dict(payload: dict, base_dir: str | Path | None = None) -> Config:
     """Build a Config; `base_dir` (else the payload's own, as saved in a model) anchors relative data paths."""
     payload = dict(payload or {})
     payload.pop("format_version", None)
     saved_base = payload.pop("base_dir", None)
     cfg = _build(Config, payload, "")
+    _check_ranges(cfg)
     cfg.base_dir = str(base_dir if base_dir is not None else (saved_base or "."))
     return cfg
 

@@ -9,7 +9,6 @@ import numpy as np
 
 from hybridrec.errors import QueryError
 
-
 _INT_AS_FLOAT = re.compile(r"^[+-]?\d+\.0+$")
 
 
