@@ -44,12 +44,18 @@ class ModelDir:
             raise ModelFileError(f"no model at {self.requested} (run `hybridrec fit` first, or pass --model DIR)")
         self.root = self.requested.resolve()
         manifest_path = self.root / MANIFEST
+        if not self.root.is_dir():
+            raise ModelFileError(f"{self.requested}: not a model directory")
         try:
             self.manifest = json.loads(manifest_path.read_text())
         except FileNotFoundError:
             raise ModelFileError(f"{manifest_path}: missing; {self.requested} is not a hybridrec model") from None
         except (ValueError, UnicodeDecodeError):
             raise ModelFileError(f"{manifest_path}: corrupted (not valid JSON)") from None
+        except OSError as exc:
+            raise ModelFileError(f"{manifest_path}: cannot read ({exc.strerror or exc})") from None
+        if not isinstance(self.manifest, dict) or not isinstance(self.manifest.get("files"), dict):
+            raise ModelFileError(f"{manifest_path}: corrupted (no file list)")
         version = self.manifest.get("format_version")
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise ModelFileError(
@@ -64,8 +70,14 @@ class ModelDir:
         if expected is None:
             raise ModelFileError(f"{path}: not listed in the model manifest")
         if not path.is_file():
+            if not self.root.is_dir():  # pruned: two newer saves happened since this model was opened
+                raise ModelFileError(f"{self.root}: this model version was replaced while in use; load it again")
             raise ModelFileError(f"{path}: missing from the model directory")
-        if _sha256(path) != expected:
+        try:
+            actual = _sha256(path)
+        except OSError as exc:
+            raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        if actual != expected:
             raise ModelFileError(f"{path}: corrupted or truncated (checksum mismatch)")
         return path
 
@@ -81,17 +93,21 @@ class ModelDir:
     def npy(self, name: str) -> np.ndarray:
         try:
             return np.load(self.path(name), allow_pickle=False)
-        except ValueError as exc:
+        except (ValueError, OSError, EOFError) as exc:  # ValueError: a pickled object array, never unpickled
             raise ModelFileError(f"{self.root / name}: refused ({exc})") from None
 
 
 def model_link(path: str | Path) -> Path:
     """The link a save must replace: `models/latest` -> `models/demo` -> version folder resolves to `models/demo`,
-    so saving through `latest` updates the model it names instead of detaching `latest` from it."""
+    so saving through `latest` updates the model it names instead of detaching `latest` from it.
+
+    Only links to a sibling in the same folder are followed: a link that leads elsewhere is itself replaced, so
+    a planted symlink can never make a save write outside the folder it was given."""
     link = Path(path)
     while link.is_symlink():
-        nxt = link.parent / os.readlink(link)
-        if not nxt.is_symlink():
+        raw = os.readlink(link)
+        nxt = link.parent / raw
+        if Path(raw).name != raw or raw in (".", "..") or not nxt.is_symlink():
             break
         link = nxt
     return link
@@ -100,6 +116,8 @@ def model_link(path: str | Path) -> Path:
 def staging_dir(target: Path) -> Path:
     """A fresh folder beside the target's versions, on the same filesystem so the final rename is atomic."""
     versions = target.parent / f".{target.name}.versions"
+    if versions.is_symlink() or (versions.exists() and not versions.is_dir()):
+        raise ModelFileError(f"{versions}: not a plain folder; refusing to write a model through it")
     versions.mkdir(parents=True, exist_ok=True)
     path = versions / f"tmp-{uuid.uuid4().hex[:12]}"
     path.mkdir()
@@ -127,13 +145,21 @@ def publish(staged: Path, target: Path, keep: int = 2) -> Path:
 
 def _prune(versions: Path, current: Path, keep: int) -> None:
     """Keep the newest `keep` versions: a reader that resolved the previous one can still finish."""
-    done = sorted((p for p in versions.iterdir() if p.name.startswith("v-")), key=lambda p: p.stat().st_mtime)
+    done = sorted((p for p in versions.iterdir() if p.name.startswith("v-")), key=_mtime)
     for old in done[:-keep]:
         if old != current:
             shutil.rmtree(old, ignore_errors=True)
     for tmp in versions.glob("tmp-*"):
-        if time.time() - tmp.stat().st_mtime > 3600:  # left by a killed save
+        if time.time() - _mtime(tmp) > 3600:  # left by a killed save
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _mtime(path: Path) -> float:
+    """Modification time, or 0 for an entry a concurrent save already removed (never a crash after publishing)."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def point_link(link: Path, target: Path) -> None:
