@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from hybridrec.data.idmap import normalize_id
 from hybridrec.errors import DataError
 
 
@@ -22,8 +23,9 @@ def read_new_items(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}:{line}: not UTF-8 text") from None
     if not text.strip():
         raise DataError(f"{path}: empty file")
-    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-        rows = []
+    is_csv = path.suffix.lower() not in (".jsonl", ".json", ".ndjson")
+    if not is_csv:
+        rows, lines = [], []
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
@@ -34,14 +36,26 @@ def read_new_items(path: str | Path) -> pd.DataFrame:
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{n}: expected a JSON object")
             rows.append(row)
+            lines.append(n)
         frame = pd.DataFrame(rows)
     else:
         try:
             frame = pd.read_csv(path, dtype={"item_id": str})
+            lines = list(range(2, len(frame) + 2))  # after the header (quoted newlines aside)
         except (pd.errors.ParserError, ValueError) as exc:
             raise DataError(f"{path}: cannot parse CSV ({str(exc).splitlines()[0]})") from None
     for col in ("item_id", "title"):
         if col not in frame.columns:
             raise DataError(f"{path}: missing column {col!r}")
-    frame["item_id"] = frame["item_id"].astype(str)
+    if frame.empty:
+        raise DataError(f"{path}: no items (only a header)")
+    ids = [normalize_id(v) if _is_scalar(v) else "" for v in frame["item_id"]]
+    for line, value in zip(lines, ids, strict=True):
+        if not value:
+            raise DataError(f"{path}:{line}: item_id is missing or not a single value")
+    frame["item_id"] = ids
     return frame
+
+
+def _is_scalar(value) -> bool:
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool) and value == value  # not NaN
