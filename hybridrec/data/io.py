@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -235,12 +236,30 @@ def read_table(
         raise DataError(f"{path}: truncated or corrupt gzip ({exc})") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty") from None
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
+    except (ValueError, TypeError, OSError, pd.errors.ParserError) as exc:  # TypeError: a JSON line that is a list
+        if kind.endswith((".jsonl", ".ndjson", ".json")):
+            where = _first_bad_json_line(path)
+            if where:
+                raise DataError(f"{path}, {where}") from None
         raise DataError(f"{path}: cannot read as a table ({_first_line(exc)})") from None
     except Exception as exc:  # pyarrow raises its own family (ArrowInvalid...) for broken parquet
         if type(exc).__module__.startswith("pyarrow"):
             raise DataError(f"{path}: cannot read as parquet ({_first_line(exc)})") from None
         raise
+
+
+def _first_bad_json_line(path: Path) -> str:
+    """Where a JSON-lines file stops being JSON objects ("line 7: ..."), since pandas does not say."""
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            return f"line {lineno}: not valid JSON ({getattr(exc, 'msg', exc)})"
+        if not isinstance(record, dict):
+            return f"line {lineno}: expected a JSON object, got {type(record).__name__}"
+    return ""
 
 
 def _first_line(exc: BaseException) -> str:

@@ -71,6 +71,17 @@ def _ratings(path: Path, sep: str, report: SourceReport, fold: str | None = None
     return drop_duplicate_pairs(out, report, "duplicate rating")
 
 
+def _numeric_feature(frame: pd.DataFrame, column: str, report: SourceReport) -> np.ndarray:
+    """A numeric feature column; values that are not finite numbers become missing and are counted."""
+    values = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    values = values.where(np.isfinite(values))
+    lost = int((values.isna() & frame[column].str.strip().ne("")).sum())
+    if lost:
+        report.counts[f"non_numeric_{column}"] = lost
+        report.notes.append(f"{lost} non-numeric values in column {column!r} read as missing")
+    return values.to_numpy()
+
+
 def _dedupe(frame: pd.DataFrame, key: str, report: SourceReport) -> pd.DataFrame:
     dup = frame[key].duplicated()
     if dup.any():
@@ -98,7 +109,7 @@ def _users_100k(path: Path, report: SourceReport) -> pd.DataFrame:
     users = pd.DataFrame(
         {
             "user_id": id_column(frame["user_id"]),
-            "age": pd.to_numeric(frame["age"], errors="coerce").astype(float).to_numpy(),
+            "age": _numeric_feature(frame, "age", report),
             "gender": frame["gender"].str.strip().to_numpy(),
             "occupation": frame["occupation"].str.strip().to_numpy(),
         }
@@ -212,7 +223,7 @@ def _users_1m(path: Path, report: SourceReport) -> pd.DataFrame:
     users = pd.DataFrame(
         {
             "user_id": id_column(frame["user_id"]),
-            "age": pd.to_numeric(frame["age"], errors="coerce").astype(float).to_numpy(),
+            "age": _numeric_feature(frame, "age", report),
             "gender": frame["gender"].str.strip().to_numpy(),
             "occupation": [
                 OCCUPATIONS_1M[int(c)] if c == c and 0 <= c < len(OCCUPATIONS_1M) else str(raw).strip()
