@@ -193,10 +193,14 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-# Numeric keys and the values they accept: (lowest, highest, whether the lowest itself is allowed).
+# Numeric keys and the values they accept: (lowest, highest, whether the lowest itself is allowed); the highest
+# is allowed too, except for the split fractions (EXCLUSIVE_HIGH).
+EXCLUSIVE_HIGH = {"split.test_fraction", "split.validation_fraction"}
 RANGES: dict[str, tuple[float, float, bool]] = {
     "seed": (0, 2**32 - 1, True),
     "data.max_bad_fraction": (0, 1, True),
+    "split.test_fraction": (0, 1, False),
+    "split.validation_fraction": (0, 1, True),
     "features.batch_size": (1, math.inf, True),
     "features.tfidf_dim": (1, math.inf, True),
     "features.max_reviews_per_item": (0, math.inf, True),
@@ -223,14 +227,19 @@ RANGES: dict[str, tuple[float, float, bool]] = {
 }
 
 
+def _num(x: float) -> str:
+    return str(int(x)) if math.isfinite(x) and float(x).is_integer() else f"{x:g}"
+
+
 def _check_ranges(cfg: Config) -> None:
     """Out-of-range numbers are ConfigErrors naming the key, not a crash deep inside training."""
     for key, (low, high, low_ok) in RANGES.items():
         section, _, leaf = key.rpartition(".")
         value = getattr(getattr(cfg, section) if section else cfg, leaf)
         above = value >= low if low_ok else value > low
-        if not (math.isfinite(value) and above and value <= high):
-            bound = f"{'[' if low_ok else '('}{low:g}, {high:g}]"
+        below = value < high if key in EXCLUSIVE_HIGH else value <= high
+        if not (math.isfinite(value) and above and below):
+            bound = f"{'[' if low_ok else '('}{_num(low)}, {_num(high)}{')' if key in EXCLUSIVE_HIGH else ']'}"
             raise ConfigError(f"{key}: {value!r} is out of range {bound}")
     rating_range = cfg.data.rating_range
     if rating_range is not None:
