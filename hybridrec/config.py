@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,6 +242,9 @@ def _check_ranges(cfg: Config) -> None:
         if not (math.isfinite(value) and above and below):
             bound = f"{'[' if low_ok else '('}{_num(low)}, {_num(high)}{')' if key in EXCLUSIVE_HIGH else ']'}"
             raise ConfigError(f"{key}: {value!r} is out of range {bound}")
+    folder = re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg.name).strip(".-")  # what the fit job names the model folder
+    if not folder or folder == "latest":
+        raise ConfigError(f"name {cfg.name!r} gives the model folder {folder!r}: use letters or digits, not 'latest'")
     rating_range = cfg.data.rating_range
     if rating_range is not None:
         finite = len(rating_range) == 2 and all(math.isfinite(v) for v in rating_range)
