@@ -34,7 +34,8 @@ def evaluate(rec, test: pd.DataFrame, cold_items: list[str] | None = None, k: in
         return out
     known = test["user_id"].isin(rec.users_.raw_ids) & test["item_id"].isin(rec.items_.raw_ids)
     test = test[known]
-    if rec.feedback_ == "explicit":
+    if rec.feedback_ == "explicit" and rec.config.train.loss in ("auto", "mse"):
+        # a ranking loss (bpr, softmax) makes scores, not ratings: RMSE would be meaningless
         pred = rec.predict(test["user_id"], test["item_id"])
         out["rmse"], out["mae"] = rmse(test["rating"], pred), mae(test["rating"], pred)
     pos = positives(test, rec.feedback_)
