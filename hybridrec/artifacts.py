@@ -62,6 +62,16 @@ class ModelDir:
                 f"{manifest_path}: model format version {version} is newer than this hybridrec reads "
                 f"(version {FORMAT_VERSION}); upgrade hybridrec"
             )
+        self.verify()
+
+    def verify(self) -> None:
+        """Check every listed file now, so a damaged one is named on load, not at its first use (the network and
+        the features load lazily); names that would leave the model folder are refused."""
+        for name in self.manifest["files"]:
+            parts = Path(name).parts
+            if not isinstance(name, str) or Path(name).is_absolute() or ".." in parts or not parts:
+                raise ModelFileError(f"{self.root / MANIFEST}: lists a file outside the model folder ({name!r})")
+            self.path(name)
 
     def path(self, name: str) -> Path:
         """The path of one listed file, after checking that it exists and matches its checksum."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import hnswlib
@@ -72,15 +73,91 @@ class ItemIndex:
     def load(cls, folder: Path, ids: IdMap) -> ItemIndex:
         try:
             meta = json.loads((folder / "index.json").read_text())
-            out = cls(ids, meta["dim"], meta["M"], meta["ef_construction"], meta["ef_search"])
+            out = cls(ids, int(meta["dim"]), int(meta["M"]), int(meta["ef_construction"]), int(meta["ef_search"]))
+            count = int(meta["count"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelFileError(f"{folder / 'index.json'}: not a valid index description ({exc})") from None
+        if count != len(ids):
+            raise ModelFileError(f"{folder / 'index.json'}: describes {count} items, the model has {len(ids)}")
+        check_hnsw_file(folder / "items.hnsw", out.dim, out.M, count)
+        try:
             index = hnswlib.Index(space="cosine", dim=out.dim)
-            index.load_index(str(folder / "items.hnsw"), max_elements=max(meta["count"], 1))
+            index.load_index(str(folder / "items.hnsw"), max_elements=max(count, 1))
         except (OSError, RuntimeError, ValueError, KeyError) as exc:
             raise ModelFileError(f"{folder / 'items.hnsw'}: cannot load the item index ({exc})") from None
-        if index.get_current_count() != meta["count"] or meta["count"] != len(ids):
+        if index.get_current_count() != count or count != len(ids):
             raise ModelFileError(
                 f"{folder / 'items.hnsw'}: holds {index.get_current_count()} items, expected {len(ids)}"
             )
         index.set_ef(out.ef_search)  # ef is not stored in hnswlib's file
         out._index = index
         return out
+
+
+_HNSW_HEADER = struct.Struct("<QQQQQQiIQQQdQ")  # hnswlib's saveIndex: offsets, sizes, maxlevel, entry point, M...
+
+
+def check_hnsw_file(path: Path, dim: int, M: int, count: int) -> None:
+    """Check an hnswlib index file against the layout its parameters imply before hnswlib reads it.
+
+    hnswlib trusts its file: a crafted header or link (an entry point, level or neighbour out of range) makes it
+    read out of bounds and crash the process. The checksum catches accidents; this catches a file made to match
+    it. Checked: every header field, the file size, and that every link points at an existing node on its level.
+    """
+
+    def bad(why: str) -> ModelFileError:
+        return ModelFileError(f"{path}: not a valid item index ({why})")
+
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(raw) < _HNSW_HEADER.size:
+        raise bad("shorter than its header")
+    (offset0, max_elements, cur, per_element, label_offset, data_offset, max_level, entry, max_m, max_m0, m, _mult,
+     _efc) = _HNSW_HEADER.unpack_from(raw)  # fmt: skip
+    links0 = max_m0 * 4 + 4
+    expected = {
+        "offsetLevel0": (offset0, 0), "M": (m, M), "maxM": (max_m, M), "maxM0": (max_m0, 2 * M),
+        "offsetData": (data_offset, links0), "label_offset": (label_offset, links0 + 4 * dim),
+        "size_data_per_element": (per_element, links0 + 4 * dim + 8), "cur_element_count": (cur, count),
+    }  # fmt: skip
+    for name, (got, want) in expected.items():
+        if got != want:
+            raise bad(f"{name} is {got}, expected {want}")
+    if max_elements < cur or not 0 <= max_level <= 64 or (cur and entry >= cur):
+        raise bad("header out of range")
+    level0_end = _HNSW_HEADER.size + cur * per_element
+    if len(raw) < level0_end:
+        raise bad("truncated")
+    block = np.frombuffer(raw, np.uint8, cur * per_element, _HNSW_HEADER.size).reshape(cur, per_element)
+    n_links = block[:, :2].copy().view(np.uint16).ravel()
+    links = block[:, 4:links0].copy().view(np.uint32).reshape(cur, max_m0)
+    labels = block[:, label_offset:per_element].copy().view(np.uint64).ravel()
+    used = np.arange(max_m0)[None, :] < n_links[:, None]
+    if (n_links > max_m0).any() or (links[used] >= cur).any() or (labels >= max(count, 1)).any():
+        raise bad("a level-0 link or label out of range")
+    per_level = max_m * 4 + 4
+    levels = np.zeros(cur, np.int64)
+    upper: list[bytes] = []
+    pos = level0_end
+    for node in range(cur):
+        if pos + 4 > len(raw):
+            raise bad("truncated")
+        (size,) = struct.unpack_from("<I", raw, pos)
+        if size % per_level or size // per_level > max_level or pos + 4 + size > len(raw):
+            raise bad(f"node {node} has a malformed link list")
+        levels[node] = size // per_level
+        upper.append(raw[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+    if pos != len(raw):
+        raise bad("trailing bytes")
+    if cur and levels[entry] != max_level:
+        raise bad("the entry point is not on the top level")
+    for node, lists in enumerate(upper):
+        for level in range(levels[node]):
+            chunk = lists[level * per_level : (level + 1) * per_level]
+            (n,) = struct.unpack_from("<H", chunk)
+            targets = np.frombuffer(chunk, np.uint32, n, 4) if n <= max_m else None
+            if targets is None or (targets >= cur).any() or (levels[targets] < level + 1).any():
+                raise bad(f"node {node} links out of range on level {level + 1}")
