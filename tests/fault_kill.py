@@ -235,11 +235,13 @@ def kill_fits(work: Path, cache: Path, kills: int, rng: random.Random, log, base
         log(f"fit {i + 1}/{kills} ({phase}, {state}, {left} half-written left): {'intact' if ok else 'BROKEN'}")
         if not ok:
             stats["fit_failures"].append(f"fit {i + 1} ({phase}): {str(got)[:300]}")
+        elif published:
+            baseline = got  # the model the next kill must leave intact
     stats["fit_seconds"] = round(time.monotonic() - started, 1)
     return stats
 
 
-def kill_saves(work: Path, kills: int, rng: random.Random, log, baseline: dict, pad_mb: float = 8.0) -> dict:
+def kill_saves(work: Path, kills: int, rng: random.Random, log, pad_mb: float = 8.0) -> dict:
     """Fork children that save the model in a loop over WORK/models/demo and SIGKILL each after a random delay."""
     from hybridrec.recommender import HybridRecommender
 
@@ -251,6 +253,7 @@ def kill_saves(work: Path, kills: int, rng: random.Random, log, baseline: dict, 
     t0 = time.monotonic()
     rec.save(target)
     save_time = time.monotonic() - t0
+    baseline = answers(target)
     log(f"one save takes {save_time:.2f} s")
     stats = {"save_kills": 0, "save_loads_intact": 0, "save_staging_left": 0, "save_published_before_kill": 0,
              "save_failures": []}  # fmt: skip
@@ -301,6 +304,7 @@ def run(
     quiet: bool = False,
     baseline_model: Path | None = None,
     with_reader: bool = True,
+    phases: tuple[str, ...] = (),
 ) -> dict:
     rng = random.Random(seed)
     log = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -311,13 +315,15 @@ def run(
     models = work / "models"
     models.mkdir(parents=True, exist_ok=True)
     if baseline_model is None:
-        base, phases = baseline_fit(models, cache, log), ("training", "before save", "saving")
+        base = baseline_fit(models, cache, log)
+        phases = phases or ("training", "before save", "saving")
     else:  # a fitted model of a config we do not know the timeline of: only the phases that need no timeline
-        base, phases = adopt_baseline(baseline_model, models), ("training", "saving")
+        base = adopt_baseline(baseline_model, models)
+        phases = tuple(p for p in phases or ("training", "saving") if p != "before save")
     reader = Reader(models / "latest", base["answers"], work) if with_reader else None
     try:
         stats.update(kill_fits(work, cache, fit_kills, rng, log, base, phases))
-        stats.update(kill_saves(work, save_kills, rng, log, base["answers"]))
+        stats.update(kill_saves(work, save_kills, rng, log))
     finally:
         stats["reader"] = reader.finish() if reader else None
     stats["kills"] = stats["fit_kills"] + stats["save_kills"]
@@ -337,12 +343,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=None, help="a warm text cache to use (default: a copy)")
     parser.add_argument("--baseline", type=Path, default=None, help="a fitted demo model to start from (no fit)")
     parser.add_argument("--no-reader", action="store_true", help="no concurrent reader process")
+    parser.add_argument(
+        "--phases", default="", help="fit kill phases in turn, comma-separated: training, before save, saving"
+    )
     parser.add_argument("--json", action="store_true", help="print the counts as JSON on stdout")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="hybridrec-kill-"))
     work.mkdir(parents=True, exist_ok=True)
+    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+    unknown = set(phases) - {"training", "before save", "saving"}
+    if unknown:
+        parser.error(f"unknown phase {sorted(unknown)[0]!r}")
     stats = run(args.fit_kills, args.save_kills, args.seed, work, args.cache, args.json, args.baseline,
-                not args.no_reader)  # fmt: skip
+                not args.no_reader, phases)  # fmt: skip
     if args.json:
         print(json.dumps(stats))
     else:
