@@ -32,7 +32,10 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show a traceback on err
 def _fail(exc: BaseException, debug: bool) -> None:
     if debug:
         raise exc
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:  # "models: Not a directory", not "[Errno 20] ..."
+        message = f"{exc.filename}: {exc.strerror}"
+    else:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
 
@@ -42,7 +45,7 @@ def _run(debug: bool, fn):
         return fn()
     except HybridrecError as exc:
         _fail(exc, debug)
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+    except OSError as exc:  # a path the user gave that cannot be used: missing, a file, no permission, disk full
         _fail(exc, debug)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
@@ -125,6 +128,7 @@ def fit(
         if seed is not None:
             overrides.append(f"seed={seed}")
         cfg = load_config(config, overrides)
+        Path(out).mkdir(parents=True, exist_ok=True)  # an unusable --out fails now, not after training
         report = fit_from_config(cfg, out, quiet=quiet, resume=resume)
         if as_json:
             typer.echo(json.dumps({"model": str(report.model_path), "metrics": report.metrics}))
@@ -156,6 +160,10 @@ def similar(
     """
 
     def job():
+        if not query.strip():
+            from hybridrec.errors import QueryError
+
+            raise QueryError("empty query: give an item id or some text")
         rec = _load(model)
         match = rec.similar_to_text(query, k)
         rows = _item_rows(rec, match.ids, match.scores)
