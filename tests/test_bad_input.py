@@ -829,7 +829,11 @@ def test_malformed_query(case: Case, demo_model, tmp_path: Path) -> None:
 # CLI-only inputs: (name, arguments from (tmp, model), fragments of the one error line)
 CLI_CASES = [
     ("fit: --out is a file", lambda t, m: ["fit", "-c", DEMO, "--out", put(t / "f", "x"), "-q"], ("f: File exists",)),
-    ("fit: --out below a file", lambda t, m: ["fit", "-c", DEMO, "--out", put(t / "f", "x") / "m"], ("Not a directory",)),
+    (
+        "fit: --out below a file",
+        lambda t, m: ["fit", "-c", DEMO, "--out", put(t / "f", "x") / "m"],
+        ("Not a directory",),
+    ),
     ("similar: empty query", lambda t, m: ["similar", "   ", "--model", m], ("empty query",)),
     ("score-new: file missing", lambda t, m: ["score-new", t / "nope.jsonl", "--model", m], ("nope.jsonl",)),
     ("evaluate: config missing", lambda t, m: ["evaluate", "--model", m, "--config", t / "no.yaml"], ("no.yaml",)),
