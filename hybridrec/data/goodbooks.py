@@ -97,7 +97,9 @@ def _tags(book_tags: Path, tags: Path, goodreads_ids: pd.Series, top_tags: int, 
     require_columns(links, ["goodreads_book_id", "tag_id", "count"], book_tags)
     report.rows_read += len(links)
     wanted = pd.to_numeric(goodreads_ids, errors="coerce").dropna().astype("int64")
-    links = links.loc[links["goodreads_book_id"].isin(set(wanted))]  # filter early: 1M rows -> ~40k
+    rated = links["goodreads_book_id"].isin(set(wanted))
+    report.filter("tag link of a book nobody rated", int((~rated).sum()))
+    links = links.loc[rated]  # filter early: 1M rows -> ~40k
     report.counts["negative_counts_clipped"] = int((links["count"] < 0).sum())
     names = read_table(tags)
     require_columns(names, ["tag_id", "tag_name"], tags)
