@@ -244,8 +244,10 @@ def _check_ranges(cfg: Config) -> None:
             bound = f"{'[' if low_ok else '('}{_num(low)}, {_num(high)}{')' if key in EXCLUSIVE_HIGH else ']'}"
             raise ConfigError(f"{key}: {value!r} is out of range {bound}")
     folder = re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg.name).strip(".-")  # what the fit job names the model folder
-    if not folder or folder == "latest":
-        raise ConfigError(f"name {cfg.name!r} gives the model folder {folder!r}: use letters or digits, not 'latest'")
+    if not folder:
+        raise ConfigError(f"name {cfg.name!r} gives an empty folder name: use letters, digits, '_', '-' or '.'")
+    if folder == "latest":
+        raise ConfigError(f"name {cfg.name!r} is reserved: `latest` is the link to the newest model")
     rating_range = cfg.data.rating_range
     if rating_range is not None:
         finite = len(rating_range) == 2 and all(math.isfinite(v) for v in rating_range)
@@ -282,7 +284,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         base_dir = path.parent
         version = payload.get("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
-            raise ConfigError(f"{path}: format_version {version} is not {FORMAT_VERSION}")
+            raise ConfigError(
+                f"{path}: format_version {version} is not supported (this hybridrec reads {FORMAT_VERSION})"
+            )
     for item in overrides or []:
         apply_override(payload, item)
     return config_from_dict(payload, base_dir)

@@ -348,7 +348,7 @@ CASES: list[Case] = [
     Case("amazon", "empty reviews file", "error", lambda t: amazon(t, put(t / "reviews.json", b"")),
          ("reviews.json", "empty")),
     Case("amazon", "reviews file of blank lines", "error", lambda t: amazon(t, put(t / "reviews.json", "\n  \n\n")),
-         ("reviews", "no interactions")),
+         ("reviews.json: no interactions were read",)),
     Case("amazon", "every reviews line garbage", "error", lambda t: amazon(t, ["not json {"] * 20),
          ("reviews.json", "20 of 20 rows skipped", "first bad row at line 1")),
     Case("amazon", "one garbage line", "skip", lambda t: amazon(t, with_line(review_lines(), "{'broken", at=5)),
@@ -466,7 +466,7 @@ CASES: list[Case] = [
          ("ratings.csv", "missing column 'rating'")),
     Case("goodbooks", "books.csv missing", "error", lambda t: goodbooks(t, books=False), ("books.csv", "not found")),
     Case("goodbooks", "header-only ratings.csv", "error", lambda t: goodbooks(t, ratings="user_id,book_id,rating\n"),
-         ("no interactions",)),
+         ("ratings.csv: no interactions were read",)),
     Case("goodbooks", "ratings 'x', 0 and 7", "skip",
          lambda t: goodbooks(t, ratings=append(gb_ratings(), {"user_id": 50, "book_id": 1, "rating": "x"},
                                                {"user_id": 51, "book_id": 1, "rating": 0},
@@ -502,12 +502,14 @@ CASES: list[Case] = [
          ("retail.csv", "missing column 'Quantity'")),
     Case("online-retail", "empty csv", "error", lambda t: retail(t, raw=b""), ("retail.csv", "empty")),
     Case("online-retail", "header-only csv", "error",
-         lambda t: retail(t, raw=",".join(retail_frame().columns).encode() + b"\n"), ("no interactions",)),
+         lambda t: retail(t, raw=",".join(retail_frame().columns).encode() + b"\n"),
+         ("retail.csv: no interactions were read",)),
     Case("online-retail", "non-UTF-8 description", "error",
          lambda t: retail(t, raw=retail_frame().to_csv(index=False).encode().replace(b"HEART 3", b"HEART \xe9", 1)),
          ("retail.csv, line 5", "not valid UTF-8")),
     Case("online-retail", "every invoice cancelled", "error",
-         lambda t: retail(t, retail_frame().assign(InvoiceNo=lambda f: "C" + f["InvoiceNo"])), ("no interactions",)),
+         lambda t: retail(t, retail_frame().assign(InvoiceNo=lambda f: "C" + f["InvoiceNo"])),
+         ("retail.csv: no interactions were read", "cancelled invoice")),
     Case("online-retail", "Quantity is a word", "skip", lambda t: retail(t, edit(retail_frame(), 3, Quantity="lots")),
          counted={"malformed row": 1}),
     Case("online-retail", "UnitPrice inf and NaN", "skip",
@@ -548,7 +550,7 @@ CASES: list[Case] = [
          ("ratings.csv, line", "not valid UTF-8")),
     Case("table", "empty file", "error", lambda t: table(t, b""), ("ratings.csv", "empty")),
     Case("table", "header-only csv", "error", lambda t: table(t, "user_id,item_id,rating,timestamp\n"),
-         ("no interactions",)),
+         ("ratings.csv: no interactions were read",)),
     Case("table", "path is a folder", "error", lambda t: data("table", {"interactions": t}), ("not a regular file",)),
     Case("table", "rating column all words", "error",
          lambda t: table(t, table_frame().assign(rating="good")), ("ratings.csv", "60 of 60 rows skipped")),
@@ -613,7 +615,7 @@ CONFIG_CASES: list[Case] = [
     Case("config", "malformed YAML", "error", lambda t: config_file(t, "name: x\ndata: [unclosed\n  a: : b\n"),
          ("config.yaml", "not valid YAML")),
     Case("config", "newer format_version", "error", lambda t: config_file(t, "format_version: 2\n"),
-         ("format_version 2",)),
+         ("format_version 2 is not supported",)),
     Case("config", "override without '='", "error", lambda t: config_file(t, "name: x\n", "train.epochs"),
          ("must look like key.sub=value",)),
     Case("config", "override into a number", "error", lambda t: config_file(t, "seed: 3\n", "seed.x=1"),
@@ -630,9 +632,10 @@ CONFIG_CASES: list[Case] = [
     Case("config", "test_fraction 1.5", "error", lambda t: config_file(t, "split:\n  test_fraction: 1.5\n"),
          ("split.test_fraction",)),
     Case("config", "negative seed", "error", lambda t: config_file(t, "seed: -1\n"), ("seed",)),
-    Case("config", "name that is only dots", "error", lambda t: config_file(t, "name: '..'\n"), ("name '..'",)),
+    Case("config", "name that is only dots", "error", lambda t: config_file(t, "name: '..'\n"),
+         ("name '..'", "empty folder name")),
     Case("config", "name 'latest' (the link fit keeps)", "error", lambda t: config_file(t, "name: latest\n"),
-         ("name 'latest'",)),
+         ("name 'latest' is reserved",)),
     Case("config", "amazon without a reviews path", "error",
          lambda t: config_file(t, "data:\n  format: amazon\n  paths: {meta: m.json}\n"),
          ("data.paths.reviews is required",)),
@@ -795,7 +798,7 @@ def test_malformed_data(case: Case, tmp_path: Path) -> None:
             cli = invoke("fit", "--config", config, "--out", tmp_path / "out", "-q", "--set", "train.threads=1")
         assert_cli_error(cli, case.fragments)
         assert not (tmp_path / "out" / "case").exists()
-    CAMPAIGN.add(case.group, case.name, tally)
+    CAMPAIGN.add(case.group, case.name, tally, str(result) if outcome == "error" else "")
 
 
 @pytest.mark.parametrize("case", CONFIG_CASES, ids=[c.name for c in CONFIG_CASES])
@@ -808,7 +811,7 @@ def test_malformed_config(case: Case, tmp_path: Path) -> None:
     with time_limit(30):
         cli = invoke("fit", "--config", spec[0], "--out", tmp_path / "out", "-q", *sets)
     assert_cli_error(cli, case.fragments)
-    CAMPAIGN.add(case.group, case.name, tally)
+    CAMPAIGN.add(case.group, case.name, tally, str(result) if outcome == "error" else "")
 
 
 @pytest.mark.parametrize("case", QUERY_CASES, ids=[c.name for c in QUERY_CASES])
@@ -823,7 +826,7 @@ def test_malformed_query(case: Case, demo_model, tmp_path: Path) -> None:
         with time_limit(60):
             cli = invoke(*case.cli(tmp_path, demo_model.path))
         assert_cli_error(cli, case.fragments)
-    CAMPAIGN.add(case.group, case.name, tally)
+    CAMPAIGN.add(case.group, case.name, tally, str(result) if outcome == "error" else "")
 
 
 # CLI-only inputs: (name, arguments from (tmp, model), fragments of the one error line)
@@ -846,7 +849,7 @@ def test_malformed_cli_input(case, demo_model, tmp_path: Path) -> None:
     with time_limit(60):
         result = invoke(*make_args(tmp_path, demo_model.path))
     assert_cli_error(result, fragments)
-    CAMPAIGN.add("cli", name, "error")
+    CAMPAIGN.add("cli", name, "error", result.stderr.strip())
 
 
 def test_debug_shows_the_traceback_instead_of_one_line(tmp_path: Path) -> None:

@@ -87,6 +87,10 @@ class Dataset:
         if missing:
             raise DataError(f"{self.name}: interactions lack columns {missing}")
         if self.interactions.empty:
+            if self.reports:  # say which file, and what happened to its rows
+                first = self.reports[0]
+                detail = first.summary().removeprefix(f"{first.source}: ")
+                raise DataError(f"{first.source}: no interactions were read ({detail})")
             raise DataError(f"{self.name}: no interactions were read")
         if "item_id" not in self.items.columns:
             raise DataError(f"{self.name}: item table lacks column 'item_id'")

@@ -116,7 +116,8 @@ def iter_lines(path: Path | str, encoding: str = "utf-8") -> Iterator[tuple[int,
                 lineno += 1
                 yield lineno, _decode(raw, path, lineno, encoding).rstrip("\r\n")
     except _GZIP_ERRORS as exc:
-        raise DataError(f"{path}: truncated or corrupt gzip after line {lineno} ({exc})") from None
+        where = f"after line {lineno}" if lineno else "before the first line"
+        raise DataError(f"{path}: truncated or corrupt gzip {where} ({exc})") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if lineno == 0:
