@@ -234,6 +234,7 @@ def test_queries_never_see_a_half_written_model(demo_model, tmp_path):
     out, err = proc.communicate(timeout=60)
     report = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"error": err[-500:]}
     assert "seen" in report, report
+    print(f"\n{saves} saves; reader process: {report}; reader thread: {thread_seen}")
     assert not report["n_errors"] and not thread_errors, (report, thread_errors[:3])
     assert set(report["seen"]) <= expected and set(thread_seen) <= expected, "an answer from neither model"
     assert sum(report["seen"].values()) >= 5 and sum(thread_seen.values()) >= 5, (report, thread_seen)
