@@ -205,6 +205,8 @@ class HybridRecommender:
     def similar_to_text(self, text: str, k: int = 10) -> TextMatch:
         """Resolve the text to a catalogue item by title (or exact id); unmatched text is scored as a new item."""
         _check_k(k)
+        if not str(text).strip():
+            raise QueryError("the query is empty: give an item id or some text")
         if str(text) in self.items_:
             row = self.items_.index(text)
             ids, scores = self.similar_items(text, k)
@@ -229,6 +231,8 @@ class HybridRecommender:
         """Predicted ratings (explicit) or scores (implicit) for aligned lists of raw user and item ids."""
         u = self.users_.indices(user_ids)
         i = self.items_.indices(item_ids)
+        if len(u) != len(i):
+            raise QueryError(f"predict needs as many user ids as item ids (got {len(u)} and {len(i)})")
         return self._score_pairs(self.user_vectors_[u], self.user_bias_[u], self.item_vectors_[i], self.item_bias_[i])
 
     def recommend(

@@ -11,6 +11,7 @@ import pandas as pd
 
 from hybridrec.config import FeatureConfig
 from hybridrec.data.dataset import FeatureSchema
+from hybridrec.errors import ModelFileError
 from hybridrec.features.cache import EmbeddingCache
 from hybridrec.features.categorical import MAX_VALUES, Vocabulary
 from hybridrec.features.documents import metadata_documents, review_documents
@@ -191,6 +192,14 @@ class FeaturePipeline:
 
     @classmethod
     def load(cls, folder: Path, cfg: FeatureConfig, seed: int = 0) -> FeaturePipeline:
+        """Restore a saved pipeline; any damage is a ModelFileError naming the file."""
+        try:
+            return cls._load(folder, cfg, seed)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelFileError(f"{folder / 'features.json'}: unreadable feature state ({exc})") from None
+
+    @classmethod
+    def _load(cls, folder: Path, cfg: FeatureConfig, seed: int) -> FeaturePipeline:
         payload = json.loads((folder / "features.json").read_text())
         pipe = cls(cfg, seed)
         pipe.item_schema_ = FeatureSchema(**payload["item_schema"])

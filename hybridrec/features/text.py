@@ -152,12 +152,18 @@ class TfidfSvdEncoder:
 
     @classmethod
     def load(cls, folder: Path) -> TfidfSvdEncoder:
-        meta = json.loads((folder / "tfidf.json").read_text())
+        """Restore the fitted state; damaged or object-holding (pickled) arrays are refused, never unpickled."""
+        from hybridrec.errors import ModelFileError
+
         enc = cls()
-        enc.vocabulary_ = meta["vocabulary"]
-        enc.idf_ = np.load(folder / "tfidf_idf.npy", allow_pickle=False)
-        enc.components_ = np.load(folder / "tfidf_components.npy", allow_pickle=False)
-        enc.key = meta["key"]
+        try:
+            meta = json.loads((folder / "tfidf.json").read_text())
+            enc.vocabulary_ = meta["vocabulary"]
+            enc.key = meta["key"]
+            enc.idf_ = np.load(folder / "tfidf_idf.npy", allow_pickle=False)
+            enc.components_ = np.load(folder / "tfidf_components.npy", allow_pickle=False)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelFileError(f"{folder}: unreadable TF-IDF state ({exc})") from None
         return enc
 
 
