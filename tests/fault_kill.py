@@ -6,9 +6,10 @@ Run it directly (about 4 minutes on 2 shared cores with the defaults):
     .venv/bin/python tests/fault_kill.py --fit-kills 4 --save-kills 10 --seed 3 --json
 
 Phase 1 fits the demo (configs/default.yaml, train.threads=1, a warm copy of the text cache) into WORK/models, then
-starts the same fit again and again and kills it with SIGKILL: half of the kills land during training (after a
-random epoch line, plus a random fraction of an epoch), half after the last epoch, in the window where the fit
-computes vectors, builds the index, evaluates and saves. Phase 2 loads the model once, then forks children that
+starts the same fit again and again and kills it with SIGKILL, in turn: during training (after a random epoch line,
+plus a random fraction of an epoch), between the last epoch and the save (vectors, index, evaluation), and during
+the save (the fit is frozen with SIGSTOP as soon as its staging folder appears, then run on in 1 ms slices, a random
+number of them, and killed there). Phase 2 loads the model once, then forks children that
 save it in a loop over WORK/models/demo (padded to a few MB so a save takes long enough to be hit in every step)
 and kills each child after a random delay. A reader process answers `similar`/`recommend` from WORK/models/latest
 in a loop during both phases and must never see an answer that differs from the baseline.
@@ -175,14 +176,22 @@ def adopt_baseline(model: Path, models: Path) -> dict:
     return {"answers": answers(models / "latest"), "epoch_time": 0.2, "before_save": 0.5}
 
 
+def _staging(versions: Path) -> set[str]:
+    try:
+        return {name for name in os.listdir(versions) if name.startswith("tmp-")}
+    except FileNotFoundError:
+        return set()
+
+
 def wait_for_save(fit: Fit, versions: Path, timeout: float) -> bool:
-    """Poll until the fit starts writing a new version (a fresh tmp-* folder) or ends; True if it started."""
-    seen = set(versions.glob("tmp-*")) if versions.is_dir() else set()
+    """Poll until the fit starts writing a new version (a fresh tmp-* folder) or ends; True if it started.
+    A save inside a fit takes well under 0.1 s, so the poll is tight."""
+    seen = _staging(versions)
     deadline = time.monotonic() + timeout
     while fit.proc.poll() is None and time.monotonic() < deadline:
-        if versions.is_dir() and set(versions.glob("tmp-*")) - seen:
+        if _staging(versions) - seen:
             return True
-        time.sleep(0.002)
+        time.sleep(0.0005)
     return False
 
 
@@ -203,6 +212,7 @@ def kill_fits(work: Path, cache: Path, kills: int, rng: random.Random, log, base
         phase = phases[i % len(phases)]
         before = current_version(models / "demo")
         left_before = staging_left(models)
+        staged_before = _staging(models / ".demo.versions")
         fit = Fit(fit_command(models, cache, quiet=False))
         if phase == "training":
             fit.wait_epoch(rng.randint(1, EPOCHS - 1), timeout=300)
@@ -211,11 +221,17 @@ def kill_fits(work: Path, cache: Path, kills: int, rng: random.Random, log, base
             fit.wait_epoch(EPOCHS, timeout=300)
             time.sleep(rng.uniform(0, before_save * 0.9))
         else:
-            wait_for_save(fit, models / ".demo.versions", timeout=300)
-            time.sleep(rng.uniform(0, 0.08))
+            # A save inside a fit takes a few tens of milliseconds: freeze the fit as soon as its staging folder
+            # appears, then let it run on in 1 ms slices, a random number of them, and kill it there.
+            if wait_for_save(fit, models / ".demo.versions", timeout=300):
+                fit.proc.send_signal(signal.SIGSTOP)
+                for _ in range(rng.randint(0, 10)):
+                    fit.proc.send_signal(signal.SIGCONT)
+                    time.sleep(0.001)
+                    fit.proc.send_signal(signal.SIGSTOP)
         killed = fit.proc.poll() is None
         if killed:
-            fit.proc.send_signal(signal.SIGKILL)
+            fit.proc.send_signal(signal.SIGKILL)  # also ends a stopped process
         fit.proc.wait(timeout=60)
         published = current_version(models / "demo") != before
         left = max(staging_left(models) - left_before, 0)
@@ -232,7 +248,10 @@ def kill_fits(work: Path, cache: Path, kills: int, rng: random.Random, log, base
         else:
             stats["fit_completed_first"] += 1
         state = "killed" if killed and not published else "published first"
-        log(f"fit {i + 1}/{kills} ({phase}, {state}, {left} half-written left): {'intact' if ok else 'BROKEN'}")
+        new_staged = _staging(models / ".demo.versions") - staged_before
+        written = sum(1 for n in new_staged for p in (models / ".demo.versions" / n).rglob("*") if p.is_file())
+        where = f", {written} files of the new version written" if new_staged else ""
+        log(f"fit {i + 1}/{kills} ({phase}, {state}{where}): {'intact' if ok else 'BROKEN'}")
         if not ok:
             stats["fit_failures"].append(f"fit {i + 1} ({phase}): {str(got)[:300]}")
         elif published:
