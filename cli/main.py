@@ -163,7 +163,7 @@ def similar(
         if not query.strip():
             from hybridrec.errors import QueryError
 
-            raise QueryError("empty query: give an item id or some text")
+            raise QueryError("the query is empty: give an item id or some text")  # before loading the model
         rec = _load(model)
         match = rec.similar_to_text(query, k)
         rows = _item_rows(rec, match.ids, match.scores)

@@ -685,6 +685,10 @@ QUERY_CASES: list[Case] = [
          lambda t: lambda rec: rec.score_new_items(pd.DataFrame([{"item_id": "N1", "title": "cable"}]), k_neighbours=0),
          ("k must be",)),
     Case("query", "predict: unknown item", "error", lambda t: lambda rec: rec.predict(["U0001"], ["NOPE"]), ("NOPE",)),
+    Case("query", "predict: 2 users, 1 item", "error",
+         lambda t: lambda rec: rec.predict(["U0001", "U0002"], ["D0031"]), ("as many user ids as item ids",)),
+    Case("query", "similar: blank text", "error", lambda t: lambda rec: rec.similar_to_text(" \t ", 5),
+         ("query is empty",)),
     Case("query", "score-new: unknown user", "error",
          lambda t: lambda rec: rec.score_new_items(pd.DataFrame([{"item_id": "N1", "title": "x"}]), ["NOBODY"]),
          ("NOBODY",)),
@@ -837,7 +841,7 @@ CLI_CASES = [
         lambda t, m: ["fit", "-c", DEMO, "--out", put(t / "f", "x") / "m"],
         ("Not a directory",),
     ),
-    ("similar: empty query", lambda t, m: ["similar", "   ", "--model", m], ("empty query",)),
+    ("similar: empty query", lambda t, m: ["similar", "   ", "--model", m], ("query is empty",)),
     ("score-new: file missing", lambda t, m: ["score-new", t / "nope.jsonl", "--model", m], ("nope.jsonl",)),
     ("evaluate: config missing", lambda t, m: ["evaluate", "--model", m, "--config", t / "no.yaml"], ("no.yaml",)),
 ]
@@ -865,20 +869,6 @@ def test_csv_ids_keep_leading_zeros_and_float_spellings_agree(tmp_path: Path) ->
     ds = read_dataset(config_from_dict(data("table", {"interactions": tmp_path / "r.csv"})))
     pairs_read = set(zip(ds.interactions["user_id"], ds.interactions["item_id"], strict=True))
     assert pairs_read == {("007", "42"), ("7", "42"), ("7", "0042")}
-
-
-@pytest.mark.xfail(
-    reason="recommender.py (lead): the library answers an empty query (the CLI refuses it)", strict=False
-)
-def test_an_empty_text_query_is_a_query_error(demo_model) -> None:
-    with pytest.raises(QueryError):
-        demo_model.rec.similar_to_text("   ", 5)
-
-
-@pytest.mark.xfail(reason="recommender.py (lead): predict broadcasts lists of different lengths", strict=False)
-def test_predict_with_lists_of_different_lengths_is_a_query_error(demo_model) -> None:
-    with pytest.raises(QueryError):
-        demo_model.rec.predict(["U0001", "U0002"], ["D0031"])
 
 
 # ============================================================================================ property tests
