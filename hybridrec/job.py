@@ -38,7 +38,10 @@ def fit_from_config(cfg: Config, out_dir: str | Path, quiet: bool = False, resum
     t0 = time.perf_counter()
     dataset = read_dataset(cfg)
     summary = [r.summary() for r in dataset.reports]
-    checkpoint = out_dir / ".checkpoints" / f"{model_name(cfg)}.safetensors"
+    checkpoints = out_dir / ".checkpoints"
+    if checkpoints.is_symlink() or (checkpoints.exists() and not checkpoints.is_dir()):
+        raise ConfigError(f"{checkpoints} must be a plain folder inside --out (found a link or a file)")
+    checkpoint = checkpoints / f"{model_name(cfg)}.safetensors"
     rec = HybridRecommender(cfg, quiet=quiet).fit(dataset, checkpoint=checkpoint, resume=resume)
     metrics = evaluate(rec, rec.split_.test, rec.split_.cold_items, k=cfg.evaluate.k, seed=cfg.seed)
     metrics.update(

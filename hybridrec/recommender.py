@@ -438,6 +438,8 @@ class HybridRecommender:
         md = ModelDir(path)
         try:
             cfg = config_from_dict(md.json("config.json"))
+        except ModelFileError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any config problem means a bad model file
             raise ModelFileError(f"{md.root / 'config.json'}: {exc}") from None
         rec = cls(cfg)
@@ -513,7 +515,7 @@ def _looks_like_id(text: str) -> bool:
 
 
 def _check_k(k: int) -> None:
-    if not isinstance(k, (int, np.integer)) or k <= 0:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
         raise QueryError(f"k must be a positive integer, got {k!r}")
 
 
@@ -524,6 +526,9 @@ def _check_new_items(items: pd.DataFrame) -> pd.DataFrame:
         if col not in items.columns:
             raise QueryError(f"new items lack the column {col!r}")
     items = items.reset_index(drop=True).copy()
+    missing = items["item_id"].isna() | (items["item_id"].astype(str).str.strip() == "")
+    if missing.any():
+        raise QueryError(f"new item in row {int(missing.to_numpy().argmax()) + 1} has no item_id")
     items["item_id"] = [normalize_id(i) for i in items["item_id"]]
     items["title"] = items["title"].fillna("").astype(str)
     if items["item_id"].duplicated().any():

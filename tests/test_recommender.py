@@ -318,3 +318,15 @@ def test_a_different_seed_gives_different_item_vectors(demo_model, three_epoch_f
     base = HybridRecommender.load(a.model_path).item_vectors_
     assert base.shape == other.item_vectors_.shape
     assert not np.allclose(base, other.item_vectors_, atol=1e-3)
+
+
+def test_new_items_without_an_id_and_boolean_k_are_query_errors(demo_model):
+    import pandas as pd
+
+    from hybridrec.errors import QueryError
+
+    rec = demo_model.load()
+    with pytest.raises(QueryError, match="row 1 has no item_id"):
+        rec.score_new_items(pd.DataFrame({"item_id": [float("nan")], "title": ["x"]}))
+    with pytest.raises(QueryError, match="k must be"):
+        rec.similar_items("D0031", k=True)

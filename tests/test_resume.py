@@ -91,3 +91,15 @@ def test_cli_fit_killed_with_sigkill_resumes(text_cache_dir, tmp_path):
     metrics = json.loads(done.stdout)["metrics"]
     assert metrics["resumed_from_epoch"] >= 1
     assert not ckpt.exists()  # a finished run leaves nothing to resume
+
+
+def test_checkpoints_never_follow_a_link_out_of_the_output_folder(tmp_path):
+    from hybridrec.errors import ConfigError
+    from hybridrec.job import fit_from_config
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "out" / ".checkpoints").symlink_to(tmp_path / "outside")
+    with pytest.raises(ConfigError, match=".checkpoints"):
+        fit_from_config(load_config(DEMO_CONFIG), tmp_path / "out", quiet=True)
+    assert list((tmp_path / "outside").iterdir()) == []
