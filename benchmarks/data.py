@@ -1,0 +1,386 @@
+"""Benchmark datasets and split files: read once through hybridrec's readers, split deterministically in the harness.
+
+Every split is written under benchmarks/splits/<protocol>/<dataset>/<fold>/ the first time it is needed and read
+back by every model afterwards, so all models see byte-identical train / validation / test rows. The split logic
+lives here (not in hybridrec.data.splits) so that a library change can never move a benchmark split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hybridrec.config import load_config
+from hybridrec.data.dataset import Dataset
+from hybridrec.data.readers import read_dataset
+from hybridrec.features.documents import metadata_documents
+
+ROOT = Path(__file__).resolve().parents[1]
+SPLITS = ROOT / "benchmarks" / "splits"
+SEED = 42
+SPLIT_VERSION = 2  # bump when a split recipe changes: old split folders are then rebuilt
+COLUMNS = ["user_id", "item_id", "rating", "timestamp", "review"]
+POSITIVE = 4.0  # explicit ratings >= 4 are positives for ranking metrics (as in hybridrec.protocols)
+RETAIL_CUTOFF = "2011-10-01"
+# Online Retail truth sets: name -> (min common test invoices, min lift). The first is the issue's definition; with
+# it a popularity list already scores ~0.37 (rare query items pass lift >= 2 with any popular item), so a stricter
+# set is reported beside it.
+RETAIL_TRUTH = {"precision@10": (2, 2.0), "precision@10_strict": (5, 4.0)}
+
+
+@dataclass(frozen=True)
+class Source:
+    """A benchmark dataset: the hybridrec config that reads it and the paths kept from that config."""
+
+    key: str
+    config: str  # relative to the repository root; also the config the hybridrec adapter starts from
+    keep_paths: tuple[str, ...] | None = None  # drop other data.paths (e.g. ML-100K's u1 fold) when given
+
+
+SOURCES = {
+    "ml-100k": Source("ml-100k", "configs/movielens-100k.yaml", ("folder",)),
+    "ml-1m-half": Source("ml-1m-half", "configs/movielens-1m.yaml"),
+    "goodbooks-399": Source("goodbooks-399", "configs/goodbooks.yaml"),
+    "online-retail": Source("online-retail", "configs/online-retail.yaml"),
+    "amazon-gift-cards": Source("amazon-gift-cards", "configs/amazon.yaml"),
+}
+
+
+def source_config(key: str, overrides: list[str] | None = None):
+    src = SOURCES[key]
+    cfg = load_config(ROOT / src.config, overrides or [])
+    if src.keep_paths is not None:
+        cfg.data.paths = {k: v for k, v in cfg.data.paths.items() if k in src.keep_paths}
+    return cfg
+
+
+@cache
+def load(key: str) -> Dataset:
+    """The full dataset as hybridrec reads it (raw string ids)."""
+    return read_dataset(source_config(key))
+
+
+def item_documents(dataset: Dataset) -> dict[str, str]:
+    """Item id -> metadata text (title, text columns, genres/tags/authors...): what hybridrec's content path reads
+    too, minus reviews. Content baselines (TF-IDF, LightFM features) use exactly this text."""
+    docs = metadata_documents(dataset.items, dataset.item_schema, max_chars=100_000)
+    return dict(zip(dataset.items["item_id"], docs, strict=True))
+
+
+def item_feature_tokens(dataset: Dataset) -> dict[str, list[str]]:
+    """Item id -> categorical content tokens for LightFM: multi-valued labels (genres, tags, authors, category),
+    categorical columns (brand, language) and lower-cased title/text words."""
+    schema = dataset.item_schema
+    from hybridrec.features.categorical import cell_values
+
+    out: dict[str, list[str]] = {}
+    word_cols = [c for c in [schema.title, *schema.text] if c]
+    label_cols = [*schema.multi, *schema.categorical]
+    for row in dataset.items.to_dict("records"):
+        tokens = set()
+        for col in label_cols:
+            tokens |= {f"{col}:{v.strip().lower()}" for v in cell_values(row.get(col)) if str(v).strip()}
+        for col in word_cols:
+            text = " ".join(cell_values(row.get(col)))
+            tokens |= {f"w:{w}" for w in _words(text)}
+        out[row["item_id"]] = sorted(tokens)
+    return out
+
+
+def _words(text: str) -> list[str]:
+    import re
+
+    return [w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 1 and not w.isdigit()]
+
+
+# ---------------------------------------------------------------------------------------------------- split files
+@dataclass
+class BenchSplit:
+    """One split: the rows every model trains and is tested on, plus protocol extras."""
+
+    protocol: str
+    dataset: str
+    fold: str
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    cold_items: list[str] = field(default_factory=list)
+    negatives: pd.DataFrame | None = None  # P2: user_id, item_id (the positive), negs (99 item ids)
+    truth: dict[str, dict[str, list[str]]] | None = None  # P4: truth name -> item -> behaviourally related items
+    info: dict = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return SPLITS / self.protocol / self.dataset / self.fold
+
+
+def _frame(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.reindex(columns=COLUMNS).reset_index(drop=True)
+    df["review"] = df["review"].fillna("").astype(str)
+    df["rating"] = df["rating"].astype(np.float32)
+    df["timestamp"] = df["timestamp"].fillna(0).astype(np.int64)
+    return df
+
+
+def save_split(s: BenchSplit) -> None:
+    s.path.mkdir(parents=True, exist_ok=True)
+    for part in ("train", "validation", "test"):
+        _frame(getattr(s, part)).to_parquet(s.path / f"{part}.parquet", index=False)
+    if s.negatives is not None:
+        s.negatives.to_parquet(s.path / "negatives.parquet", index=False)
+    meta = {"version": SPLIT_VERSION, "cold_items": s.cold_items, "info": s.info}
+    if s.truth is not None:
+        meta["truth"] = s.truth
+    (s.path / "meta.json").write_text(json.dumps(meta))
+
+
+def load_split(protocol: str, dataset: str, fold: str, build) -> BenchSplit:
+    """The split from its files, building and writing them first when absent or of an older recipe."""
+    path = SPLITS / protocol / dataset / fold
+    meta_path = path / "meta.json"
+    if meta_path.is_file() and json.loads(meta_path.read_text()).get("version") == SPLIT_VERSION:
+        meta = json.loads(meta_path.read_text())
+        parts = {p: pd.read_parquet(path / f"{p}.parquet") for p in ("train", "validation", "test")}
+        neg = pd.read_parquet(path / "negatives.parquet") if (path / "negatives.parquet").is_file() else None
+        return BenchSplit(
+            protocol,
+            dataset,
+            fold,
+            **parts,
+            cold_items=meta["cold_items"],
+            negatives=neg,
+            truth=meta.get("truth"),
+            info=meta.get("info", {}),
+        )
+    split = build()
+    split.train, split.validation, split.test = (_frame(split.train), _frame(split.validation), _frame(split.test))
+    save_split(split)
+    return load_split(protocol, dataset, fold, build)
+
+
+def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    """Row order independent of the reader: by user, item, time."""
+    return df.sort_values(["user_id", "item_id", "timestamp"], kind="stable").reset_index(drop=True)
+
+
+def _random_rows(df: pd.DataFrame, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    mask = np.zeros(len(df), dtype=bool)
+    mask[rng.permutation(len(df))[: int(round(fraction * len(df)))]] = True
+    return mask
+
+
+def _random_split(df: pd.DataFrame, test_fraction: float, seed: int) -> tuple[pd.DataFrame, ...]:
+    """Random (user, item) pairs (the readers already merged repeated pairs), validation 10% of train."""
+    df = _sorted(df)
+    rng = np.random.default_rng(seed)
+    test = _random_rows(df, test_fraction, rng)
+    train = df[~test].reset_index(drop=True)
+    val = _random_rows(train, 0.1, rng)
+    return train[~val], train[val], df[test]
+
+
+# P1 ----------------------------------------------------------------------------------------------------------------
+def p1_split(dataset: str, fold: str) -> BenchSplit:
+    def build() -> BenchSplit:
+        ds = load(dataset)
+        inter = ds.interactions
+        if dataset == "ml-100k":  # the official fold: u{k}.test pairs are test, the rest of u.data is train
+            folder = Path(source_config(dataset).data_path("folder"))
+            with gzip.open(folder / f"{fold}.test.gz", "rt") as fh:
+                pairs = pd.read_csv(fh, sep="\t", header=None, names=["u", "i", "r", "t"], dtype=str)
+            key = set(zip(pairs["u"], pairs["i"], strict=True))
+            inter = _sorted(inter)
+            test = np.array([(u, i) in key for u, i in zip(inter["user_id"], inter["item_id"], strict=True)])
+            train = inter[~test].reset_index(drop=True)
+            val = _random_rows(train, 0.1, np.random.default_rng(SEED + int(fold[1:])))
+            parts = train[~val], train[val], inter[test]
+            info = {"recipe": f"official {fold}.base/{fold}.test; validation = random 10% of the base pairs"}
+        else:
+            frac = 0.2 if dataset == "goodbooks-399" else 0.1
+            parts = _random_split(inter, frac, SEED)
+            info = {"recipe": f"random {1 - frac:.0%}/{frac:.0%} of pairs (seed {SEED}); validation = 10% of train"}
+        return BenchSplit("P1", dataset, fold, *parts, info=info)
+
+    return load_split("P1", dataset, fold, build)
+
+
+# P2 ----------------------------------------------------------------------------------------------------------------
+def _last_per_user(df: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
+    """Mask of each user's latest row (seeded tie-break) for users with two or more rows."""
+    order = rng.permutation(len(df))
+    by_time = order[np.argsort(df["timestamp"].to_numpy()[order], kind="stable")]
+    rows = pd.Series(by_time, index=df["user_id"].to_numpy()[by_time])
+    grouped = rows.groupby(level=0, sort=False)
+    last = grouped.last()[grouped.size() >= 2]
+    mask = np.zeros(len(df), dtype=bool)
+    mask[last.to_numpy(dtype=np.int64)] = True
+    return mask
+
+
+def p2_split(dataset: str) -> BenchSplit:
+    def build() -> BenchSplit:
+        ds = load(dataset)
+        df = _sorted(ds.interactions)
+        df["rating"] = 1.0  # implicit view: every rating is a positive interaction
+        rng = np.random.default_rng(SEED)
+        test = _last_per_user(df, rng)
+        train = df[~test].reset_index(drop=True)
+        val = _last_per_user(train, rng)
+        test_df = df[test].reset_index(drop=True)
+        items = np.array(sorted(ds.items["item_id"]))
+        seen = df.groupby("user_id")["item_id"].agg(set).to_dict()
+        negs = []
+        for u in test_df["user_id"]:
+            taken, chosen = seen[u], []
+            while len(chosen) < 99:
+                cand = items[rng.integers(0, len(items), size=128)]
+                chosen += [c for c in cand if c not in taken and c not in chosen][: 99 - len(chosen)]
+            negs.append(chosen)
+        neg = pd.DataFrame({"user_id": test_df["user_id"], "item_id": test_df["item_id"], "negs": negs})
+        info = {
+            "recipe": "leave-last-out per user (latest timestamp, seeded tie-break; users with >= 2 interactions), "
+            "validation = the latest remaining; all interactions are positives; 99 negatives per test user drawn "
+            "uniformly from items the user never interacted with",
+        }
+        return BenchSplit("P2", dataset, "llo", train[~val], train[val], test_df, negatives=neg, info=info)
+
+    return load_split("P2", dataset, "llo", build)
+
+
+# P3 ----------------------------------------------------------------------------------------------------------------
+def p3_split(dataset: str) -> BenchSplit:
+    def build() -> BenchSplit:
+        df = _sorted(load(dataset).interactions)
+        rng = np.random.default_rng(SEED)
+        items = np.array(sorted(df["item_id"].unique()))
+        perm = rng.permutation(len(items))
+        n_test = int(round(0.2 * len(items)))
+        cold = np.sort(items[perm[:n_test]])
+        rest = items[perm[n_test:]]
+        cold_val = set(rest[rng.permutation(len(rest))[: int(round(0.1 * len(rest)))]])
+        is_test = df["item_id"].isin(set(cold)).to_numpy()
+        is_val = df["item_id"].isin(cold_val).to_numpy()
+        info = {
+            "recipe": "20% of items (seeded) held out with all their ratings; validation holds out 10% of the rest "
+            "as cold validation items; positives = ratings >= 4",
+            "cold_validation_items": len(cold_val),
+        }
+        return BenchSplit(
+            "P3",
+            dataset,
+            "cold20",
+            df[~is_test & ~is_val],
+            df[is_val],
+            df[is_test],
+            cold_items=cold.tolist(),
+            info=info,
+        )
+
+    return load_split("P3", dataset, "cold20", build)
+
+
+# P4 ----------------------------------------------------------------------------------------------------------------
+def _retail_lines() -> pd.DataFrame:
+    """Clean product purchase lines with their invoice (the reader merges lines into pairs and drops invoices)."""
+    from hybridrec.data.online_retail import is_non_product
+
+    path = source_config("online-retail").data_path("transactions")
+    raw = pd.read_parquet(path)
+    code = raw["StockCode"].astype(str).str.strip()
+    inv = raw["InvoiceNo"].astype(str).str.strip()
+    keep = (
+        (raw["Quantity"] > 0)
+        & (raw["UnitPrice"] > 0)
+        & raw["CustomerID"].notna()
+        & ~inv.str.upper().str.startswith("C")
+        & ~code.map(is_non_product)
+    )
+    when = pd.to_datetime(raw.loc[keep, "InvoiceDate"])
+    return pd.DataFrame(
+        {
+            "invoice": inv[keep].to_numpy(),
+            "user_id": raw.loc[keep, "CustomerID"].astype("int64").astype(str).to_numpy(),
+            "item_id": code[keep].to_numpy(),
+            "quantity": raw.loc[keep, "Quantity"].astype(float).to_numpy(),
+            "when": when.to_numpy(),
+        }
+    )
+
+
+def co_purchase_truth(lines: pd.DataFrame, min_invoices: int = 2, min_lift: float = 2.0) -> dict[str, list[str]]:
+    """Item -> items bought with it in >= min_invoices invoices whose lift n_ab * N / (n_a * n_b) >= min_lift."""
+    baskets = lines[["invoice", "item_id"]].drop_duplicates()
+    inv_codes, inv = pd.factorize(baskets["invoice"])
+    item_codes, item_ids = pd.factorize(baskets["item_id"])
+    from scipy import sparse
+
+    x = sparse.csr_matrix((np.ones(len(baskets), np.float32), (inv_codes, item_codes)), shape=(len(inv), len(item_ids)))
+    co = (x.T @ x).tocoo()
+    n_item = np.asarray(x.sum(0)).ravel()
+    n = len(inv)
+    lift = co.data * n / (n_item[co.row] * n_item[co.col])
+    ok = (co.row != co.col) & (co.data >= min_invoices) & (lift >= min_lift)
+    truth: dict[str, list[str]] = {}
+    for a, b in zip(co.row[ok], co.col[ok], strict=True):
+        truth.setdefault(item_ids[a], []).append(item_ids[b])
+    return {k: sorted(v) for k, v in sorted(truth.items())}
+
+
+def p4_split(dataset: str) -> BenchSplit:
+    def build() -> BenchSplit:
+        if dataset == "online-retail":
+            lines = _retail_lines()
+            cutoff = pd.Timestamp(RETAIL_CUTOFF)
+            before = lines[lines["when"] < cutoff]
+            pairs = before.groupby(["user_id", "item_id"], sort=True).agg(
+                rating=("quantity", "sum"), timestamp=("when", "max")
+            )
+            pairs = pairs.reset_index()
+            pairs["timestamp"] = (pairs["timestamp"] - pd.Timestamp(0)) // pd.Timedelta(seconds=1)
+            pairs["review"] = ""
+            ts = pairs["timestamp"].to_numpy()
+            val = ts >= np.sort(ts)[int(0.9 * len(ts))]  # the latest 10% of training pairs
+            after = lines[lines["when"] >= cutoff]
+            train_items = set(pairs.loc[~val, "item_id"])
+            truth = {
+                name: {k: v for k, v in co_purchase_truth(after, n, lift).items() if k in train_items}
+                for name, (n, lift) in RETAIL_TRUTH.items()
+            }
+            info = {
+                "recipe": f"clean purchase lines before {RETAIL_CUTOFF} merged into customer x product pairs "
+                "(rating = summed quantity), validation = latest 10% of those pairs; truth from invoices on or after "
+                "the cutoff: items in >= 2 common invoices with lift >= 2 (`precision@10`), or >= 5 invoices with "
+                "lift >= 4 (`precision@10_strict`); query items = items with truth and training interactions",
+                "test_invoices": int(lines.loc[lines["when"] >= cutoff, "invoice"].nunique()),
+            }
+            return BenchSplit("P4", dataset, "time", pairs[~val], pairs[val], pairs.iloc[:0], truth=truth, info=info)
+        from hybridrec.protocols import co_view_truth
+
+        ds = load(dataset)
+        df = _sorted(ds.interactions)
+        val = _random_rows(df, 0.1, np.random.default_rng(SEED))
+        truth = {"precision@10": {k: sorted(v) for k, v in sorted(co_view_truth(ds.items).items()) if v}}
+        info = {
+            "recipe": "all reviews are training data (validation = random 10% of pairs); truth = also_buy ∪ "
+            "also_view restricted to reviewed items (hybridrec.protocols.co_view_truth)",
+        }
+        return BenchSplit("P4", dataset, "all", df[~val], df[val], df.iloc[:0], truth=truth, info=info)
+
+    return load_split("P4", dataset, "time" if dataset == "online-retail" else "all", build)
+
+
+def dataset_for(split: BenchSplit, implicit: bool = False) -> Dataset:
+    """The hybridrec Dataset of a split: the source's items and users, and exactly the split's interactions."""
+    ds = load(split.dataset)
+    inter = pd.concat([split.train, split.validation, split.test], ignore_index=True)
+    changes: dict = {"interactions": inter}
+    if implicit:
+        changes.update(feedback="implicit", rating_range=None)
+    return dataclasses.replace(ds, **changes)
