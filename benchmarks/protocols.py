@@ -6,6 +6,7 @@ model internals, only the adapter interface in benchmarks.adapters.base.
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -69,6 +70,7 @@ def p1(make, dataset: str, quick: bool) -> dict:
         t0 = time.perf_counter()
         pred = model.predict(split.test["user_id"].tolist(), split.test["item_id"].tolist())
         pred_s = time.perf_counter() - t0
+        print(f"   fold {fold}: fit {fit_s:.1f}s", file=sys.stderr, flush=True)
         pred = np.clip(pred, 1.0, 5.0)  # every model is clipped to the rating scale, as Surprise does
         y = split.test["rating"].to_numpy()
         per_fold.append(

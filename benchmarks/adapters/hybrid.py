@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from benchmarks.adapters.base import Model
-from benchmarks.data import source_config
+from benchmarks.data import ROOT, SOURCES
+from hybridrec.config import load_config
 
 VARIANTS = {"hybridrec": "hybrid", "hybridrec-id": "id-only", "hybridrec-content": "content-only"}
 KIND = {"P1": "random", "P2": "leave-last-out", "P3": "cold-items", "P4": "time"}
+# A protocol-specific config beside the dataset's (configs/movielens-100k-cold.yaml for P3) wins when it exists.
+SUFFIX = {"P2": "-topn", "P3": "-cold", "P4": "-similar"}
+
+
+def config_path(protocol: str, dataset_key: str) -> Path:
+    base = ROOT / SOURCES[dataset_key].config
+    special = base.with_name(base.stem + SUFFIX.get(protocol, "") + base.suffix)
+    return special if protocol in SUFFIX and special.is_file() else base
 
 
 class HybridRec(Model):
-    """`overrides` are config overrides (`train.lr=0.01`) on top of the dataset's config in configs/; --quick caps
-    the epochs at 8."""
+    """`overrides` are config overrides (`train.lr=0.01`) on top of the config from `config_path`; --quick caps the
+    epochs at 8."""
 
     tasks = frozenset({"rating", "ranking", "cold", "similar"})
 
@@ -27,7 +38,8 @@ class HybridRec(Model):
         from hybridrec.recommender import HybridRecommender
 
         overrides = [f"model.variant={self.params['variant']}", f"seed={ctx.seed}", *self.params["overrides"]]
-        cfg = source_config(ctx.dataset_key, overrides)
+        path = config_path(ctx.protocol, ctx.dataset_key)
+        cfg = load_config(path, overrides)  # model/train/features only: the data comes from the split files
         if ctx.quick:
             cfg.train.epochs = min(cfg.train.epochs, 8)
         dataset = ctx.dataset
@@ -40,6 +52,7 @@ class HybridRec(Model):
         )
         self.rec_ = HybridRecommender(cfg).fit(dataset, split=split)
         full = dump_config(cfg)
+        self.params["config_file"] = str(path.relative_to(ROOT))
         self.params["config"] = {k: full[k] for k in ("model", "train", "features")}
         self.params["best_epoch"] = self.rec_.train_result_.best_epoch
         return self
