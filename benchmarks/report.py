@@ -141,7 +141,7 @@ def write(results: Path, out: Path = OUT) -> Path:
         lines += ["", f"## {title}", "", WHAT[protocol]]
         for dataset, models in sorted(sets):
             any_row = next(iter(models.values()))
-            lines += ["", f"### {dataset}", "", f"Split: {any_row['split'].get('recipe', '')}", ""]
+            lines += ["", f"### {dataset}", "", f"Split: {_recipe(any_row['split'])}", ""]
             lines += table(models)
             commands = {}
             for r in models.values():
@@ -159,3 +159,14 @@ def write(results: Path, out: Path = OUT) -> Path:
 
 def _git_of(models: dict[str, dict], cmd: str) -> str:
     return ", ".join(sorted({r.get("git", "?") for r in models.values() if r["command"] == cmd}))
+
+
+def _recipe(split: dict) -> str:
+    """The split recipe; a multi-fold run names its folds instead of the last fold's files."""
+    import re
+
+    text = split.get("recipe", "")
+    folds = split.get("folds") or []
+    if len(folds) > 1:
+        text = re.sub(r"u\d\.base/u\d\.test", "u{k}.base/u{k}.test", text) + f" (mean over folds {', '.join(folds)})"
+    return text
