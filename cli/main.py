@@ -75,6 +75,10 @@ def _fmt_price(price) -> str:
     return "" if price is None else f"{price:,.2f}"
 
 
+def _metrics_table(title: str, metrics: dict) -> None:
+    _table(title, ["metric", "value"], [[k, f"{v:.4f}" if isinstance(v, float) else v] for k, v in metrics.items()])
+
+
 ITEM_COLUMNS = ["rank", "item_id", "title", "price", "category", "score"]
 
 
@@ -136,11 +140,7 @@ def fit(
         if not quiet:
             for line in report.data_summary:
                 typer.echo(line, err=True)
-        _table(
-            "held-out metrics",
-            ["metric", "value"],
-            [[k, f"{v:.4f}" if isinstance(v, float) else v] for k, v in report.metrics.items()],
-        )
+        _metrics_table("held-out metrics", report.metrics)
         typer.echo(f"model saved to {report.model_path} (also {Path(out) / 'latest'})")
 
     _run(debug, job)
@@ -284,11 +284,7 @@ def evaluate(
         if as_json:
             typer.echo(json.dumps(metrics))
             return
-        _table(
-            "held-out metrics",
-            ["metric", "value"],
-            [[k, f"{v:.4f}" if isinstance(v, float) else v] for k, v in metrics.items()],
-        )
+        _metrics_table("held-out metrics", metrics)
 
     _run(debug, job)
 
@@ -320,9 +316,7 @@ def info(model: ModelOpt = DEFAULT_MODEL, as_json: JsonOpt = False, debug: Debug
             return
         metrics = summary.pop("metrics")
         _table("model", ["field", "value"], [[k, v] for k, v in summary.items()])
-        _table(
-            "metrics", ["metric", "value"], [[k, f"{v:.4f}" if isinstance(v, float) else v] for k, v in metrics.items()]
-        )
+        _metrics_table("metrics", metrics)
 
     _run(debug, job)
 
