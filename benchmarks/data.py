@@ -224,6 +224,18 @@ def _last_per_user(df: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
+def _sampled_negatives(test: pd.DataFrame, items: np.ndarray, seen: dict, rng: np.random.Generator) -> pd.DataFrame:
+    """99 items per test row drawn uniformly from the items its user never interacted with (NCF protocol)."""
+    negs = []
+    for u in test["user_id"]:
+        taken, chosen = seen[u], []
+        while len(chosen) < 99:
+            cand = items[rng.integers(0, len(items), size=128)]
+            chosen += [c for c in cand if c not in taken and c not in chosen][: 99 - len(chosen)]
+        negs.append(chosen)
+    return pd.DataFrame({"user_id": test["user_id"], "item_id": test["item_id"], "negs": negs})
+
+
 def p2_split(dataset: str) -> BenchSplit:
     def build() -> BenchSplit:
         ds = load(dataset)
@@ -235,15 +247,7 @@ def p2_split(dataset: str) -> BenchSplit:
         val = _last_per_user(train, rng)
         test_df = df[test].reset_index(drop=True)
         items = np.array(sorted(ds.items["item_id"]))
-        seen = df.groupby("user_id")["item_id"].agg(set).to_dict()
-        negs = []
-        for u in test_df["user_id"]:
-            taken, chosen = seen[u], []
-            while len(chosen) < 99:
-                cand = items[rng.integers(0, len(items), size=128)]
-                chosen += [c for c in cand if c not in taken and c not in chosen][: 99 - len(chosen)]
-            negs.append(chosen)
-        neg = pd.DataFrame({"user_id": test_df["user_id"], "item_id": test_df["item_id"], "negs": negs})
+        neg = _sampled_negatives(test_df, items, df.groupby("user_id")["item_id"].agg(set).to_dict(), rng)
         info = {
             "recipe": "leave-last-out per user (latest timestamp, seeded tie-break; users with >= 2 interactions), "
             "validation = the latest remaining; all interactions are positives; 99 negatives per test user drawn "
@@ -374,6 +378,32 @@ def p4_split(dataset: str) -> BenchSplit:
         return BenchSplit("P4", dataset, "all", df[~val], df[val], df.iloc[:0], truth=truth, info=info)
 
     return load_split("P4", dataset, "time" if dataset == "online-retail" else "all", build)
+
+
+def tuning_split(split: BenchSplit) -> BenchSplit:
+    """A nested split for choosing hyperparameters without touching the test rows: the split's validation part
+    becomes the test, and a new validation is carved from its train the same way (P2: each user's latest remaining
+    row; P3: 10% of the remaining items held out cold). Never written to disk; deterministic from the seed."""
+    rng = np.random.default_rng(SEED + 7)
+    train = split.train.reset_index(drop=True)
+    if split.protocol == "P2":
+        val = _last_per_user(train, rng)
+        test = split.validation.reset_index(drop=True)
+        everything = pd.concat([split.train, split.validation, split.test])
+        items = np.array(sorted(everything["item_id"].unique()))
+        neg = _sampled_negatives(test, items, everything.groupby("user_id")["item_id"].agg(set).to_dict(), rng)
+        info = {**split.info, "tuning": "test = the split's validation; validation = latest remaining per user"}
+        return dataclasses.replace(split, train=train[~val], validation=train[val], test=test, negatives=neg, info=info)
+    if split.protocol == "P3":
+        rest = np.array(sorted(train["item_id"].unique()))
+        held = set(rest[rng.permutation(len(rest))[: int(round(0.1 * len(rest)))]])
+        is_val = train["item_id"].isin(held).to_numpy()
+        cold = sorted(split.validation["item_id"].unique())
+        info = {**split.info, "tuning": "test = the split's cold validation items; validation = 10% of the rest"}
+        return dataclasses.replace(
+            split, train=train[~is_val], validation=train[is_val], test=split.validation, cold_items=cold, info=info
+        )
+    raise ValueError(f"no tuning split for {split.protocol}")
 
 
 def dataset_for(split: BenchSplit, implicit: bool = False) -> Dataset:

@@ -94,8 +94,9 @@ def p1(make, dataset: str, quick: bool) -> dict:
 
 
 # P2 ----------------------------------------------------------------------------------------------------------------
-def p2(make, dataset: str, quick: bool) -> dict:
+def p2(make, dataset: str, quick: bool, tune: bool = False) -> dict:
     split = data.p2_split(dataset)
+    split = data.tuning_split(split) if tune else split
     ctx = context(split, "ranking", implicit=True, quick=quick)
     model = make()
     fit_s = _fit(model, split, ctx)
@@ -134,8 +135,9 @@ def p2(make, dataset: str, quick: bool) -> dict:
 
 
 # P3 ----------------------------------------------------------------------------------------------------------------
-def p3(make, dataset: str, quick: bool) -> dict:
+def p3(make, dataset: str, quick: bool, tune: bool = False) -> dict:
     split = data.p3_split(dataset)
+    split = data.tuning_split(split) if tune else split
     ctx = context(split, "cold", implicit=False, quick=quick)
     model = make()
     fit_s = _fit(model, split, ctx)
@@ -190,3 +192,4 @@ def p4(make, dataset: str, quick: bool) -> dict:
 
 
 RUNNERS = {"P1": p1, "P2": p2, "P3": p3, "P4": p4}
+TUNABLE = {"P2", "P3"}  # protocols with a nested tuning split (--tune)

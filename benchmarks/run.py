@@ -24,9 +24,10 @@ from pathlib import Path
 
 from benchmarks import report
 from benchmarks.data import ROOT, SEED
-from benchmarks.protocols import DATASETS, RUNNERS, TASK
+from benchmarks.protocols import DATASETS, RUNNERS, TASK, TUNABLE
 
 RESULTS = ROOT / "benchmarks" / "results" / "results.jsonl"
+TUNING = ROOT / "benchmarks" / "results" / "tuning.jsonl"
 DEFAULT_MODELS = {
     "P1": [
         "hybridrec",
@@ -105,7 +106,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="hybridrec config override for this run (repeatable); the model is labelled with it",
     )
-    p.add_argument("--results", default=str(RESULTS), help="JSON lines file to append to")
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="score on a nested tuning split (the split's validation part as test) and append to tuning.jsonl: "
+        "for choosing configs without looking at test rows (P2, P3)",
+    )
+    p.add_argument("--results", default=None, help="JSON lines file to append to (default: results/results.jsonl)")
     p.add_argument("--report", action="store_true", help="only regenerate RESULTS.md from the results file")
     p.add_argument("--no-report", action="store_true", help="do not regenerate RESULTS.md")
     return p.parse_args(argv)
@@ -114,7 +121,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
-    results = Path(args.results)
+    results = Path(args.results or (TUNING if args.tune else RESULTS))
     if args.report:
         report.write(results)
         return 0
@@ -130,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     for protocol in protocols:
         if protocol not in RUNNERS:
             raise SystemExit(f"error: unknown protocol {protocol!r} (choose from {', '.join(RUNNERS)} or all)")
+        if args.tune and protocol not in TUNABLE:
+            raise SystemExit(f"error: --tune has no nested split for {protocol} (only {', '.join(sorted(TUNABLE))})")
         names = args.models.split(",") if args.models else DEFAULT_MODELS[protocol]
         datasets = args.datasets.split(",") if args.datasets else DATASETS[protocol]
         for dataset in datasets:
@@ -152,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"== {protocol} {dataset} {label}", file=sys.stderr, flush=True)
                 t0 = time.perf_counter()
                 try:
-                    out = RUNNERS[protocol](make, dataset, args.quick)
+                    run = RUNNERS[protocol]
+                    out = run(make, dataset, args.quick, tune=True) if args.tune else run(make, dataset, args.quick)
                 except Exception:  # noqa: BLE001 - one failing model must not lose the others' results
                     failures += 1
                     traceback.print_exc()
@@ -165,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                     "dataset": dataset,
                     "model": label,
                     "quick": args.quick,
+                    "tune": args.tune,
                     "seed": SEED,
                     **out,
                     "wall_seconds": round(time.perf_counter() - t0, 2),
@@ -176,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                     fh.write(json.dumps(row, default=_json_default) + "\n")
                 shown = {k: round(v, 4) for k, v in out["metrics"].items()}
                 print(f"   {shown}  fit {out['fit_seconds']:.1f}s  wall {row['wall_seconds']:.0f}s", file=sys.stderr)
-    if not args.no_report:
+    if not args.no_report and not args.tune:
         report.write(results)
     return 1 if failures else 0
 

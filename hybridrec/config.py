@@ -73,14 +73,14 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    loss: str = "auto"  # auto | mse | bpr | softmax
+    loss: str = "auto"  # auto | mse | bpr | softmax (in-batch negatives) | sampled-softmax (shared uniform negatives)
     epochs: int = 30
     batch_size: int = 512
     lr: float = 0.005
     weight_decay: float = 1e-5
     l2: float = 0.01  # penalty on the embeddings and biases touched in a batch
     patience: int = 3
-    negatives: int = 4  # implicit: negatives per positive
+    negatives: int = 4  # bpr: negatives per positive; sampled-softmax: negatives shared by a batch (>= catalogue: all)
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads; 0 = torch default
 
@@ -131,7 +131,7 @@ CHOICES = {
     "split.kind": {"random", "leave-last-out", "time", "cold-items", "given"},
     "features.text_encoder": {"sentence-transformer", "tfidf", "none"},
     "model.variant": {"hybrid", "id-only", "content-only"},
-    "train.loss": {"auto", "mse", "bpr", "softmax"},
+    "train.loss": {"auto", "mse", "bpr", "softmax", "sampled-softmax"},
     "train.device": {"auto", "cpu", "cuda"},
 }
 

@@ -132,6 +132,7 @@ class HybridRecommender:
             cfg.seed,
             resolve_device(cfg.train.device),
             user_has_id=user_has_id,
+            history=self._history_tokens(pipeline, items) if cfg.model.user_history > 0 else None,
         )
         ckpt = None
         if checkpoint is not None:
@@ -171,6 +172,20 @@ class HybridRecommender:
         table = users_table.copy() if users_table is not None else pd.DataFrame({"user_id": self.users_.raw_ids})
         table[HISTORY] = [history.get(u, []) for u in table["user_id"]]
         return table, replace(schema, multi=[*schema.multi, HISTORY])
+
+    @staticmethod
+    def _history_tokens(pipeline, items: pd.DataFrame) -> tuple[int, np.ndarray] | None:
+        """The history bag's slot among the user columns and each item row's token in it (-1: not in the bag)."""
+        import pandas as pd
+
+        from hybridrec.features.categorical import OOV
+
+        vocabs = pipeline.users_.vocabularies if pipeline.users_ is not None else []
+        slot = next((k for k, v in enumerate(vocabs) if v.column == HISTORY), None)
+        if slot is None:
+            return None
+        tokens = vocabs[slot].transform(pd.Series([[i] for i in items["item_id"]], dtype=object))[:, 0]
+        return slot, np.where(tokens > OOV, tokens, -1)
 
     def _encode(self, frame: pd.DataFrame):
         from hybridrec.train import Interactions

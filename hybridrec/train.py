@@ -80,6 +80,7 @@ class Trainer:
         seed: int,
         device: torch.device,
         user_has_id: np.ndarray | None = None,
+        history: tuple[int, np.ndarray] | None = None,
     ):
         self.net = net.to(device)
         self.cfg = cfg
@@ -97,6 +98,11 @@ class Trainer:
         mask = np.ones(n_users, bool) if user_has_id is None else user_has_id
         self.user_has_id = torch.as_tensor(mask.astype(np.float32), device=device)
         self.positive_items = np.flatnonzero(item_has_id)
+        # (user categorical slot of the history bag, item row -> its token there or -1): ranking losses hide the
+        # target item from its own user's history, or the model learns to copy the history instead of predicting.
+        self.history = None
+        if history is not None:
+            self.history = (history[0], torch.as_tensor(history[1], device=device))
 
     # -- towers on index batches -------------------------------------------------------------------------
     def item_vectors(self, idx: torch.Tensor, keep: torch.Tensor | None = None):
@@ -114,8 +120,13 @@ class Trainer:
             cats = [c * (torch.rand(len(idx), 1, device=self.device) >= p).long() for c in cats]
         return self.net.items(idx, text, numeric, cats, keep)
 
-    def user_vectors(self, idx: torch.Tensor):
+    def user_vectors(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        """User tower rows; with `targets` (one item row per user row) each target leaves that user's history."""
         text, numeric, cats = self.users.rows(idx)
+        if targets is not None and self.history is not None:
+            slot, token = self.history
+            cats = list(cats)
+            cats[slot] = cats[slot].masked_fill(cats[slot] == token[targets].unsqueeze(-1), 0)
         return self.net.users(idx, text, numeric, cats, self.user_has_id[idx])
 
     def _keep_mask(self, n: int) -> torch.Tensor:
@@ -124,15 +135,19 @@ class Trainer:
         return (torch.rand(n, device=self.device) >= self.id_dropout).float()
 
     # -- losses --------------------------------------------------------------------------------------------
-    def _towers(self, u_idx: torch.Tensor, i_idx: torch.Tensor):
+    def _towers(self, u_idx: torch.Tensor, i_idx: torch.Tensor, targets: torch.Tensor | None = None):
         """Tower outputs computed once per distinct user and item of the batch, then gathered per row.
 
-        ID and feature dropout are drawn per distinct item and batch.
+        ID and feature dropout are drawn per distinct item and batch. With `targets` and a history bag, user rows
+        are computed one by one, each without its target item in the history.
         """
-        users, u_inv = torch.unique(u_idx, return_inverse=True)
         items, i_inv = torch.unique(i_idx, return_inverse=True)
-        u, b_u = self.user_vectors(users)
         v, b_i = self.item_vectors(items, self._keep_mask(len(items)))
+        if targets is not None and self.history is not None:
+            u, b_u = self.user_vectors(u_idx, targets)
+            return u, b_u, v[i_inv], b_i[i_inv]
+        users, u_inv = torch.unique(u_idx, return_inverse=True)
+        u, b_u = self.user_vectors(users)
         return u[u_inv], b_u[u_inv], v[i_inv], b_i[i_inv]
 
     def _batch_loss(self, u_idx, i_idx, rating, weight, rng: np.random.Generator) -> torch.Tensor:
@@ -140,10 +155,10 @@ class Trainer:
         if self.loss_kind == "bpr":
             n_neg = max(1, self.cfg.negatives)
             neg = torch.as_tensor(rng.choice(self.positive_items, size=n * n_neg), device=self.device)
-            u, b_u, v_all, b_all = self._towers(u_idx, torch.cat([i_idx, neg]))
+            u, b_u, v_all, b_all = self._towers(u_idx, torch.cat([i_idx, neg]), i_idx)
             v, b_i = v_all[:n], b_all[:n]
         else:
-            u, b_u, v, b_i = self._towers(u_idx, i_idx)
+            u, b_u, v, b_i = self._towers(u_idx, i_idx, None if self.loss_kind == "mse" else i_idx)
         reg = (u.pow(2).sum(-1) + v.pow(2).sum(-1) + b_u.pow(2) + b_i.pow(2)).mean()
         if self.loss_kind == "mse":
             pred = self.net.head(u, b_u, v, b_i)
@@ -154,12 +169,28 @@ class Trainer:
             negs = self.net.head(u_rep, bu_rep, v_all[n:], b_all[n:]).view(-1, n_neg)
             loss = -F.logsigmoid(pos.unsqueeze(-1) - negs).mean(-1)
             return (weight * loss).sum() / weight.sum() + self.cfg.l2 * reg
+        if self.loss_kind == "sampled-softmax":
+            return self._sampled_softmax(u, v, b_i, i_idx, weight, rng) + self.cfg.l2 * reg
         # softmax: every other item in the batch is a negative (sampled softmax with in-batch negatives)
         logits = u @ v.T + b_i.unsqueeze(0)
         same = i_idx.unsqueeze(0) == i_idx.unsqueeze(1)
         logits = logits.masked_fill(same & ~torch.eye(n, dtype=torch.bool, device=self.device), -1e9)
         loss = F.cross_entropy(logits, torch.arange(n, device=self.device), reduction="none")
         return (weight * loss).sum() / weight.sum() + self.cfg.l2 * reg
+
+    def _sampled_softmax(self, u, v, b_i, i_idx, weight, rng: np.random.Generator) -> torch.Tensor:
+        """Softmax over the positive and `negatives` items drawn uniformly (once per batch) from the trained
+        catalogue; with negatives >= the catalogue it is the exact full softmax. Uniform draws need no logQ
+        correction, unlike in-batch negatives, which over-penalise popular items."""
+        pool = self.positive_items
+        cand = pool if self.cfg.negatives >= len(pool) else rng.choice(pool, size=self.cfg.negatives, replace=False)
+        cand = torch.as_tensor(cand, device=self.device)
+        v_c, b_c = self.item_vectors(cand, self._keep_mask(len(cand)))
+        neg = (u @ v_c.T + b_c.unsqueeze(0)).masked_fill(cand.unsqueeze(0) == i_idx.unsqueeze(1), -1e9)
+        pos = (u * v).sum(-1) + b_i
+        logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
+        loss = F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long, device=self.device), reduction="none")
+        return (weight * loss).sum() / weight.sum()
 
     # -- validation ------------------------------------------------------------------------------------------
     @torch.no_grad()
