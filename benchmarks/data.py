@@ -29,6 +29,7 @@ SPLIT_VERSION = 2  # bump when a split recipe changes: old split folders are the
 COLUMNS = ["user_id", "item_id", "rating", "timestamp", "review"]
 POSITIVE = 4.0  # explicit ratings >= 4 are positives for ranking metrics (as in hybridrec.protocols)
 RETAIL_CUTOFF = "2011-10-01"
+RETAIL_TUNING_CUTOFF = "2011-08-01"  # --tune: train before it, truth from it up to RETAIL_CUTOFF
 # Online Retail truth sets: name -> (min common test invoices, min lift). The first is the issue's definition; with
 # it a popularity list already scores ~0.37 (rare query items pass lift >= 2 with any popular item), so a stricter
 # set is reported beside it.
@@ -337,34 +338,36 @@ def co_purchase_truth(lines: pd.DataFrame, min_invoices: int = 2, min_lift: floa
     return {k: sorted(v) for k, v in sorted(truth.items())}
 
 
+def _retail_split(cutoff: str, end: str | None = None) -> BenchSplit:
+    """Online Retail pairs bought before `cutoff`; truth from the invoices from `cutoff` up to `end` (or the end)."""
+    lines = _retail_lines()
+    before = lines[lines["when"] < pd.Timestamp(cutoff)]
+    pairs = before.groupby(["user_id", "item_id"], sort=True).agg(rating=("quantity", "sum"), timestamp=("when", "max"))
+    pairs = pairs.reset_index()
+    pairs["timestamp"] = (pairs["timestamp"] - pd.Timestamp(0)) // pd.Timedelta(seconds=1)
+    pairs["review"] = ""
+    ts = pairs["timestamp"].to_numpy()
+    val = ts >= np.sort(ts)[int(0.9 * len(ts))]  # the latest 10% of training pairs
+    after = lines[(lines["when"] >= pd.Timestamp(cutoff)) & (lines["when"] < pd.Timestamp(end or "2100-01-01"))]
+    train_items = set(pairs.loc[~val, "item_id"])
+    truth = {
+        name: {k: v for k, v in co_purchase_truth(after, n, lift).items() if k in train_items}
+        for name, (n, lift) in RETAIL_TRUTH.items()
+    }
+    info = {
+        "recipe": f"clean purchase lines before {cutoff} merged into customer x product pairs "
+        "(rating = summed quantity), validation = latest 10% of those pairs; truth from invoices on or after "
+        "the cutoff: items in >= 2 common invoices with lift >= 2 (`precision@10`), or >= 5 invoices with "
+        "lift >= 4 (`precision@10_strict`); query items = items with truth and training interactions",
+        "test_invoices": int(after["invoice"].nunique()),
+    }
+    return BenchSplit("P4", "online-retail", "time", pairs[~val], pairs[val], pairs.iloc[:0], truth=truth, info=info)
+
+
 def p4_split(dataset: str) -> BenchSplit:
     def build() -> BenchSplit:
         if dataset == "online-retail":
-            lines = _retail_lines()
-            cutoff = pd.Timestamp(RETAIL_CUTOFF)
-            before = lines[lines["when"] < cutoff]
-            pairs = before.groupby(["user_id", "item_id"], sort=True).agg(
-                rating=("quantity", "sum"), timestamp=("when", "max")
-            )
-            pairs = pairs.reset_index()
-            pairs["timestamp"] = (pairs["timestamp"] - pd.Timestamp(0)) // pd.Timedelta(seconds=1)
-            pairs["review"] = ""
-            ts = pairs["timestamp"].to_numpy()
-            val = ts >= np.sort(ts)[int(0.9 * len(ts))]  # the latest 10% of training pairs
-            after = lines[lines["when"] >= cutoff]
-            train_items = set(pairs.loc[~val, "item_id"])
-            truth = {
-                name: {k: v for k, v in co_purchase_truth(after, n, lift).items() if k in train_items}
-                for name, (n, lift) in RETAIL_TRUTH.items()
-            }
-            info = {
-                "recipe": f"clean purchase lines before {RETAIL_CUTOFF} merged into customer x product pairs "
-                "(rating = summed quantity), validation = latest 10% of those pairs; truth from invoices on or after "
-                "the cutoff: items in >= 2 common invoices with lift >= 2 (`precision@10`), or >= 5 invoices with "
-                "lift >= 4 (`precision@10_strict`); query items = items with truth and training interactions",
-                "test_invoices": int(lines.loc[lines["when"] >= cutoff, "invoice"].nunique()),
-            }
-            return BenchSplit("P4", dataset, "time", pairs[~val], pairs[val], pairs.iloc[:0], truth=truth, info=info)
+            return _retail_split(RETAIL_CUTOFF)
         from hybridrec.protocols import co_view_truth
 
         ds = load(dataset)
@@ -403,7 +406,11 @@ def tuning_split(split: BenchSplit) -> BenchSplit:
         return dataclasses.replace(
             split, train=train[~is_val], validation=train[is_val], test=split.validation, cold_items=cold, info=info
         )
-    raise ValueError(f"no tuning split for {split.protocol}")
+    if split.protocol == "P4" and split.dataset == "online-retail":
+        tuning = _retail_split(RETAIL_TUNING_CUTOFF, RETAIL_CUTOFF)
+        tuning.info["tuning"] = f"train before {RETAIL_TUNING_CUTOFF}, truth from then up to {RETAIL_CUTOFF}"
+        return tuning
+    raise ValueError(f"no tuning split for {split.protocol} {split.dataset}")
 
 
 def dataset_for(split: BenchSplit, implicit: bool = False) -> Dataset:

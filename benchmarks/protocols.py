@@ -167,8 +167,9 @@ def p3(make, dataset: str, quick: bool, tune: bool = False) -> dict:
 
 
 # P4 ----------------------------------------------------------------------------------------------------------------
-def p4(make, dataset: str, quick: bool) -> dict:
+def p4(make, dataset: str, quick: bool, tune: bool = False) -> dict:
     split = data.p4_split(dataset)
+    split = data.tuning_split(split) if tune else split
     implicit = dataset == "online-retail"
     ctx = context(split, "similar", implicit=implicit, quick=quick)
     model = make()
@@ -192,4 +193,4 @@ def p4(make, dataset: str, quick: bool) -> dict:
 
 
 RUNNERS = {"P1": p1, "P2": p2, "P3": p3, "P4": p4}
-TUNABLE = {"P2", "P3"}  # protocols with a nested tuning split (--tune)
+TUNABLE = {"P2", "P3", "P4"}  # protocols with a nested tuning split (--tune; P4: Online Retail only)

@@ -110,7 +110,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--tune",
         action="store_true",
         help="score on a nested tuning split (the split's validation part as test) and append to tuning.jsonl: "
-        "for choosing configs without looking at test rows (P2, P3)",
+        "for choosing configs without looking at test rows (P2, P3, P4 Online Retail)",
     )
     p.add_argument("--results", default=None, help="JSON lines file to append to (default: results/results.jsonl)")
     p.add_argument("--report", action="store_true", help="only regenerate RESULTS.md from the results file")

@@ -65,6 +65,9 @@ class ModelConfig:
     dim: int = 64
     hidden: int = 128
     id_dropout: float = 0.3  # probability of hiding an item's ID embedding in training (DropoutNet)
+    # probability of hiding a user's ID embedding in training; 1 = no user IDs at all, users are their history
+    # and features (short histories: one embedding per user overfits)
+    user_id_dropout: float = 0.0
     feature_dropout: float = 0.3  # probability of hiding each categorical column / the numeric block in training
     user_history: int = 0  # > 0: a user's N most recent training items join the user tower (SVD++-like)
     mlp_residual: bool = False
@@ -211,6 +214,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "model.dim": (1, math.inf, True),
     "model.hidden": (1, math.inf, True),
     "model.id_dropout": (0, 1, True),
+    "model.user_id_dropout": (0, 1, True),
     "model.feature_dropout": (0, 1, True),
     "model.dropout": (0, 0.999, True),
     "train.epochs": (1, math.inf, True),

@@ -113,6 +113,8 @@ class HybridRecommender:
         val = self._encode(split.validation) if len(split.validation) else None
         item_has_id = np.bincount(tr.items, minlength=len(self.items_)) > 0
         user_has_id = np.bincount(tr.users, minlength=len(self.users_)) > 0
+        if cfg.model.user_id_dropout >= 1.0:
+            user_has_id[:] = False
         self.global_mean_ = float(train["rating"].mean()) if dataset.feedback == "explicit" else 0.0
         self.item_spec_, self.user_spec_ = pipeline.item_spec(), pipeline.user_spec()
         net = HybridNet(
@@ -133,6 +135,7 @@ class HybridRecommender:
             resolve_device(cfg.train.device),
             user_has_id=user_has_id,
             history=self._history_tokens(pipeline, items) if cfg.model.user_history > 0 else None,
+            user_id_dropout=cfg.model.user_id_dropout,
         )
         ckpt = None
         if checkpoint is not None:

@@ -81,6 +81,7 @@ class Trainer:
         device: torch.device,
         user_has_id: np.ndarray | None = None,
         history: tuple[int, np.ndarray] | None = None,
+        user_id_dropout: float = 0.0,
     ):
         self.net = net.to(device)
         self.cfg = cfg
@@ -97,6 +98,7 @@ class Trainer:
         n_users = self.users.numeric.shape[0]
         mask = np.ones(n_users, bool) if user_has_id is None else user_has_id
         self.user_has_id = torch.as_tensor(mask.astype(np.float32), device=device)
+        self.user_id_dropout = user_id_dropout
         self.positive_items = np.flatnonzero(item_has_id)
         # (user categorical slot of the history bag, item row -> its token there or -1): ranking losses hide the
         # target item from its own user's history, or the model learns to copy the history instead of predicting.
@@ -127,7 +129,10 @@ class Trainer:
             slot, token = self.history
             cats = list(cats)
             cats[slot] = cats[slot].masked_fill(cats[slot] == token[targets].unsqueeze(-1), 0)
-        return self.net.users(idx, text, numeric, cats, self.user_has_id[idx])
+        keep = self.user_has_id[idx]
+        if self.net.training and 0 < self.user_id_dropout < 1:
+            keep = keep * (torch.rand(len(idx), device=self.device) >= self.user_id_dropout).float()
+        return self.net.users(idx, text, numeric, cats, keep)
 
     def _keep_mask(self, n: int) -> torch.Tensor:
         if self.id_dropout <= 0 or not self.net.items.use_id:
