@@ -70,6 +70,7 @@ class ModelConfig:
     user_id_dropout: float = 0.0
     feature_dropout: float = 0.3  # probability of hiding each categorical column / the numeric block in training
     user_history: int = 0  # > 0: a user's N most recent training items join the user tower (SVD++-like)
+    history_recency: bool = False  # learn one weight per history position (most recent first) instead of a mean
     mlp_residual: bool = False
     dropout: float = 0.3
 

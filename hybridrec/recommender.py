@@ -117,6 +117,11 @@ class HybridRecommender:
             user_has_id[:] = False
         self.global_mean_ = float(train["rating"].mean()) if dataset.feedback == "explicit" else 0.0
         self.item_spec_, self.user_spec_ = pipeline.item_spec(), pipeline.user_spec()
+        history = self._history_tokens(pipeline, items) if cfg.model.user_history > 0 else None
+        if history is not None and cfg.model.history_recency:
+            positions = [0] * len(self.user_spec_["vocab_sizes"])
+            positions[history[0]] = cfg.model.user_history
+            self.user_spec_ = {**self.user_spec_, "positions": positions}
         net = HybridNet(
             len(self.users_), len(self.items_), self.item_spec_, self.user_spec_, cfg.model, self.global_mean_
         )
@@ -134,7 +139,7 @@ class HybridRecommender:
             cfg.seed,
             resolve_device(cfg.train.device),
             user_has_id=user_has_id,
-            history=self._history_tokens(pipeline, items) if cfg.model.user_history > 0 else None,
+            history=history,
             user_id_dropout=cfg.model.user_id_dropout,
         )
         ckpt = None

@@ -40,8 +40,9 @@ def implicit(dataset):
         ("features.text_encoder=tfidf", "features.tfidf_dim=16"),
         ("features.text_encoder=none",),
         ("model.user_history=20",),
+        ("model.user_history=20", "model.history_recency=true", "model.user_id_dropout=1.0"),
     ],
-    ids=["mlp-residual", "id-only", "content-only", "tfidf", "no-text", "user-history"],
+    ids=["mlp-residual", "id-only", "content-only", "tfidf", "no-text", "user-history", "history-recency"],
 )
 def test_variant_scores_consistently_and_round_trips(demo_dataset, text_cache_dir, tmp_path, overrides):
     rec = fit(demo_dataset, text_cache_dir, *overrides)
@@ -74,7 +75,7 @@ def test_id_only_cannot_tell_cold_items_apart_but_hybrid_can(demo_dataset, text_
     assert hybrid["score"].nunique() == 2
 
 
-@pytest.mark.parametrize("loss", ["bpr", "softmax"])
+@pytest.mark.parametrize("loss", ["bpr", "softmax", "sampled-softmax"])
 def test_implicit_losses_train_and_rank_better_than_chance(demo_dataset, text_cache_dir, loss):
     rec = fit(implicit(demo_dataset), text_cache_dir, f"train.loss={loss}", "train.epochs=4")
     metrics = evaluate(rec, rec.split_.test, k=10)

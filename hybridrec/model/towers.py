@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+INIT_POSITION_LOGIT = math.log(math.e - 1.0)  # softplus of it is 1: every position starts with the same weight
 
 
 class ContentEncoder(nn.Module):
     """Text, numeric and categorical inputs -> one vector and one bias; what a brand-new entity is scored from."""
 
-    def __init__(self, text_dim: int, numeric_dim: int, vocab_sizes: list[int], hidden: int, dim: int, dropout: float):
+    def __init__(
+        self,
+        text_dim: int,
+        numeric_dim: int,
+        vocab_sizes: list[int],
+        hidden: int,
+        dim: int,
+        dropout: float,
+        positions: list[int] | None = None,
+    ):
         super().__init__()
+        # positions[k] > 0: column k is an ordered list (a history, most recent first) whose values are averaged
+        # with one learned weight per position instead of equally, so recent items can count more.
+        self.position_logits = nn.ParameterDict(
+            {str(k): nn.Parameter(torch.full((n,), INIT_POSITION_LOGIT)) for k, n in enumerate(positions or []) if n}
+        )
         self.text = nn.Linear(text_dim, hidden) if text_dim else None
         self.numeric = nn.Sequential(nn.Linear(numeric_dim, hidden), nn.GELU()) if numeric_dim else None
         self.bags = nn.ModuleList(nn.Embedding(size, hidden, padding_idx=0) for size in vocab_sizes)
@@ -30,9 +49,14 @@ class ContentEncoder(nn.Module):
             parts.append(self.text(text))
         if self.numeric is not None:
             parts.append(self.numeric(numeric))
-        for bag, idx in zip(self.bags, categorical):
+        for k, (bag, idx) in enumerate(zip(self.bags, categorical)):
             mask = (idx > 0).unsqueeze(-1).float()
-            parts.append((bag(idx) * mask).sum(1) / mask.sum(1).clamp(min=1.0))
+            if str(k) in self.position_logits:
+                weights = F.softplus(self.position_logits[str(k)][: idx.shape[1]])  # cells never exceed the length
+                mask = mask * weights.view(1, -1, 1)
+                parts.append((bag(idx) * mask).sum(1) / mask.sum(1).clamp(min=1e-6))
+            else:
+                parts.append((bag(idx) * mask).sum(1) / mask.sum(1).clamp(min=1.0))
         hidden = torch.stack(parts).sum(0)
         return self.out(hidden), self.bias(hidden).squeeze(-1)
 
@@ -48,7 +72,9 @@ class Tower(nn.Module):
         if use_id:
             nn.init.normal_(self.id_embedding.weight, std=0.05)
             nn.init.zeros_(self.id_bias.weight)
-        content = ContentEncoder(spec["text_dim"], spec["numeric_dim"], spec["vocab_sizes"], hidden, dim, dropout)
+        content = ContentEncoder(
+            spec["text_dim"], spec["numeric_dim"], spec["vocab_sizes"], hidden, dim, dropout, spec.get("positions")
+        )
         self.content = content if (use_content and content.enabled) else None
         self.dim = dim
 

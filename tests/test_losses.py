@@ -1,0 +1,121 @@
+"""The ranking losses on a tiny network: sampled-softmax is the full softmax when its negatives cover the
+catalogue, a lower bound of it otherwise, and a user's history never contains the item it is trained to predict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hybridrec.config import ModelConfig, TrainConfig
+from hybridrec.features.pipeline import EntityFeatures
+from hybridrec.model.network import HybridNet
+from hybridrec.train import Trainer
+
+N_USERS, N_ITEMS, WIDTH = 5, 7, 4
+
+
+def make_trainer(negatives: int, history_tokens: np.ndarray | None = None, user_id_dropout: float = 0.0) -> Trainer:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    # users' history bags: item row r has token r + 2 (0 pads, 1 is out-of-vocabulary)
+    bags = np.zeros((N_USERS, WIDTH), np.int64)
+    for u in range(N_USERS):
+        bags[u] = rng.choice(N_ITEMS, WIDTH, replace=False) + 2
+    no_text = np.zeros((N_ITEMS, 0), np.float32)
+    items = EntityFeatures(no_text, no_text)
+    users = EntityFeatures(np.zeros((N_USERS, 0), np.float32), np.zeros((N_USERS, 0), np.float32), [bags])
+    item_spec = {"text_dim": 0, "numeric_dim": 0, "vocab_sizes": []}
+    user_spec = {"text_dim": 0, "numeric_dim": 0, "vocab_sizes": [N_ITEMS + 2]}
+    cfg = ModelConfig(variant="id-only", dim=8, hidden=16, dropout=0.0, feature_dropout=0.0)
+    net = HybridNet(N_USERS, N_ITEMS, item_spec, user_spec, cfg, 0.0)
+    with torch.no_grad():
+        net.items.id_bias.weight.normal_()  # non-zero item biases, so the test sees them too
+    train_cfg = TrainConfig(loss="sampled-softmax", negatives=negatives)
+    history = None if history_tokens is None else (0, history_tokens)
+    trainer = Trainer(
+        net,
+        items,
+        users,
+        np.ones(N_ITEMS, bool),
+        train_cfg,
+        "implicit",
+        0.0,
+        None,
+        0,
+        torch.device("cpu"),
+        history=history,
+        user_id_dropout=user_id_dropout,
+    )
+    trainer.net.eval()  # no dropout: the losses below are deterministic
+    return trainer
+
+
+def softmax_losses(trainer: Trainer, negatives_rng: int = 0) -> tuple[float, float]:
+    """(the trainer's sampled-softmax loss, the full softmax cross-entropy over every item) on one batch."""
+    with torch.no_grad():
+        return _softmax_losses(trainer, negatives_rng)
+
+
+def _softmax_losses(trainer: Trainer, negatives_rng: int) -> tuple[float, float]:
+    users = torch.tensor([0, 1, 2, 3, 4, 0])
+    targets = torch.tensor([3, 0, 6, 2, 5, 1])
+    u, _ = trainer.user_vectors(users)
+    v, b = trainer.item_vectors(targets)
+    weight = torch.ones(len(users))
+    sampled = trainer._sampled_softmax(u, v, b, targets, weight, np.random.default_rng(negatives_rng))
+    v_all, b_all = trainer.item_vectors(torch.arange(N_ITEMS))
+    full = F.cross_entropy(u @ v_all.T + b_all, targets)
+    return float(sampled), float(full)
+
+
+def test_sampled_softmax_with_negatives_covering_the_catalogue_is_the_full_softmax():
+    sampled, full = softmax_losses(make_trainer(negatives=N_ITEMS + 10))
+    assert sampled == pytest.approx(full, rel=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sampled_softmax_with_fewer_negatives_is_below_the_full_softmax(seed):
+    sampled, full = softmax_losses(make_trainer(negatives=3), seed)
+    # a partition function over a subset of the items is smaller: the sampled loss is a strict lower bound here
+    assert 0 < sampled < full
+
+
+def test_a_users_target_item_is_hidden_from_its_history_and_nothing_else_is():
+    tokens = np.arange(N_ITEMS) + 2
+    trainer = make_trainer(negatives=100, history_tokens=tokens)
+    bags = trainer.users.categorical[0]
+    user = 0
+    present = int(bags[user, 1]) - 2  # an item row in user 0's history
+    absent = next(i for i in range(N_ITEMS) if i + 2 not in bags[user].tolist())
+    idx = torch.tensor([user, user, user])
+    with torch.no_grad():
+        masked, _ = trainer.user_vectors(idx, torch.tensor([present, absent, present]))
+        plain, _ = trainer.user_vectors(idx[:1])
+        # the same user with that one item removed from the bag by hand
+        by_hand = bags.clone()
+        by_hand[user, 1] = 0
+        trainer.users.categorical[0] = by_hand
+        expected, _ = trainer.user_vectors(idx[:1])
+    assert torch.allclose(masked[0], expected[0], atol=1e-6)
+    assert not torch.allclose(masked[0], plain[0], atol=1e-4)  # the mask did change the user vector
+    assert torch.allclose(masked[1], plain[0], atol=1e-6)  # a target outside the history changes nothing
+    assert torch.allclose(masked[0], masked[2])
+
+
+def test_user_id_dropout_hides_user_ids_only_while_training():
+    trainer = make_trainer(negatives=100, user_id_dropout=0.999)
+    idx = torch.arange(N_USERS)
+    with torch.no_grad():
+        trainer.net.eval()
+        with_ids, _ = trainer.user_vectors(idx)
+        trainer.net.train()
+        torch.manual_seed(1)
+        dropped, _ = trainer.user_vectors(idx)
+        trainer.net.items.id_embedding.weight.zero_()
+        trainer.net.users.id_embedding.weight.zero_()
+        trainer.net.users.id_bias.weight.zero_()
+        no_ids, _ = trainer.user_vectors(idx)
+    assert torch.allclose(dropped, no_ids, atol=1e-6)  # in training, the ID part is (almost surely) hidden
+    assert not torch.allclose(with_ids, dropped, atol=1e-4)  # at inference it is used
