@@ -124,15 +124,16 @@ class Trainer:
 
     def user_vectors(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         """User tower rows; with `targets` (one item row per user row) each target leaves that user's history."""
-        text, numeric, cats = self.users.rows(idx)
-        if targets is not None and self.history is not None:
-            slot, token = self.history
-            cats = list(cats)
-            cats[slot] = cats[slot].masked_fill(cats[slot] == token[targets].unsqueeze(-1), 0)
         keep = self.user_has_id[idx]
         if self.net.training and 0 < self.user_id_dropout < 1:
             keep = keep * (torch.rand(len(idx), device=self.device) >= self.user_id_dropout).float()
-        return self.net.users(idx, text, numeric, cats, keep)
+        if targets is None or self.history is None:
+            text, numeric, cats = self.users.rows(idx)
+            return self.net.users(idx, text, numeric, cats, keep)
+        slot, token = self.history
+        users, rows = torch.unique(idx, return_inverse=True)
+        text, numeric, cats = self.users.rows(users)
+        return self.net.users(users, text, numeric, cats, keep, rows=rows, remove=(slot, token[targets]))
 
     def _keep_mask(self, n: int) -> torch.Tensor:
         if self.id_dropout <= 0 or not self.net.items.use_id:

@@ -42,21 +42,36 @@ class ContentEncoder(nn.Module):
         self.enabled = bool(text_dim or numeric_dim or vocab_sizes)
 
     def forward(
-        self, text: torch.Tensor, numeric: torch.Tensor, categorical: list[torch.Tensor]
+        self,
+        text: torch.Tensor,
+        numeric: torch.Tensor,
+        categorical: list[torch.Tensor],
+        rows: torch.Tensor | None = None,
+        remove: tuple[int, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs are distinct entities; `rows` maps each output row to its input row (None: one to one).
+        `remove` = (column, one value per output row): that value leaves the row's bag in that column (the target
+        item leaves its user's history) without recomputing the bag per row."""
+
+        def per_row(t: torch.Tensor) -> torch.Tensor:
+            return t if rows is None else t[rows]
+
         parts = []
         if self.text is not None:
-            parts.append(self.text(text))
+            parts.append(per_row(self.text(text)))
         if self.numeric is not None:
-            parts.append(self.numeric(numeric))
+            parts.append(per_row(self.numeric(numeric)))
         for k, (bag, idx) in enumerate(zip(self.bags, categorical)):
-            mask = (idx > 0).unsqueeze(-1).float()
+            weight = (idx > 0).float()
             if str(k) in self.position_logits:
-                weights = F.softplus(self.position_logits[str(k)][: idx.shape[1]])  # cells never exceed the length
-                mask = mask * weights.view(1, -1, 1)
-                parts.append((bag(idx) * mask).sum(1) / mask.sum(1).clamp(min=1e-6))
-            else:
-                parts.append((bag(idx) * mask).sum(1) / mask.sum(1).clamp(min=1.0))
+                weight = weight * F.softplus(self.position_logits[str(k)][: idx.shape[1]])  # cells fit the length
+            total, count = per_row((bag(idx) * weight.unsqueeze(-1)).sum(1)), per_row(weight.sum(1))
+            if remove is not None and remove[0] == k:
+                value = remove[1]
+                hit = ((per_row(idx) == value.unsqueeze(-1)).float() * per_row(weight)).sum(1)
+                total = total - hit.unsqueeze(-1) * bag(value.clamp(min=0))
+                count = count - hit
+            parts.append(torch.where(count.unsqueeze(-1) > 1e-6, total / count.clamp(min=1e-6).unsqueeze(-1), 0.0))
         hidden = torch.stack(parts).sum(0)
         return self.out(hidden), self.bias(hidden).squeeze(-1)
 
@@ -85,14 +100,18 @@ class Tower(nn.Module):
         numeric: torch.Tensor,
         categorical: list[torch.Tensor],
         keep_id: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
+        remove: tuple[int, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        vec = torch.zeros(len(ids), self.dim, device=ids.device)
-        bias = torch.zeros(len(ids), device=ids.device)
+        """`rows` and `remove` as in ContentEncoder.forward; `keep_id` is per output row."""
+        out_ids = ids if rows is None else ids[rows]
+        vec = torch.zeros(len(out_ids), self.dim, device=ids.device)
+        bias = torch.zeros(len(out_ids), device=ids.device)
         if self.use_id:
-            keep = torch.ones(len(ids), device=ids.device) if keep_id is None else keep_id
-            vec = vec + self.id_embedding(ids) * keep.unsqueeze(-1)
-            bias = bias + self.id_bias(ids).squeeze(-1) * keep
+            keep = torch.ones(len(out_ids), device=ids.device) if keep_id is None else keep_id
+            vec = vec + self.id_embedding(out_ids) * keep.unsqueeze(-1)
+            bias = bias + self.id_bias(out_ids).squeeze(-1) * keep
         if self.content is not None:
-            c_vec, c_bias = self.content(text, numeric, categorical)
+            c_vec, c_bias = self.content(text, numeric, categorical, rows, remove)
             vec, bias = vec + c_vec, bias + c_bias
         return vec, bias
