@@ -84,6 +84,9 @@ class TrainConfig:
     weight_decay: float = 1e-5
     l2: float = 0.01  # penalty on the embeddings and biases touched in a batch
     patience: int = 3
+    # explicit data: train only on ratings >= this (a ranking loss then learns what a user likes, not what they
+    # rate); None trains on every rating
+    min_rating: float | None = None
     negatives: int = 4  # bpr: negatives per positive; sampled-softmax: negatives shared by a batch (>= catalogue: all)
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads; 0 = torch default

@@ -75,6 +75,8 @@ class HybridRecommender:
             torch.set_num_threads(cfg.train.threads)
         dataset.validate()
         split = split if split is not None else split_interactions(dataset.interactions, cfg.split, cfg.seed)
+        if cfg.train.min_rating is not None and dataset.feedback == "explicit":
+            split = _liked_only(split, cfg.train.min_rating)
         self.split_ = split
         self.feedback_ = dataset.feedback
         self.rating_range_ = tuple(dataset.rating_range) if dataset.rating_range else None
@@ -585,6 +587,16 @@ def _concat(a, b):
     import pandas as pd
 
     return pd.concat([a, b], ignore_index=True)
+
+
+def _liked_only(split, min_rating: float):
+    """The split with training and validation rows below `min_rating` dropped (test rows untouched)."""
+    from dataclasses import replace
+
+    def keep(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[frame["rating"] >= min_rating].reset_index(drop=True)
+
+    return replace(split, train=keep(split.train), validation=keep(split.validation))
 
 
 def _print_epoch(row: dict) -> None:
