@@ -84,3 +84,12 @@ def test_implicit_losses_train_and_rank_better_than_chance(demo_dataset, text_ca
     assert metrics["hr@10_sampled"] > 0.2
     ids, scores = rec.recommend(rec.split_.test["user_id"].iloc[0], k=5)
     assert len(ids) == 5 and list(scores) == sorted(scores, reverse=True)
+
+
+def test_min_rating_trains_a_ranking_loss_on_liked_items_only(demo_dataset, text_cache_dir):
+    rec = fit(demo_dataset, text_cache_dir, "train.loss=sampled-softmax", "train.negatives=1000", "train.min_rating=4")
+    assert len(rec.split_.train) and rec.split_.train["rating"].min() >= 4
+    assert rec.split_.validation["rating"].min() >= 4
+    assert rec.split_.test["rating"].min() < 4  # the test rows are never filtered
+    liked = demo_dataset.interactions["rating"] >= 4
+    assert len(rec.split_.train) + len(rec.split_.validation) < liked.sum()
