@@ -213,7 +213,7 @@ class Trainer:
                 target = torch.as_tensor(np.array(val.ratings), device=self.device)
                 return float(torch.sqrt(((pred - target) ** 2).mean()))
             rng = np.random.default_rng(self.seed + 1)
-            neg = torch.as_tensor(rng.choice(self.positive_items, size=(len(val), 100)), device=self.device)
+            neg = torch.as_tensor(rng.choice(self._validation_pool(val), size=(len(val), 100)), device=self.device)
             negs = self.net.head(
                 u.repeat_interleave(100, 0),
                 b_u.repeat_interleave(100, 0),
@@ -224,6 +224,17 @@ class Trainer:
             return float(1.0 - auc)
         finally:
             self.net.train()
+
+    def _validation_pool(self, val: Interactions) -> np.ndarray:
+        """Items validation negatives are drawn from: the trained catalogue, or, when most validation items are
+        cold (a cold-start split), the cold validation items, so early stopping measures ranking among cold items
+        rather than cold against warm."""
+        cold = ~self.item_has_id.cpu().numpy().astype(bool)[val.items]
+        if cold.mean() > 0.5:
+            pool = np.unique(val.items[cold])
+            if len(pool) >= 2:
+                return pool
+        return self.positive_items
 
     # -- loop ---------------------------------------------------------------------------------------------------
     def fit(
