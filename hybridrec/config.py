@@ -70,6 +70,9 @@ class ModelConfig:
     user_id_dropout: float = 0.0
     feature_dropout: float = 0.3  # probability of hiding each categorical column / the numeric block in training
     user_history: int = 0  # > 0: a user's N most recent training items join the user tower (SVD++-like)
+    # similar items: 0 queries the index with the item's own fused vector; 1 with the user vector of someone whose
+    # history is just that item ("bought with it"; needs user_history); between: a blend of the two unit vectors
+    similar_history_weight: float = 0.0
     history_recency: bool = False  # learn one weight per history position (most recent first) instead of a mean
     mlp_residual: bool = False
     dropout: float = 0.3
@@ -219,6 +222,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "model.hidden": (1, math.inf, True),
     "model.id_dropout": (0, 1, True),
     "model.user_id_dropout": (0, 1, True),
+    "model.similar_history_weight": (0, 1, True),
     "model.feature_dropout": (0, 1, True),
     "model.dropout": (0, 0.999, True),
     "train.epochs": (1, math.inf, True),

@@ -52,6 +52,7 @@ class HybridRecommender:
         self._model_dir: ModelDir | None = None
         self._matcher: TitleMatcher | None = None
         self.metrics_: dict = {}
+        self.item_queries_: np.ndarray | None = None  # what similar_items queries with, when not the item vectors
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -156,6 +157,9 @@ class HybridRecommender:
         self.train_seconds_ = time.perf_counter() - t1
         self._net = trainer.net.cpu()
         self.item_vectors_, self.item_bias_ = trainer.all_item_vectors()
+        self.item_queries_ = _similar_queries(
+            self.item_vectors_, trainer.history_query_vectors(), cfg.model.similar_history_weight
+        )
         self.user_vectors_, self.user_bias_ = trainer.all_user_vectors(len(self.users_))
         self.item_has_id_ = item_has_id
         self.display_ = _display_rows(items)
@@ -225,7 +229,8 @@ class HybridRecommender:
         """The k items nearest to `item_id` by cosine of the fused item vectors, as (raw ids, similarities)."""
         _check_k(k)
         row = self.items_.index(item_id)
-        return self.index_.query(self.item_vectors_[row], k, exclude={self.items_.raw(row)})
+        queries = self.item_queries_ if self.item_queries_ is not None else self.item_vectors_
+        return self.index_.query(queries[row], k, exclude={self.items_.raw(row)})
 
     def similar_to_text(self, text: str, k: int = 10) -> TextMatch:
         """Resolve the text to a catalogue item by title (or exact id); unmatched text is scored as a new item."""
@@ -328,6 +333,8 @@ class HybridRecommender:
         vecs, bias = self._content_vectors(items)
         rows = np.asarray(self.items_.extend(items["item_id"]), dtype=np.int64)
         self.item_vectors_ = np.concatenate([self.item_vectors_, vecs])
+        if self.item_queries_ is not None:  # new items have no history: they query with their own vector
+            self.item_queries_ = np.concatenate([self.item_queries_, _unit(vecs)])
         self.item_bias_ = np.concatenate([self.item_bias_, bias])
         self.item_has_id_ = np.concatenate([self.item_has_id_, np.zeros(len(rows), bool)])
         self.display_ = self.display_ + _display_rows(items)
@@ -448,6 +455,8 @@ class HybridRecommender:
                 "seen_items_",
             ):
                 np.save(staged / "vectors" / f"{name.rstrip('_')}.npy", getattr(self, name), allow_pickle=False)
+            if self.item_queries_ is not None:
+                np.save(staged / "vectors" / "item_queries.npy", self.item_queries_, allow_pickle=False)
             self.index_.save(staged / "index")
             (staged / "items.json").write_text(json.dumps({"columns": list(DISPLAY_COLUMNS), "rows": self.display_}))
             (staged / "metrics.json").write_text(json.dumps(self.metrics_, indent=1))
@@ -490,9 +499,13 @@ class HybridRecommender:
             ):
                 setattr(rec, f"{name}_", md.npy(f"vectors/{name}.npy"))
             rec.display_ = [list(r) for r in md.json("items.json")["rows"]]
+            has_queries = (md.root / "vectors" / "item_queries.npy").exists()
+            rec.item_queries_ = md.npy("vectors/item_queries.npy") if has_queries else None
             rec.metrics_ = md.json("metrics.json")
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{md.root}: inconsistent model files ({exc})") from None
+        if rec.item_queries_ is not None and rec.item_queries_.shape != rec.item_vectors_.shape:
+            raise ModelFileError(f"{md.root}: item query vectors and item vectors disagree in shape")
         if not (len(rec.item_vectors_) == len(rec.items_) == len(rec.display_) == len(rec.item_bias_)):
             raise ModelFileError(f"{md.root}: item vectors, ids and display table disagree in length")
         if not (len(rec.user_vectors_) == len(rec.users_) == len(rec.seen_indptr_) - 1):
@@ -587,6 +600,22 @@ def _concat(a, b):
     import pandas as pd
 
     return pd.concat([a, b], ignore_index=True)
+
+
+def _unit(m: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(m, axis=1, keepdims=True)
+    return (m / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+
+
+def _similar_queries(vectors: np.ndarray, history: np.ndarray | None, weight: float) -> np.ndarray | None:
+    """What `similar_items` queries the index with: None (the item vectors themselves) unless a history weight
+    is set; items outside the history vocabulary keep their own vector."""
+    if history is None or weight <= 0:
+        return None
+    own, bought = _unit(vectors), _unit(history)
+    missing = ~np.any(history != 0, axis=1)
+    bought[missing] = own[missing]
+    return ((1.0 - weight) * own + weight * bought).astype(np.float32)
 
 
 def _liked_only(split, min_rating: float):

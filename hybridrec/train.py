@@ -316,6 +316,24 @@ class Trainer:
         return np.concatenate(out_v).astype(np.float32), np.concatenate(out_b).astype(np.float32)
 
     @torch.no_grad()
+    def history_query_vectors(self) -> np.ndarray | None:
+        """Per item row, the user-tower vector of an anonymous user whose history is only that item (zero rows
+        for items outside the history vocabulary); None without a history bag."""
+        if self.history is None:
+            return None
+        self.net.eval()
+        slot, token = self.history
+        n = self.n_items
+        cats = [torch.zeros((n, 1), dtype=torch.long, device=self.device) for _ in self.users.categorical]
+        cats[slot] = token.clamp(min=0).view(-1, 1)
+        text = torch.zeros((n, self.users.text.shape[1]), device=self.device)
+        numeric = torch.zeros((n, self.users.numeric.shape[1]), device=self.device)
+        ids = torch.zeros(n, dtype=torch.long, device=self.device)
+        q, _ = self.net.users(ids, text, numeric, cats, torch.zeros(n, device=self.device))
+        q = q * (token >= 0).float().unsqueeze(-1)
+        return q.cpu().numpy().astype(np.float32)
+
+    @torch.no_grad()
     def all_user_vectors(self, n_users: int, batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
         self.net.eval()
         out_u, out_b = [], []

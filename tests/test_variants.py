@@ -93,3 +93,33 @@ def test_min_rating_trains_a_ranking_loss_on_liked_items_only(demo_dataset, text
     assert rec.split_.test["rating"].min() < 4  # the test rows are never filtered
     liked = demo_dataset.interactions["rating"] >= 4
     assert len(rec.split_.train) + len(rec.split_.validation) < liked.sum()
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.5])
+def test_similar_by_history_queries_the_index_with_the_bought_with_vector(demo_dataset, text_cache_dir, tmp_path, weight):
+    rec = fit(
+        implicit(demo_dataset),
+        text_cache_dir,
+        "train.loss=sampled-softmax",
+        "train.negatives=1000",
+        "model.user_history=20",
+        f"model.similar_history_weight={weight}",
+    )
+    plain = fit(implicit(demo_dataset), text_cache_dir, "train.loss=sampled-softmax", "train.negatives=1000")
+    assert plain.item_queries_ is None
+    vectors = rec.item_vectors_ / np.linalg.norm(rec.item_vectors_, axis=1, keepdims=True)
+    changed = 0
+    for item in ["D0031", "D0002", "D0150"]:
+        row = rec.items_.index(item)
+        query = rec.item_queries_[row] / np.linalg.norm(rec.item_queries_[row])
+        cosine = vectors @ query
+        cosine[row] = -np.inf
+        brute = [rec.items_.raw(r) for r in np.argsort(-cosine, kind="stable")[:5]]
+        ids, _ = rec.similar_items(item, 5)
+        assert ids == brute  # 218 items, ef 100: hnswlib is exact here
+        own = np.argsort(-(vectors @ vectors[row]), kind="stable")
+        changed += [rec.items_.raw(r) for r in own if r != row][:5] != ids
+    assert changed  # the history query is not the item's own vector
+    rec.save(tmp_path / "m")
+    loaded = HybridRecommender.load(tmp_path / "m")
+    assert loaded.similar_items("D0031", 5)[0] == rec.similar_items("D0031", 5)[0]
