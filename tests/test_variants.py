@@ -96,7 +96,9 @@ def test_min_rating_trains_a_ranking_loss_on_liked_items_only(demo_dataset, text
 
 
 @pytest.mark.parametrize("weight", [1.0, 0.5])
-def test_similar_by_history_queries_the_index_with_the_bought_with_vector(demo_dataset, text_cache_dir, tmp_path, weight):
+def test_similar_by_history_queries_the_index_with_the_bought_with_vector(
+    demo_dataset, text_cache_dir, tmp_path, weight
+):
     rec = fit(
         implicit(demo_dataset),
         text_cache_dir,
