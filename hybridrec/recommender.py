@@ -157,9 +157,9 @@ class HybridRecommender:
         self.train_seconds_ = time.perf_counter() - t1
         self._net = trainer.net.cpu()
         self.item_vectors_, self.item_bias_ = trainer.all_item_vectors()
-        self.item_queries_ = _similar_queries(
-            self.item_vectors_, trainer.history_query_vectors(), cfg.model.similar_history_weight
-        )
+        weight = cfg.model.similar_history_weight
+        bought_with = trainer.history_query_vectors() if weight > 0 else None  # only computed when used
+        self.item_queries_ = _similar_queries(self.item_vectors_, bought_with, weight)
         self.user_vectors_, self.user_bias_ = trainer.all_user_vectors(len(self.users_))
         self.item_has_id_ = item_has_id
         self.display_ = _display_rows(items)

@@ -144,8 +144,8 @@ class Trainer:
     def _towers(self, u_idx: torch.Tensor, i_idx: torch.Tensor, targets: torch.Tensor | None = None):
         """Tower outputs computed once per distinct user and item of the batch, then gathered per row.
 
-        ID and feature dropout are drawn per distinct item and batch. With `targets` and a history bag, user rows
-        are computed one by one, each without its target item in the history.
+        ID and feature dropout are drawn per distinct item and batch. With `targets` and a history bag, each user
+        row is its distinct user's bag minus that row's target item (see user_vectors).
         """
         items, i_inv = torch.unique(i_idx, return_inverse=True)
         v, b_i = self.item_vectors(items, self._keep_mask(len(items)))
