@@ -74,6 +74,10 @@ class ModelConfig:
     # history is just that item ("bought with it"; needs user_history); between: a blend of the two unit vectors
     similar_history_weight: float = 0.0
     history_recency: bool = False  # learn one weight per history position (most recent first) instead of a mean
+    # a full-rank item-to-item term beside the towers: score += sum over the user's history of W[j, i] / sqrt(len)
+    # (SLIM / EASE learned jointly; needs user_history and sampled-softmax; catalogues up to 20,000 items)
+    item_item: bool = False
+    item_item_l2: float = 1e-4  # penalty on the squared sum of W
     mlp_residual: bool = False
     dropout: float = 0.3
 
@@ -224,6 +228,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "model.user_id_dropout": (0, 1, True),
     "model.similar_history_weight": (0, 1, True),
     "model.feature_dropout": (0, 1, True),
+    "model.item_item_l2": (0, math.inf, True),
     "model.dropout": (0, 0.999, True),
     "train.epochs": (1, math.inf, True),
     "train.batch_size": (1, math.inf, True),
@@ -260,6 +265,8 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(f"name {cfg.name!r} gives an empty folder name: use letters, digits, '_', '-' or '.'")
     if folder == "latest":
         raise ConfigError(f"name {cfg.name!r} is reserved: `latest` is the link to the newest model")
+    if cfg.model.item_item and (cfg.model.user_history <= 0 or cfg.train.loss != "sampled-softmax"):
+        raise ConfigError("model.item_item: needs model.user_history > 0 and train.loss: sampled-softmax")
     rating_range = cfg.data.rating_range
     if rating_range is not None:
         finite = len(rating_range) == 2 and all(math.isfinite(v) for v in rating_range)

@@ -16,6 +16,8 @@ def score_matrix(rec, user_rows: np.ndarray, item_rows: np.ndarray | None = None
     b = rec.item_bias_ if item_rows is None else rec.item_bias_[item_rows]
     u, bu = rec.user_vectors_[user_rows], rec.user_bias_[user_rows]
     scores = rec.global_mean_ + bu[:, None] + b[None, :] + u @ v.T
+    if rec.item_item_ is not None:
+        scores = scores + rec.item_item_.for_users(user_rows, item_rows)
     if rec.config.model.mlp_residual:
         n_u, n_i = scores.shape
         scores = scores + np.reshape(rec.residual(np.repeat(u, n_i, 0), np.tile(v, (n_u, 1))), (n_u, n_i))
@@ -69,7 +71,12 @@ def _warm_ranking_metrics(rec, pos: pd.DataFrame, k: int, seed: int) -> dict:
             while int(neg[r, c]) in taken:
                 neg[r, c] = rng.integers(0, n_items)
     pos_scores = rec._score_pairs(
-        rec.user_vectors_[users], rec.user_bias_[users], rec.item_vectors_[items], rec.item_bias_[items], clip=False
+        rec.user_vectors_[users],
+        rec.user_bias_[users],
+        rec.item_vectors_[items],
+        rec.item_bias_[items],
+        clip=False,
+        rows=(users, items),
     )
     flat_u = np.repeat(users, 99)
     neg_scores = rec._score_pairs(
@@ -78,6 +85,7 @@ def _warm_ranking_metrics(rec, pos: pd.DataFrame, k: int, seed: int) -> dict:
         rec.item_vectors_[neg.ravel()],
         rec.item_bias_[neg.ravel()],
         clip=False,
+        rows=(flat_u, neg.ravel()),
     )
     hr, ndcg = hit_rate_ndcg_sampled(pos_scores, neg_scores.reshape(-1, 99), k)
     return {f"hr@{k}_sampled": hr, f"ndcg@{k}_sampled": ndcg, f"recall@{k}": full["recall"], f"ndcg@{k}": full["ndcg"]}

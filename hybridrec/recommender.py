@@ -15,7 +15,9 @@ from hybridrec import __version__
 from hybridrec.artifacts import ModelDir, model_link, publish, staging_dir, write_manifest
 from hybridrec.config import Config, config_from_dict, dump_config
 from hybridrec.data.idmap import IdMap
-from hybridrec.errors import ModelFileError, QueryError
+from hybridrec.errors import ConfigError, ModelFileError, QueryError
+from hybridrec.history_scores import FILES as ITEM_ITEM_FILES
+from hybridrec.history_scores import HistoryItemScores
 from hybridrec.index import ItemIndex
 from hybridrec.titles import TitleMatcher
 
@@ -53,6 +55,7 @@ class HybridRecommender:
         self._matcher: TitleMatcher | None = None
         self.metrics_: dict = {}
         self.item_queries_: np.ndarray | None = None  # what similar_items queries with, when not the item vectors
+        self.item_item_: HistoryItemScores | None = None  # the model.item_item term, in numpy
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -121,6 +124,8 @@ class HybridRecommender:
         self.global_mean_ = float(train["rating"].mean()) if dataset.feedback == "explicit" else 0.0
         self.item_spec_, self.user_spec_ = pipeline.item_spec(), pipeline.user_spec()
         history = self._history_tokens(pipeline, items) if cfg.model.user_history > 0 else None
+        if cfg.model.item_item:
+            self.user_spec_ = {**self.user_spec_, "history_slot": _item_item_slot(history, len(self.items_))}
         if history is not None and cfg.model.history_recency:
             positions = [0] * len(self.user_spec_["vocab_sizes"])
             positions[history[0]] = cfg.model.user_history
@@ -144,6 +149,7 @@ class HybridRecommender:
             user_has_id=user_has_id,
             history=history,
             user_id_dropout=cfg.model.user_id_dropout,
+            item_item_l2=cfg.model.item_item_l2,
         )
         ckpt = None
         if checkpoint is not None:
@@ -161,6 +167,8 @@ class HybridRecommender:
         bought_with = trainer.history_query_vectors() if weight > 0 else None  # only computed when used
         self.item_queries_ = _similar_queries(self.item_vectors_, bought_with, weight)
         self.user_vectors_, self.user_bias_ = trainer.all_user_vectors(len(self.users_))
+        exported = trainer.item_item_export()
+        self.item_item_ = HistoryItemScores(*exported) if exported is not None else None
         self.item_has_id_ = item_has_id
         self.display_ = _display_rows(items)
         seen = split.train if not len(split.validation) else _concat(split.train, split.validation)
@@ -263,7 +271,9 @@ class HybridRecommender:
         i = self.items_.indices(item_ids)
         if len(u) != len(i):
             raise QueryError(f"predict needs as many user ids as item ids (got {len(u)} and {len(i)})")
-        return self._score_pairs(self.user_vectors_[u], self.user_bias_[u], self.item_vectors_[i], self.item_bias_[i])
+        return self._score_pairs(
+            self.user_vectors_[u], self.user_bias_[u], self.item_vectors_[i], self.item_bias_[i], rows=(u, i)
+        )
 
     def recommend(
         self, user_id: str, k: int = 10, exclude_seen: bool = True, exact: bool = False
@@ -286,6 +296,8 @@ class HybridRecommender:
             return [], np.zeros(0, np.float32)
         u = np.repeat(self.user_vectors_[row : row + 1], len(candidates), 0)
         bu = np.repeat(self.user_bias_[row : row + 1], len(candidates), 0)
+        if self.item_item_ is not None:
+            bu = bu + self.item_item_.for_users(np.array([row]), candidates)[0]
         scores = self._score_pairs(u, bu, self.item_vectors_[candidates], self.item_bias_[candidates], clip=False)
         top = np.argsort(-scores, kind="stable")[:k]
         return self.items_.raws(candidates[top]), scores[top]
@@ -336,6 +348,8 @@ class HybridRecommender:
         if self.item_queries_ is not None:  # new items have no history: they query with their own vector
             self.item_queries_ = np.concatenate([self.item_queries_, _unit(vecs)])
         self.item_bias_ = np.concatenate([self.item_bias_, bias])
+        if self.item_item_ is not None:
+            self.item_item_ = self.item_item_.with_new_items(len(rows))
         self.item_has_id_ = np.concatenate([self.item_has_id_, np.zeros(len(rows), bool)])
         self.display_ = self.display_ + _display_rows(items)
         self._matcher = None
@@ -364,9 +378,12 @@ class HybridRecommender:
             ut, vt = torch.as_tensor(u), torch.as_tensor(v)
             return self.net.residual(torch.cat([ut, vt, ut * vt], -1)).squeeze(-1).detach().numpy()
 
-    def _score_pairs(self, u, bu, v, bi, clip: bool = True) -> np.ndarray:
-        """mu + b_u + b_i + <u, v> (+ residual) for aligned rows, in numpy."""
+    def _score_pairs(self, u, bu, v, bi, clip: bool = True, rows: tuple | None = None) -> np.ndarray:
+        """mu + b_u + b_i + <u, v> (+ residual) for aligned rows, in numpy; `rows` = (user rows, item rows) adds
+        the item-item term."""
         scores = self.global_mean_ + bu + bi + np.einsum("ij,ij->i", u, v) + self.residual(u, v)
+        if rows is not None and self.item_item_ is not None:
+            scores = scores + self.item_item_.for_pairs(*rows)
         if clip and self.feedback_ == "explicit" and self.rating_range_:
             scores = np.clip(scores, *self.rating_range_)
         return scores.astype(np.float32)
@@ -457,6 +474,8 @@ class HybridRecommender:
                 np.save(staged / "vectors" / f"{name.rstrip('_')}.npy", getattr(self, name), allow_pickle=False)
             if self.item_queries_ is not None:
                 np.save(staged / "vectors" / "item_queries.npy", self.item_queries_, allow_pickle=False)
+            if self.item_item_ is not None:
+                self.item_item_.save(staged / "vectors")
             self.index_.save(staged / "index")
             (staged / "items.json").write_text(json.dumps({"columns": list(DISPLAY_COLUMNS), "rows": self.display_}))
             (staged / "metrics.json").write_text(json.dumps(self.metrics_, indent=1))
@@ -501,9 +520,14 @@ class HybridRecommender:
             rec.display_ = [list(r) for r in md.json("items.json")["rows"]]
             has_queries = (md.root / "vectors" / "item_queries.npy").exists()
             rec.item_queries_ = md.npy("vectors/item_queries.npy") if has_queries else None
+            if (md.root / "vectors" / "item_item.npy").exists():
+                rec.item_item_ = HistoryItemScores(*(md.npy(f"vectors/{name}.npy") for name in ITEM_ITEM_FILES))
             rec.metrics_ = md.json("metrics.json")
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{md.root}: inconsistent model files ({exc})") from None
+        problem = rec.item_item_.check(len(rec.users_), len(rec.items_)) if rec.item_item_ is not None else None
+        if problem:
+            raise ModelFileError(f"{md.root}: {problem}")
         if rec.item_queries_ is not None and rec.item_queries_.shape != rec.item_vectors_.shape:
             raise ModelFileError(f"{md.root}: item query vectors and item vectors disagree in shape")
         if not (len(rec.item_vectors_) == len(rec.items_) == len(rec.display_) == len(rec.item_bias_)):
@@ -616,6 +640,17 @@ def _similar_queries(vectors: np.ndarray, history: np.ndarray | None, weight: fl
     missing = ~np.any(history != 0, axis=1)
     bought[missing] = own[missing]
     return ((1.0 - weight) * own + weight * bought).astype(np.float32)
+
+
+def _item_item_slot(history: tuple[int, np.ndarray] | None, n_items: int) -> int:
+    """The user column W's rows index; a dense items x items W needs a history bag and a bounded catalogue."""
+    from hybridrec.model.item_item import MAX_ITEMS
+
+    if history is None:
+        raise ConfigError("model.item_item: the data gives no user history bag (set model.user_history > 0)")
+    if n_items > MAX_ITEMS:
+        raise ConfigError(f"model.item_item: {n_items} items, more than the {MAX_ITEMS} a dense item-item term allows")
+    return history[0]
 
 
 def _liked_only(split, min_rating: float):

@@ -82,6 +82,7 @@ class Trainer:
         user_has_id: np.ndarray | None = None,
         history: tuple[int, np.ndarray] | None = None,
         user_id_dropout: float = 0.0,
+        item_item_l2: float = 0.0,
     ):
         self.net = net.to(device)
         self.cfg = cfg
@@ -99,6 +100,7 @@ class Trainer:
         mask = np.ones(n_users, bool) if user_has_id is None else user_has_id
         self.user_has_id = torch.as_tensor(mask.astype(np.float32), device=device)
         self.user_id_dropout = user_id_dropout
+        self.item_item_l2 = item_item_l2
         self.positive_items = np.flatnonzero(item_has_id)
         # (user categorical slot of the history bag, item row -> its token there or -1): ranking losses hide the
         # target item from its own user's history, or the model learns to copy the history instead of predicting.
@@ -134,6 +136,26 @@ class Trainer:
         users, rows = torch.unique(idx, return_inverse=True)
         text, numeric, cats = self.users.rows(users)
         return self.net.users(users, text, numeric, cats, keep, rows=rows, remove=(slot, token[targets]))
+
+    def item_item_scores(
+        self, u_idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The item-item term over the whole catalogue. Without `targets`: one row per distinct user of u_idx and
+        the map from u_idx to those rows. With them: one row per u_idx row, its target left out of the history
+        (as in user_vectors), and None."""
+        slot, token = self.history
+        users, rows = torch.unique(u_idx, return_inverse=True)
+        tokens = self.users.categorical[slot][users]
+        sums, counts = self.net.item_item.bag(tokens)
+        if targets is None:
+            return self.net.item_item.normalise(sums, counts), rows
+        target_tokens = token[targets]  # -1 outside the history vocabulary: never a hit
+        hit = (tokens[rows] == target_tokens.unsqueeze(-1)).float().sum(1)
+        sums = sums[rows] - hit.unsqueeze(-1) * self.net.item_item.weight[target_tokens.clamp(min=0)]
+        return self.net.item_item.normalise(sums, counts[rows] - hit), None
+
+    def _item_item_penalty(self) -> torch.Tensor:
+        return self.net.item_item.weight.pow(2).sum() * self.item_item_l2
 
     def _keep_mask(self, n: int) -> torch.Tensor:
         if self.id_dropout <= 0 or not self.net.items.use_id:
@@ -176,7 +198,11 @@ class Trainer:
             loss = -F.logsigmoid(pos.unsqueeze(-1) - negs).mean(-1)
             return (weight * loss).sum() / weight.sum() + self.cfg.l2 * reg
         if self.loss_kind == "sampled-softmax":
-            return self._sampled_softmax(u, v, b_i, i_idx, weight, rng) + self.cfg.l2 * reg
+            pairwise, penalty = None, 0.0
+            if self.net.item_item is not None:
+                pairwise, penalty = self.item_item_scores(u_idx, i_idx)[0], self._item_item_penalty()
+            loss = self._sampled_softmax(u, v, b_i, i_idx, weight, rng, pairwise)
+            return loss + self.cfg.l2 * reg + penalty
         # softmax: every other item in the batch is a negative (sampled softmax with in-batch negatives)
         logits = u @ v.T + b_i.unsqueeze(0)
         same = i_idx.unsqueeze(0) == i_idx.unsqueeze(1)
@@ -184,16 +210,23 @@ class Trainer:
         loss = F.cross_entropy(logits, torch.arange(n, device=self.device), reduction="none")
         return (weight * loss).sum() / weight.sum() + self.cfg.l2 * reg
 
-    def _sampled_softmax(self, u, v, b_i, i_idx, weight, rng: np.random.Generator) -> torch.Tensor:
+    def _sampled_softmax(
+        self, u, v, b_i, i_idx, weight, rng: np.random.Generator, pairwise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Softmax over the positive and `negatives` items drawn uniformly (once per batch) from the trained
         catalogue; with negatives >= the catalogue it is the exact full softmax. Uniform draws need no logQ
-        correction, unlike in-batch negatives, which over-penalise popular items."""
+        correction, unlike in-batch negatives, which over-penalise popular items. `pairwise` (rows x catalogue)
+        adds the item-item term."""
         pool = self.positive_items
         cand = pool if self.cfg.negatives >= len(pool) else rng.choice(pool, size=self.cfg.negatives, replace=False)
         cand = torch.as_tensor(cand, device=self.device)
         v_c, b_c = self.item_vectors(cand, self._keep_mask(len(cand)))
-        neg = (u @ v_c.T + b_c.unsqueeze(0)).masked_fill(cand.unsqueeze(0) == i_idx.unsqueeze(1), -1e9)
+        neg = u @ v_c.T + b_c.unsqueeze(0)
         pos = (u * v).sum(-1) + b_i
+        if pairwise is not None:
+            neg = neg + pairwise[:, cand]
+            pos = pos + pairwise.gather(1, i_idx.unsqueeze(1)).squeeze(1)
+        neg = neg.masked_fill(cand.unsqueeze(0) == i_idx.unsqueeze(1), -1e9)
         logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
         loss = F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long, device=self.device), reduction="none")
         return (weight * loss).sum() / weight.sum()
@@ -209,6 +242,9 @@ class Trainer:
             i_idx = torch.as_tensor(val.items, device=self.device)
             u, b_u = self.user_vectors(u_idx)
             pred = self.net.head(u, b_u, v_all[i_idx], b_all[i_idx])
+            pairwise = self.item_item_scores(u_idx) if self.net.item_item is not None else None
+            if pairwise is not None:
+                pred = pred + pairwise[0][pairwise[1], i_idx]
             if self.loss_kind == "mse":
                 target = torch.as_tensor(np.array(val.ratings), device=self.device)
                 return float(torch.sqrt(((pred - target) ** 2).mean()))
@@ -220,6 +256,8 @@ class Trainer:
                 v_all[neg.reshape(-1)],
                 b_all[neg.reshape(-1)],
             ).view(-1, 100)
+            if pairwise is not None:
+                negs = negs + pairwise[0][pairwise[1].unsqueeze(-1), neg]
             auc = ((pred.unsqueeze(-1) > negs).float() + 0.5 * (pred.unsqueeze(-1) == negs).float()).mean()
             return float(1.0 - auc)
         finally:
@@ -332,6 +370,27 @@ class Trainer:
         q, _ = self.net.users(ids, text, numeric, cats, torch.zeros(n, device=self.device))
         q = q * (token >= 0).float().unsqueeze(-1)
         return q.cpu().numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def item_item_export(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The item-item term in item-row space for serving without torch: W as items x items (zero rows for items
+        outside the history vocabulary) and every user's history as item rows (CSR indptr, items)."""
+        if self.net.item_item is None:
+            return None
+        slot, token = self.history
+        weight = self.net.item_item.weight.detach().cpu().numpy()
+        token = token.cpu().numpy()
+        in_vocab = np.flatnonzero(token >= 0)
+        matrix = np.zeros((self.n_items, weight.shape[1]), np.float32)
+        matrix[in_vocab] = weight[token[in_vocab]]
+        item_of_token = np.full(weight.shape[0], -1, np.int64)
+        item_of_token[token[in_vocab]] = in_vocab
+        tokens = self.users.categorical[slot].cpu().numpy()
+        rows = item_of_token[tokens]
+        rows[tokens <= 0] = -1
+        present = rows >= 0
+        indptr = np.concatenate([[0], np.cumsum(present.sum(1))]).astype(np.int64)
+        return matrix, indptr, rows[present].astype(np.int64)
 
     @torch.no_grad()
     def all_user_vectors(self, n_users: int, batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from hybridrec.config import ModelConfig
+from hybridrec.model.item_item import ItemItemWeights
 from hybridrec.model.towers import Tower
 
 VARIANTS = {"hybrid": (True, True), "id-only": (True, False), "content-only": (False, True)}
@@ -28,6 +29,11 @@ class HybridNet(nn.Module):
             nn.Sequential(nn.Linear(3 * cfg.dim, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, 1))
             if cfg.mlp_residual
             else None
+        )
+        # user_spec["history_slot"]: the user column holding the history bag, whose tokens index W's rows
+        slot = user_spec.get("history_slot")
+        self.item_item = (
+            ItemItemWeights(user_spec["vocab_sizes"][slot], n_items) if cfg.item_item and slot is not None else None
         )
         if self.residual is not None:
             nn.init.zeros_(self.residual[-1].weight)

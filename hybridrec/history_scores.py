@@ -1,0 +1,60 @@
+"""The item-item term (model.item_item) at query time, in numpy: no torch on the serving path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+FILES = ("item_item", "history_indptr", "history_items")
+
+
+class HistoryItemScores:
+    """score(u, i) = sum over u's training history of W[j, i] / sqrt(len(history)), with W in item-row space."""
+
+    def __init__(self, matrix: np.ndarray, indptr: np.ndarray, items: np.ndarray):
+        self.matrix = matrix.astype(np.float32, copy=False)
+        self.indptr = indptr.astype(np.int64, copy=False)
+        self.items = items.astype(np.int64, copy=False)
+
+    def check(self, n_users: int, n_items: int) -> str | None:
+        """Why these arrays do not fit a model of this size (None when they do)."""
+        if self.matrix.shape != (n_items, n_items):
+            return f"item-item weights are {self.matrix.shape}, expected ({n_items}, {n_items})"
+        if len(self.indptr) != n_users + 1 or self.indptr[-1] != len(self.items) or np.any(np.diff(self.indptr) < 0):
+            return "user histories do not match the users"
+        if len(self.items) and (self.items.min() < 0 or self.items.max() >= n_items):
+            return "user histories name items outside the catalogue"
+        return None
+
+    def for_users(self, user_rows: np.ndarray, item_rows: np.ndarray | None = None) -> np.ndarray:
+        """users x items (all items when item_rows is None)."""
+        cols = self.matrix if item_rows is None else self.matrix[:, item_rows]
+        out = np.zeros((len(user_rows), cols.shape[1]), np.float32)
+        for r, u in enumerate(np.asarray(user_rows)):
+            history = self.items[self.indptr[u] : self.indptr[u + 1]]
+            if len(history):
+                out[r] = cols[history].sum(0) / np.sqrt(len(history))
+        return out
+
+    def for_pairs(self, user_rows: np.ndarray, item_rows: np.ndarray, block: int = 1024) -> np.ndarray:
+        """Aligned (user, item) rows -> one score each; each distinct user's history is summed once."""
+        user_rows, item_rows = np.asarray(user_rows), np.asarray(item_rows)
+        users, inverse = np.unique(user_rows, return_inverse=True)
+        out = np.zeros(len(user_rows), np.float32)
+        for start in range(0, len(users), block):
+            scores = self.for_users(users[start : start + block])
+            mine = (inverse >= start) & (inverse < start + block)
+            out[mine] = scores[inverse[mine] - start, item_rows[mine]]
+        return out
+
+    def with_new_items(self, n_new: int) -> HistoryItemScores:
+        """New catalogue items (add_items) have no history weights: zero rows and columns."""
+        n = self.matrix.shape[0] + n_new
+        grown = np.zeros((n, n), np.float32)
+        grown[: self.matrix.shape[0], : self.matrix.shape[1]] = self.matrix
+        return HistoryItemScores(grown, self.indptr, self.items)
+
+    def save(self, folder: Path) -> None:
+        for name, array in zip(FILES, (self.matrix, self.indptr, self.items)):
+            np.save(folder / f"{name}.npy", array, allow_pickle=False)
