@@ -16,7 +16,9 @@ from hybridrec.train import Trainer
 N_USERS, N_ITEMS, WIDTH = 5, 7, 4
 
 
-def make_trainer(negatives: int, history_tokens: np.ndarray | None = None, user_id_dropout: float = 0.0) -> Trainer:
+def make_trainer(
+    negatives: int, history_tokens: np.ndarray | None = None, user_id_dropout: float = 0.0, item_item: bool = False
+) -> Trainer:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     # users' history bags: item row r has token r + 2 (0 pads, 1 is out-of-vocabulary)
@@ -27,11 +29,13 @@ def make_trainer(negatives: int, history_tokens: np.ndarray | None = None, user_
     items = EntityFeatures(no_text, no_text)
     users = EntityFeatures(np.zeros((N_USERS, 0), np.float32), np.zeros((N_USERS, 0), np.float32), [bags])
     item_spec = {"text_dim": 0, "numeric_dim": 0, "vocab_sizes": []}
-    user_spec = {"text_dim": 0, "numeric_dim": 0, "vocab_sizes": [N_ITEMS + 2]}
-    cfg = ModelConfig(variant="id-only", dim=8, hidden=16, dropout=0.0, feature_dropout=0.0)
+    user_spec = {"text_dim": 0, "numeric_dim": 0, "vocab_sizes": [N_ITEMS + 2], "history_slot": 0}
+    cfg = ModelConfig(variant="id-only", dim=8, hidden=16, dropout=0.0, feature_dropout=0.0, item_item=item_item)
     net = HybridNet(N_USERS, N_ITEMS, item_spec, user_spec, cfg, 0.0)
     with torch.no_grad():
         net.items.id_bias.weight.normal_()  # non-zero item biases, so the test sees them too
+        if item_item:
+            net.item_item.weight.normal_()  # W starts at zero in training; random here so every entry counts
     train_cfg = TrainConfig(loss="sampled-softmax", negatives=negatives)
     history = None if history_tokens is None else (0, history_tokens)
     trainer = Trainer(
@@ -119,3 +123,45 @@ def test_user_id_dropout_hides_user_ids_only_while_training():
         no_ids, _ = trainer.user_vectors(idx)
     assert torch.allclose(dropped, no_ids, atol=1e-6)  # in training, the ID part is (almost surely) hidden
     assert not torch.allclose(with_ids, dropped, atol=1e-4)  # at inference it is used
+
+
+def hand_item_item(trainer: Trainer, user: int, drop: int | None = None) -> torch.Tensor:
+    """sum of W[token, :] over the user's history (without item row `drop`), divided by sqrt(len), in a loop."""
+    weight = trainer.net.item_item.weight
+    tokens = [int(t) for t in trainer.users.categorical[0][user] if t > 0 and (drop is None or t != drop + 2)]
+    total = torch.zeros(N_ITEMS)
+    for t in tokens:
+        total += weight[t]
+    return total / max(len(tokens), 1) ** 0.5
+
+
+def test_item_item_term_is_the_history_sum_of_w_scaled_by_sqrt_length_with_the_target_left_out():
+    trainer = make_trainer(negatives=100, history_tokens=np.arange(N_ITEMS) + 2, item_item=True)
+    bags = trainer.users.categorical[0]
+    present = int(bags[2, 0]) - 2
+    absent = next(i for i in range(N_ITEMS) if i + 2 not in bags[2].tolist())
+    users = torch.tensor([2, 0, 2, 4])
+    with torch.no_grad():
+        per_user, rows = trainer.item_item_scores(users)
+        masked, _ = trainer.item_item_scores(users, torch.tensor([present, 5, absent, 1]))
+    assert per_user.shape == (3, N_ITEMS) and rows.tolist() == [1, 0, 1, 2]
+    for r, u in enumerate([2, 0, 2, 4]):
+        assert torch.allclose(per_user[rows[r]], hand_item_item(trainer, u), atol=1e-5)
+    assert torch.allclose(masked[0], hand_item_item(trainer, 2, drop=present), atol=1e-5)
+    assert torch.allclose(masked[2], per_user[rows[2]], atol=1e-6)  # a target outside the history changes nothing
+    assert not torch.allclose(masked[0], masked[2], atol=1e-4)
+
+
+def test_sampled_softmax_with_the_item_item_term_is_the_full_softmax_over_towers_plus_w():
+    trainer = make_trainer(negatives=N_ITEMS + 10, history_tokens=np.arange(N_ITEMS) + 2, item_item=True)
+    users = torch.tensor([0, 1, 2, 3, 4, 0])
+    targets = torch.tensor([3, 0, 6, 2, 5, 1])
+    with torch.no_grad():
+        u, _ = trainer.user_vectors(users, targets)
+        v, b = trainer.item_vectors(targets)
+        pairwise, _ = trainer.item_item_scores(users, targets)
+        loss = trainer._sampled_softmax(u, v, b, targets, torch.ones(6), np.random.default_rng(0), pairwise)
+        v_all, b_all = trainer.item_vectors(torch.arange(N_ITEMS))
+        hand = torch.stack([hand_item_item(trainer, int(x), int(t)) for x, t in zip(users, targets)])
+        full = F.cross_entropy(u @ v_all.T + b_all + hand, targets)
+    assert float(loss) == pytest.approx(float(full), rel=1e-5)

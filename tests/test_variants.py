@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 from conftest import DEMO_CONFIG, quick_fit_overrides
 
+from hybridrec.artifacts import write_manifest
 from hybridrec.config import load_config
 from hybridrec.data.readers import read_dataset
+from hybridrec.errors import ConfigError, ModelFileError
 from hybridrec.protocols import evaluate, score_matrix
 from hybridrec.recommender import HybridRecommender
 
@@ -125,3 +127,62 @@ def test_similar_by_history_queries_the_index_with_the_bought_with_vector(
     rec.save(tmp_path / "m")
     loaded = HybridRecommender.load(tmp_path / "m")
     assert loaded.similar_items("D0031", 5)[0] == rec.similar_items("D0031", 5)[0]
+
+
+ITEM_ITEM = ("train.loss=sampled-softmax", "train.negatives=1000", "model.user_history=20", "model.item_item=true")
+
+
+def test_item_item_term_serves_the_trained_weights_and_scores_alike_everywhere(demo_dataset, text_cache_dir, tmp_path):
+    data = implicit(demo_dataset)
+    rec = fit(data, text_cache_dir, *ITEM_ITEM, "train.epochs=3")
+    weight = rec.net.item_item.weight.detach().numpy()
+    assert np.abs(weight).max() > 1e-4  # W started at zero and was trained
+    # the served term, rebuilt from the training rows: each user's 20 most recent items, W rows by history token
+    _, token = HybridRecommender._history_tokens(rec.features, data.items.reset_index(drop=True))
+    train = rec.split_.train
+    for user in train["user_id"].unique()[:8]:
+        mine = train[train["user_id"] == user].sort_values("timestamp", ascending=False, kind="stable")
+        rows = rec.items_.indices(mine["item_id"].iloc[:20])
+        expected = weight[token[rows]].sum(0) / np.sqrt(len(rows))
+        assert np.allclose(rec.item_item_.for_users(np.array([rec.users_.index(user)]))[0], expected, atol=1e-5)
+    # full ranking, exact recommend and predict are the same score, item-item term included
+    user = rec.split_.test["user_id"].iloc[0]
+    row = rec.users_.index(user)
+    full = score_matrix(rec, np.array([row]))[0]
+    full[rec._seen(row)] = -np.inf
+    ids, scores = rec.recommend(user, k=5, exact=True)
+    assert ids == rec.items_.raws(np.argsort(-full, kind="stable")[:5])
+    assert np.allclose(scores, np.sort(full)[::-1][:5], atol=1e-4)
+    assert np.allclose(rec.predict([user] * 5, ids), scores, atol=1e-4)
+    assert not np.allclose(rec.item_item_.for_users(np.array([row]))[0], 0)  # the term is part of those scores
+    assert evaluate(rec, rec.split_.test, k=10)["hr@10_sampled"] > 0.2
+    rec.save(tmp_path / "m")
+    loaded = HybridRecommender.load(tmp_path / "m")
+    loaded_ids, loaded_scores = loaded.recommend(user, k=5)
+    assert loaded_ids == ids and np.allclose(loaded_scores, scores, atol=1e-5)
+    new = pd.DataFrame([{"item_id": "N1", "title": "S-Video cable 3 ft", "category": "Video Cables & Adapters"}])
+    loaded.add_items(new)
+    assert loaded.item_item_.matrix.shape == (len(loaded.items_),) * 2
+    assert loaded.item_item_.for_pairs(np.array([row]), np.array([loaded.items_.index("N1")]))[0] == 0.0
+    assert len(loaded.recommend(user, k=5)[0]) == 5
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [("model.item_item=true", "train.loss=sampled-softmax"), ("model.item_item=true", "model.user_history=20")],
+    ids=["no-history", "not-sampled-softmax"],
+)
+def test_item_item_without_its_prerequisites_is_a_config_error(overrides):
+    with pytest.raises(ConfigError, match="model.item_item"):
+        load_config(DEMO_CONFIG, list(overrides))
+
+
+def test_a_model_folder_with_mismatched_item_item_weights_is_refused(demo_dataset, text_cache_dir, tmp_path):
+    rec = fit(implicit(demo_dataset), text_cache_dir, *ITEM_ITEM, "train.epochs=1")
+    folder = rec.save(tmp_path / "m")
+    np.save(folder / "vectors" / "item_item.npy", np.zeros((3, 3), np.float32), allow_pickle=False)
+    with pytest.raises(ModelFileError, match="checksum"):  # an altered file is caught by the manifest first
+        HybridRecommender.load(tmp_path / "m")
+    write_manifest(folder, {"name": rec.config.name})  # a consistent manifest over the wrong shape
+    with pytest.raises(ModelFileError, match="item-item weights"):
+        HybridRecommender.load(tmp_path / "m")
