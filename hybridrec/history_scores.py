@@ -7,15 +7,20 @@ from pathlib import Path
 import numpy as np
 
 FILES = ("item_item", "history_indptr", "history_items")
+QUERY_NORMS = "item_query_norms"  # optional: ||bought-with vector|| per item, for similar items
 
 
 class HistoryItemScores:
     """score(u, i) = sum over u's training history of W[j, i] / sqrt(len(history)), with W in item-row space."""
 
-    def __init__(self, matrix: np.ndarray, indptr: np.ndarray, items: np.ndarray):
+    def __init__(
+        self, matrix: np.ndarray, indptr: np.ndarray, items: np.ndarray, query_norms: np.ndarray | None = None
+    ):
         self.matrix = matrix.astype(np.float32, copy=False)
         self.indptr = indptr.astype(np.int64, copy=False)
         self.items = items.astype(np.int64, copy=False)
+        # the norm of each item's "bought with it" user vector (see similar_scores); None when not computed
+        self.query_norms = None if query_norms is None else query_norms.astype(np.float32, copy=False)
 
     def check(self, n_users: int, n_items: int) -> str | None:
         """Why these arrays do not fit a model of this size (None when they do)."""
@@ -25,6 +30,8 @@ class HistoryItemScores:
             return "user histories do not match the users"
         if len(self.items) and (self.items.min() < 0 or self.items.max() >= n_items):
             return "user histories name items outside the catalogue"
+        if self.query_norms is not None and self.query_norms.shape != (n_items,):
+            return "item query norms do not match the items"
         return None
 
     def for_users(self, user_rows: np.ndarray, item_rows: np.ndarray | None = None) -> np.ndarray:
@@ -48,13 +55,26 @@ class HistoryItemScores:
             out[mine] = scores[inverse[mine] - start, item_rows[mine]]
         return out
 
+    def similar_scores(self, row: int, blended: np.ndarray, item_norms: np.ndarray, weight: float) -> np.ndarray:
+        """Similar-item scores for item `row` over the catalogue. `blended` is the index's score, (1 - w) cos(own, v)
+        + w cos(q, v), with q the user vector of someone whose history is only this item; the "bought with it" part
+        is that user's logit without item bias, <q, v> + W[row], and its W share is normalised the way <q, v> is
+        in the cosine: divided by ||q|| ||v||."""
+        if self.query_norms is None or self.query_norms[row] <= 0:
+            return blended
+        scale = self.query_norms[row] * np.where(item_norms > 0, item_norms, np.inf)
+        return blended + weight * self.matrix[row] / scale
+
     def with_new_items(self, n_new: int) -> HistoryItemScores:
         """New catalogue items (add_items) have no history weights: zero rows and columns."""
         n = self.matrix.shape[0] + n_new
         grown = np.zeros((n, n), np.float32)
         grown[: self.matrix.shape[0], : self.matrix.shape[1]] = self.matrix
-        return HistoryItemScores(grown, self.indptr, self.items)
+        norms = None if self.query_norms is None else np.concatenate([self.query_norms, np.zeros(n_new, np.float32)])
+        return HistoryItemScores(grown, self.indptr, self.items, norms)
 
     def save(self, folder: Path) -> None:
         for name, array in zip(FILES, (self.matrix, self.indptr, self.items)):
             np.save(folder / f"{name}.npy", array, allow_pickle=False)
+        if self.query_norms is not None:
+            np.save(folder / f"{QUERY_NORMS}.npy", self.query_norms, allow_pickle=False)

@@ -17,7 +17,7 @@ from hybridrec.config import Config, config_from_dict, dump_config
 from hybridrec.data.idmap import IdMap
 from hybridrec.errors import ConfigError, ModelFileError, QueryError
 from hybridrec.history_scores import FILES as ITEM_ITEM_FILES
-from hybridrec.history_scores import HistoryItemScores
+from hybridrec.history_scores import QUERY_NORMS, HistoryItemScores
 from hybridrec.index import ItemIndex
 from hybridrec.titles import TitleMatcher
 
@@ -168,7 +168,8 @@ class HybridRecommender:
         self.item_queries_ = _similar_queries(self.item_vectors_, bought_with, weight)
         self.user_vectors_, self.user_bias_ = trainer.all_user_vectors(len(self.users_))
         exported = trainer.item_item_export()
-        self.item_item_ = HistoryItemScores(*exported) if exported is not None else None
+        norms = np.linalg.norm(bought_with, axis=1) if bought_with is not None else None
+        self.item_item_ = HistoryItemScores(*exported, norms) if exported is not None else None
         self.item_has_id_ = item_has_id
         self.display_ = _display_rows(items)
         seen = split.train if not len(split.validation) else _concat(split.train, split.validation)
@@ -238,7 +239,19 @@ class HybridRecommender:
         _check_k(k)
         row = self.items_.index(item_id)
         queries = self.item_queries_ if self.item_queries_ is not None else self.item_vectors_
+        if self.item_item_ is not None and self.item_item_.query_norms is not None:
+            return self._similar_with_item_item(row, queries[row], k)
         return self.index_.query(queries[row], k, exclude={self.items_.raw(row)})
+
+    def _similar_with_item_item(self, row: int, query: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:
+        """Exact scores over the catalogue (at most model.item_item's 20,000 items): the index's cosine plus the
+        item-item share of "bought with it" (HistoryItemScores.similar_scores)."""
+        norms = np.linalg.norm(self.item_vectors_, axis=1)
+        blended = (self.item_vectors_ @ query) / np.where(norms > 0, norms, np.inf)  # query: a blend of unit vectors
+        scores = self.item_item_.similar_scores(row, blended, norms, self.config.model.similar_history_weight)
+        scores[row] = -np.inf
+        top = np.argsort(-scores, kind="stable")[:k]
+        return self.items_.raws(top), scores[top].astype(np.float32)
 
     def similar_to_text(self, text: str, k: int = 10) -> TextMatch:
         """Resolve the text to a catalogue item by title (or exact id); unmatched text is scored as a new item."""
@@ -521,7 +534,10 @@ class HybridRecommender:
             has_queries = (md.root / "vectors" / "item_queries.npy").exists()
             rec.item_queries_ = md.npy("vectors/item_queries.npy") if has_queries else None
             if (md.root / "vectors" / "item_item.npy").exists():
-                rec.item_item_ = HistoryItemScores(*(md.npy(f"vectors/{name}.npy") for name in ITEM_ITEM_FILES))
+                arrays = [md.npy(f"vectors/{name}.npy") for name in ITEM_ITEM_FILES]
+                has_norms = (md.root / "vectors" / f"{QUERY_NORMS}.npy").exists()
+                norms = md.npy(f"vectors/{QUERY_NORMS}.npy") if has_norms else None
+                rec.item_item_ = HistoryItemScores(*arrays, norms)
             rec.metrics_ = md.json("metrics.json")
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{md.root}: inconsistent model files ({exc})") from None
