@@ -186,3 +186,25 @@ def test_a_model_folder_with_mismatched_item_item_weights_is_refused(demo_datase
     write_manifest(folder, {"name": rec.config.name})  # a consistent manifest over the wrong shape
     with pytest.raises(ModelFileError, match="item-item weights"):
         HybridRecommender.load(tmp_path / "m")
+
+
+def test_similar_with_item_item_ranks_by_the_one_item_users_logit_without_item_bias(
+    demo_dataset, text_cache_dir, tmp_path
+):
+    rec = fit(implicit(demo_dataset), text_cache_dir, *ITEM_ITEM, "model.similar_history_weight=1.0")
+    terms = rec.item_item_
+    norms = np.linalg.norm(rec.item_vectors_, axis=1)
+    changed = 0
+    for item in ["D0031", "D0002", "D0150"]:
+        row = rec.items_.index(item)
+        bought_with = rec.item_queries_[row] * terms.query_norms[row]  # weight 1: the unit bought-with vector
+        logit = rec.item_vectors_ @ bought_with + terms.matrix[row]  # <q, v> + W[row]: no item bias
+        by_logit = logit / norms / terms.query_norms[row]
+        by_logit[row] = -np.inf
+        ids, scores = rec.similar_items(item, 5)
+        assert ids == rec.items_.raws(np.argsort(-by_logit, kind="stable")[:5])
+        assert np.allclose(scores, np.sort(by_logit)[::-1][:5], atol=1e-5)
+        changed += rec.index_.query(rec.item_queries_[row], 5, exclude={item})[0] != ids
+    assert changed  # the W share moves neighbours the vectors alone would give
+    rec.save(tmp_path / "m")
+    assert HybridRecommender.load(tmp_path / "m").similar_items("D0031", 5)[0] == rec.similar_items("D0031", 5)[0]
