@@ -27,6 +27,9 @@ from benchmarks.data import ROOT, SEED
 from benchmarks.protocols import DATASETS, RUNNERS, TASK, TUNABLE
 
 RESULTS = ROOT / "benchmarks" / "results" / "results.jsonl"
+# overrides that change only where and how fast a model trains: the row keeps the model's plain name (the command
+# still records them)
+SPEED_ONLY = ("train.threads=", "train.device=")
 TUNING = ROOT / "benchmarks" / "results" / "tuning.jsonl"
 DEFAULT_MODELS = {
     "P1": [
@@ -157,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"skip: {name} on {dataset} is outside the default budget; name it in --models", file=sys.stderr
                     )
                     continue
-                label = name + (f"[{','.join(overrides)}]" if overrides and name.startswith("hybridrec") else "")
+                shown = [o for o in overrides if not o.startswith(SPEED_ONLY)]
+                label = name + (f"[{','.join(shown)}]" if shown and name.startswith("hybridrec") else "")
                 print(f"== {protocol} {dataset} {label}", file=sys.stderr, flush=True)
                 t0 = time.perf_counter()
                 try:
