@@ -137,7 +137,18 @@ def p2(make, dataset: str, quick: bool, tune: bool = False) -> dict:
 # P3 ----------------------------------------------------------------------------------------------------------------
 def p3(make, dataset: str, quick: bool, tune: bool = False) -> dict:
     split = data.p3_split(dataset)
-    split = data.tuning_split(split) if tune else split
+    if not tune:
+        return _p3_fold(make, split, quick)
+    # tuning: the mean over nested cold-item folds (data.p3_tuning_folds)
+    folds = [_p3_fold(make, fold, quick) for fold in data.p3_tuning_folds(split)]
+    out = folds[-1]
+    out["metrics"] = {k: float(np.mean([f["metrics"][k] for f in folds])) for k in out["metrics"]}
+    out["fit_seconds"] = float(np.mean([f["fit_seconds"] for f in folds]))
+    out["folds"] = [{"fold": f["split"]["tuning"], **f["metrics"]} for f in folds]
+    return out
+
+
+def _p3_fold(make, split: data.BenchSplit, quick: bool) -> dict:
     ctx = context(split, "cold", implicit=False, quick=quick)
     model = make()
     fit_s = _fit(model, split, ctx)
