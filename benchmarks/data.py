@@ -96,9 +96,9 @@ def item_feature_tokens(dataset: Dataset) -> dict[str, list[str]]:
 
 
 def _words(text: str) -> list[str]:
-    import re
+    from hybridrec.features.words import words
 
-    return [w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 1 and not w.isdigit()]
+    return words(text)
 
 
 # ---------------------------------------------------------------------------------------------------- split files

@@ -56,6 +56,8 @@ class FeatureConfig:
     max_document_chars: int = 2000
     cache_dir: str = ".hybridrec-cache"
     min_count: int = 2  # categorical values seen fewer times share the out-of-vocabulary slot
+    # item title and text words as a bag of trainable word embeddings (shared words tie new items to warm ones)
+    title_words: bool = False
     log1p: list[str] | None = None  # numeric columns to log1p; None = every non-negative column
 
 

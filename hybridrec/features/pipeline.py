@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from hybridrec.features.categorical import MAX_VALUES, Vocabulary
 from hybridrec.features.documents import metadata_documents, review_documents
 from hybridrec.features.numeric import NumericScaler
 from hybridrec.features.text import TfidfSvdEncoder, make_text_encoder
+from hybridrec.features.words import MAX_WORDS, WORDS, with_words
 
 
 @dataclass
@@ -113,7 +114,11 @@ class FeaturePipeline:
         """Fit on training rows only: vocabularies, scalers and the TF-IDF model never see test interactions."""
         self.item_schema_ = item_schema
         self.user_schema_ = user_schema if users is not None else None
-        self.items_ = TabularFeatures.fit(items, item_schema, self.cfg)
+        if self.cfg.title_words:
+            tabular = replace(item_schema, multi=[*item_schema.multi, WORDS])
+            self.items_ = TabularFeatures.fit(with_words(items, item_schema), tabular, self.cfg, {WORDS: MAX_WORDS})
+        else:
+            self.items_ = TabularFeatures.fit(items, item_schema, self.cfg)
         self.users_ = TabularFeatures.fit(users, user_schema, self.cfg, user_limits) if self.user_schema_ else None
         self.encoder_ = make_text_encoder(
             self.cfg.text_encoder,
@@ -156,6 +161,8 @@ class FeaturePipeline:
             if has.any():
                 review_vecs[has] = self.encode_texts([r for r in reviews if r])
             text = np.concatenate([meta, review_vecs, has[:, None].astype(np.float32)], axis=1)
+        if any(v.column == WORDS for v in self.items_.vocabularies):  # fitted with features.title_words
+            items = with_words(items, self.item_schema_)
         return EntityFeatures(text, self.items_.numeric(items), self.items_.categorical(items))
 
     def transform_users(self, users: pd.DataFrame) -> EntityFeatures:
