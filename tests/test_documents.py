@@ -63,3 +63,34 @@ def test_metadata_documents_tolerate_missing_columns_of_new_items() -> None:
     schema = FeatureSchema(text=["description"], categorical=["brand"], multi=["tags"])
     items = pd.DataFrame({"item_id": ["n1"], "title": ["S-Video cable"], "tags": [["video", "cable"]]})
     assert metadata_documents(items, schema, 100) == ["S-Video cable. video cable"]
+
+
+def test_title_words_become_a_trainable_bag_that_ties_new_items_to_warm_ones(tmp_path) -> None:
+    from conftest import DEMO_CONFIG
+
+    from hybridrec.config import load_config
+    from hybridrec.data.readers import read_dataset
+    from hybridrec.features.categorical import OOV, PAD
+    from hybridrec.features.pipeline import FeaturePipeline
+    from hybridrec.features.words import WORDS, with_words, words
+
+    title = "The Hunger Games (The Hunger Games, #1) 3D-TV"
+    assert words(title) == ["the", "hunger", "games", "the", "hunger", "games", "3d", "tv"]
+    dataset = read_dataset(load_config(DEMO_CONFIG))
+    schema = dataset.item_schema
+    pipe = FeaturePipeline(FeatureConfig(text_encoder="none", title_words=True))
+    pipe.fit(dataset.items, schema, dataset.interactions)
+    vocab = next(v for v in pipe.items_.vocabularies if v.column == WORDS)
+    title_counts = pd.Series([w for t in dataset.items["title"] for w in set(words(t))]).value_counts()
+    frequent = [w for w, c in title_counts.items() if c >= 5][:3]
+    assert frequent and all(w in vocab.values for w in frequent)
+    new = pd.DataFrame({"item_id": ["n1", "n2"], "title": [" ".join(frequent) + " zzqxv", None]})
+    tokens = pipe.transform_items(new).categorical[-1]
+    known = vocab.transform(pd.Series([frequent], dtype=object))[0]
+    assert set(known[known > OOV]) <= set(tokens[0]) and len(set(known[known > OOV])) == len(frequent)
+    assert OOV in tokens[0]  # the made-up word has no embedding of its own
+    assert (tokens[1] == PAD).all()  # no title, no words
+    assert metadata_documents(new, schema, 200) == metadata_documents(with_words(new, schema), schema, 200)
+    pipe.save(tmp_path / "features")
+    loaded = FeaturePipeline.load(tmp_path / "features", pipe.cfg)
+    assert (loaded.transform_items(new).categorical[-1] == tokens).all()

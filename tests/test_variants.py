@@ -43,8 +43,9 @@ def implicit(dataset):
         ("features.text_encoder=none",),
         ("model.user_history=20",),
         ("model.user_history=20", "model.history_recency=true", "model.user_id_dropout=1.0"),
+        ("features.title_words=true",),
     ],
-    ids=["mlp-residual", "id-only", "content-only", "tfidf", "no-text", "user-history", "history-recency"],
+    ids=["mlp-residual", "id-only", "content-only", "tfidf", "no-text", "user-history", "history-recency", "words"],
 )
 def test_variant_scores_consistently_and_round_trips(demo_dataset, text_cache_dir, tmp_path, overrides):
     rec = fit(demo_dataset, text_cache_dir, *overrides)
