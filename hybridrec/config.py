@@ -80,6 +80,9 @@ class ModelConfig:
     # (SLIM / EASE learned jointly; needs user_history and sampled-softmax; catalogues up to 20,000 items)
     item_item: bool = False
     item_item_l2: float = 1e-4  # penalty on the squared sum of W
+    # similar items with item_item: the weight of W's share of the "bought with it" score (1 = as in that user's
+    # logit; larger trusts the pairwise weights more than the vectors)
+    similar_item_item_weight: float = 1.0
     mlp_residual: bool = False
     dropout: float = 0.3
 
@@ -231,6 +234,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "model.similar_history_weight": (0, 1, True),
     "model.feature_dropout": (0, 1, True),
     "model.item_item_l2": (0, math.inf, True),
+    "model.similar_item_item_weight": (0, math.inf, True),
     "model.dropout": (0, 0.999, True),
     "train.epochs": (1, math.inf, True),
     "train.batch_size": (1, math.inf, True),

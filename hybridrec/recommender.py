@@ -248,7 +248,10 @@ class HybridRecommender:
         item-item share of "bought with it" (HistoryItemScores.similar_scores)."""
         norms = np.linalg.norm(self.item_vectors_, axis=1)
         blended = (self.item_vectors_ @ query) / np.where(norms > 0, norms, np.inf)  # query: a blend of unit vectors
-        scores = self.item_item_.similar_scores(row, blended, norms, self.config.model.similar_history_weight)
+        model = self.config.model
+        scores = self.item_item_.similar_scores(
+            row, blended, norms, model.similar_history_weight, model.similar_item_item_weight
+        )
         scores[row] = -np.inf
         top = np.argsort(-scores, kind="stable")[:k]
         return self.items_.raws(top), scores[top].astype(np.float32)

@@ -189,17 +189,24 @@ def test_a_model_folder_with_mismatched_item_item_weights_is_refused(demo_datase
         HybridRecommender.load(tmp_path / "m")
 
 
+@pytest.mark.parametrize("pairwise", [1.0, 8.0])
 def test_similar_with_item_item_ranks_by_the_one_item_users_logit_without_item_bias(
-    demo_dataset, text_cache_dir, tmp_path
+    demo_dataset, text_cache_dir, tmp_path, pairwise
 ):
-    rec = fit(implicit(demo_dataset), text_cache_dir, *ITEM_ITEM, "model.similar_history_weight=1.0")
+    rec = fit(
+        implicit(demo_dataset),
+        text_cache_dir,
+        *ITEM_ITEM,
+        "model.similar_history_weight=1.0",
+        f"model.similar_item_item_weight={pairwise}",
+    )
     terms = rec.item_item_
     norms = np.linalg.norm(rec.item_vectors_, axis=1)
     changed = 0
     for item in ["D0031", "D0002", "D0150"]:
         row = rec.items_.index(item)
         bought_with = rec.item_queries_[row] * terms.query_norms[row]  # weight 1: the unit bought-with vector
-        logit = rec.item_vectors_ @ bought_with + terms.matrix[row]  # <q, v> + W[row]: no item bias
+        logit = rec.item_vectors_ @ bought_with + pairwise * terms.matrix[row]  # <q, v> + W[row]: no item bias
         by_logit = logit / norms / terms.query_norms[row]
         by_logit[row] = -np.inf
         ids, scores = rec.similar_items(item, 5)
