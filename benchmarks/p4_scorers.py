@@ -1,0 +1,75 @@
+"""One hybridrec fit on the P4 Online Retail tuning split, many similar-item scorers: choosing
+model.similar_history_weight and model.similar_item_item_weight needs no refit per value.
+
+    python -m benchmarks.p4_scorers [KEY=VALUE ...]   # hybridrec config overrides, e.g. model.item_item_l2=1e-5
+
+Appends a table to benchmarks/results/p4_scorers.md with the command. Tuning split only: never the test truth.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+
+import numpy as np
+
+from benchmarks import data
+from benchmarks.adapters.hybrid import HybridRec
+from benchmarks.protocols import context
+from hybridrec.evaluate import precision_at_k
+
+OUT = data.ROOT / "benchmarks" / "results" / "p4_scorers.md"
+HISTORY_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+PAIRWISE_WEIGHTS = (0.0, 1.0, 8.0, 16.0, 32.0, 64.0, 128.0)
+
+
+def main(overrides: list[str]) -> None:
+    split = data.tuning_split(data.p4_split("online-retail"))
+    ctx = context(split, "similar", implicit=True, quick=False)
+    fixed = ("model.similar_history_weight=1.0", "model.item_item=true")
+    model = HybridRec("hybridrec", (*fixed, *overrides))
+    model.fit(split.train, ctx.dataset.items, ctx)
+    rec = model.rec_
+    truths = {name: {i: set(t) for i, t in truth.items() if t} for name, truth in split.truth.items()}
+    queries = sorted(set().union(*truths.values()))
+    rows = rec.items_.indices(queries)
+    norms = np.linalg.norm(rec.item_vectors_, axis=1)
+    norms[norms == 0] = np.inf
+    unit = rec.item_vectors_ / norms[:, None]
+    terms = rec.item_item_
+    own = unit[rows] @ unit.T
+    bought = rec.item_queries_[rows] @ unit.T  # weight 1: the unit "bought with it" vectors
+    query_norms = np.where(terms.query_norms[rows] > 0, terms.query_norms[rows], np.inf)
+    w_share = terms.matrix[rows] / (query_norms[:, None] * norms[None, :])
+
+    def precision(scores: np.ndarray) -> dict[str, float]:
+        scores = scores.copy()
+        scores[np.arange(len(rows)), rows] = -np.inf
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+        neighbours = {q: rec.items_.raws(top[j]) for j, q in enumerate(queries)}
+        return {name: precision_at_k(neighbours, truth, 10) for name, truth in truths.items()}
+
+    lines = [
+        f"## `python -m benchmarks.p4_scorers {shlex.join(overrides)}` ({time.strftime('%Y-%m-%d %H:%M')})",
+        "",
+        "| similar_history_weight | similar_item_item_weight | precision@10 | strict |",
+        "|---|---|---|---|",
+    ]
+    for w in HISTORY_WEIGHTS:
+        for lam in PAIRWISE_WEIGHTS if w > 0 else (0.0,):
+            p = precision((1 - w) * own + w * (bought + lam * w_share))
+            lines.append(f"| {w} | {lam:g} | {_cells(p)} |")
+    p = precision(terms.matrix[rows])
+    lines.append(f"| W row alone | | {_cells(p)} |")
+    with OUT.open("a") as f:
+        f.write("\n".join(lines) + "\n\n")
+    print("\n".join(lines))
+
+
+def _cells(p: dict[str, float]) -> str:
+    return f"{p['precision@10']:.4f} | {p.get('precision@10_strict', float('nan')):.4f}"
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
