@@ -35,14 +35,19 @@ class HistoryItemScores:
         return None
 
     def for_users(self, user_rows: np.ndarray, item_rows: np.ndarray | None = None) -> np.ndarray:
-        """users x items (all items when item_rows is None)."""
+        """users x items (all items when item_rows is None): one sparse (users x items) @ W product."""
+        from scipy import sparse
+
+        user_rows = np.asarray(user_rows, dtype=np.int64)
+        starts, ends = self.indptr[user_rows], self.indptr[user_rows + 1]
+        lengths = ends - starts
+        history = [self.items[s:e] for s, e in zip(starts, ends)]
+        columns = np.concatenate(history) if history else np.zeros(0, np.int64)
+        weights = np.repeat(1.0 / np.sqrt(np.maximum(lengths, 1)), lengths).astype(np.float32)
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        users = sparse.csr_matrix((weights, columns, indptr), shape=(len(user_rows), self.matrix.shape[0]))
         cols = self.matrix if item_rows is None else self.matrix[:, item_rows]
-        out = np.zeros((len(user_rows), cols.shape[1]), np.float32)
-        for r, u in enumerate(np.asarray(user_rows)):
-            history = self.items[self.indptr[u] : self.indptr[u + 1]]
-            if len(history):
-                out[r] = cols[history].sum(0) / np.sqrt(len(history))
-        return out
+        return np.asarray(users @ cols, dtype=np.float32)
 
     def for_pairs(self, user_rows: np.ndarray, item_rows: np.ndarray, block: int = 1024) -> np.ndarray:
         """Aligned (user, item) rows -> one score each; each distinct user's history is summed once."""
