@@ -312,9 +312,8 @@ class HybridRecommender:
             return [], np.zeros(0, np.float32)
         u = np.repeat(self.user_vectors_[row : row + 1], len(candidates), 0)
         bu = np.repeat(self.user_bias_[row : row + 1], len(candidates), 0)
-        if self.item_item_ is not None:
-            bu = bu + self.item_item_.for_users(np.array([row]), candidates)[0]
-        scores = self._score_pairs(u, bu, self.item_vectors_[candidates], self.item_bias_[candidates], clip=False)
+        v, bi = self.item_vectors_[candidates], self.item_bias_[candidates]
+        scores = self._score_pairs(u, bu, v, bi, clip=False, rows=(np.full(len(candidates), row), candidates))
         top = np.argsort(-scores, kind="stable")[:k]
         return self.items_.raws(candidates[top]), scores[top]
 
