@@ -41,7 +41,11 @@ def main(overrides: list[str]) -> None:
     own = unit[rows] @ unit.T
     bought = rec.item_queries_[rows] @ unit.T  # weight 1: the unit "bought with it" vectors
     query_norms = np.where(terms.query_norms[rows] > 0, terms.query_norms[rows], np.inf)
-    w_share = terms.matrix[rows] / (query_norms[:, None] * norms[None, :])
+    scale = query_norms[:, None] * norms[None, :]
+    pairwise = {  # W's row (history j -> target i), and the row averaged with the column (i -> j): co-purchase is mutual
+        "row": terms.matrix[rows],
+        "row+column": 0.5 * (terms.matrix[rows] + terms.matrix[:, rows].T),
+    }
 
     def precision(scores: np.ndarray) -> dict[str, float]:
         scores = scores.copy()
@@ -53,15 +57,16 @@ def main(overrides: list[str]) -> None:
     lines = [
         f"## `python -m benchmarks.p4_scorers {shlex.join(overrides)}` ({time.strftime('%Y-%m-%d %H:%M')})",
         "",
-        "| similar_history_weight | similar_item_item_weight | precision@10 | strict |",
-        "|---|---|---|---|",
+        "| W share | similar_history_weight | similar_item_item_weight | precision@10 | strict |",
+        "|---|---|---|---|---|",
     ]
-    for w in HISTORY_WEIGHTS:
-        for lam in PAIRWISE_WEIGHTS if w > 0 else (0.0,):
-            p = precision((1 - w) * own + w * (bought + lam * w_share))
-            lines.append(f"| {w} | {lam:g} | {_cells(p)} |")
-    p = precision(terms.matrix[rows])
-    lines.append(f"| W row alone | | {_cells(p)} |")
+    for name, raw in pairwise.items():
+        share = raw / scale
+        for w in HISTORY_WEIGHTS:
+            for lam in PAIRWISE_WEIGHTS if w > 0 else (0.0,):
+                p = precision((1 - w) * own + w * (bought + lam * share))
+                lines.append(f"| {name} | {w} | {lam:g} | {_cells(p)} |")
+        lines.append(f"| {name} alone | | | {_cells(precision(raw))} |")
     with OUT.open("a") as f:
         f.write("\n".join(lines) + "\n\n")
     print("\n".join(lines))
