@@ -42,7 +42,8 @@ def main(overrides: list[str]) -> None:
     bought = rec.item_queries_[rows] @ unit.T  # weight 1: the unit "bought with it" vectors
     query_norms = np.where(terms.query_norms[rows] > 0, terms.query_norms[rows], np.inf)
     scale = query_norms[:, None] * norms[None, :]
-    pairwise = {  # W's row (history j -> target i), and the row averaged with the column (i -> j): co-purchase is mutual
+    # W's row (history j -> target i), and the row averaged with its column (i -> j): co-purchase is mutual
+    pairwise = {
         "row": terms.matrix[rows],
         "row+column": 0.5 * (terms.matrix[rows] + terms.matrix[:, rows].T),
     }
