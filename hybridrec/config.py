@@ -76,6 +76,9 @@ class ModelConfig:
     # history is just that item ("bought with it"; needs user_history); between: a blend of the two unit vectors
     similar_history_weight: float = 0.0
     history_recency: bool = False  # learn one weight per history position (most recent first) instead of a mean
+    # train each row on its own history (the user's items before it in time) instead of the user's latest items:
+    # what the served bag is for the user's next item (needs user_history and a ranking loss)
+    history_causal: bool = False
     # a full-rank item-to-item term beside the towers: score += sum over the user's history of W[j, i] / sqrt(len)
     # (SLIM / EASE learned jointly; needs user_history and sampled-softmax; catalogues up to 20,000 items)
     item_item: bool = False
@@ -273,6 +276,8 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(f"name {cfg.name!r} is reserved: `latest` is the link to the newest model")
     if cfg.model.item_item and (cfg.model.user_history <= 0 or cfg.train.loss != "sampled-softmax"):
         raise ConfigError("model.item_item: needs model.user_history > 0 and train.loss: sampled-softmax")
+    if cfg.model.history_causal and (cfg.model.user_history <= 0 or cfg.train.loss == "mse"):
+        raise ConfigError("model.history_causal: needs model.user_history > 0 and a ranking train.loss (not mse)")
     rating_range = cfg.data.rating_range
     if rating_range is not None:
         finite = len(rating_range) == 2 and all(math.isfinite(v) for v in rating_range)

@@ -133,6 +133,7 @@ class HybridRecommender:
         net = HybridNet(
             len(self.users_), len(self.items_), self.item_spec_, self.user_spec_, cfg.model, self.global_mean_
         )
+        causal = self._causal_histories(tr, train, history) if cfg.model.history_causal else None
         text_dim = pipeline.encoder_.dim if pipeline.encoder_ is not None else 0
         self.review_slice_ = (text_dim, 2 * text_dim + 1) if text_dim else None
         trainer = Trainer(
@@ -150,6 +151,7 @@ class HybridRecommender:
             history=history,
             user_id_dropout=cfg.model.user_id_dropout,
             item_item_l2=cfg.model.item_item_l2,
+            causal=causal,
         )
         ckpt = None
         if checkpoint is not None:
@@ -195,6 +197,20 @@ class HybridRecommender:
         table = users_table.copy() if users_table is not None else pd.DataFrame({"user_id": self.users_.raw_ids})
         table[HISTORY] = [history.get(u, []) for u in table["user_id"]]
         return table, replace(schema, multi=[*schema.multi, HISTORY])
+
+    def _causal_histories(self, tr, train: pd.DataFrame, history: tuple[int, np.ndarray] | None):
+        """model.history_causal: every training row's own history, ordered like the served bag."""
+        from hybridrec.causal_history import causal_histories
+        from hybridrec.features.categorical import OOV
+
+        if history is None:
+            return None
+        if self.feedback_ == "explicit" and self.config.train.loss == "auto":
+            raise ConfigError("model.history_causal: explicit data trains with mse; set a ranking train.loss")
+        tokens = history[1][tr.items]
+        tokens = np.where(tokens >= 0, tokens, OOV)  # served bags hold out-of-vocabulary items as OOV too
+        timestamps = train["timestamp"].to_numpy() if "timestamp" in train else np.zeros(len(train))
+        return causal_histories(tr.users, timestamps, tokens, self.config.model.user_history)
 
     @staticmethod
     def _history_tokens(pipeline, items: pd.DataFrame) -> tuple[int, np.ndarray] | None:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hybridrec.causal_history import CausalHistories
 from hybridrec.checkpoint import Checkpointer
 from hybridrec.config import TrainConfig
 from hybridrec.features.pipeline import EntityFeatures
@@ -83,6 +84,7 @@ class Trainer:
         history: tuple[int, np.ndarray] | None = None,
         user_id_dropout: float = 0.0,
         item_item_l2: float = 0.0,
+        causal: CausalHistories | None = None,
     ):
         self.net = net.to(device)
         self.cfg = cfg
@@ -107,6 +109,8 @@ class Trainer:
         self.history = None
         if history is not None:
             self.history = (history[0], torch.as_tensor(history[1], device=device))
+        # model.history_causal: each training row's own history (its user's items before it) replaces the bag
+        self.causal = causal.to(device) if causal is not None and history is not None else None
 
     # -- towers on index batches -------------------------------------------------------------------------
     def item_vectors(self, idx: torch.Tensor, keep: torch.Tensor | None = None):
@@ -124,11 +128,18 @@ class Trainer:
             cats = [c * (torch.rand(len(idx), 1, device=self.device) >= p).long() for c in cats]
         return self.net.items(idx, text, numeric, cats, keep)
 
-    def user_vectors(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """User tower rows; with `targets` (one item row per user row) each target leaves that user's history."""
+    def user_vectors(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, history_rows: torch.Tensor | None = None
+    ):
+        """User tower rows; with `targets` (one item row per user row) each target leaves that user's history.
+        `history_rows` (one history per user row, model.history_causal) replaces the bag instead."""
         keep = self.user_has_id[idx]
         if self.net.training and 0 < self.user_id_dropout < 1:
             keep = keep * (torch.rand(len(idx), device=self.device) >= self.user_id_dropout).float()
+        if history_rows is not None:
+            text, numeric, cats = self.users.rows(idx)
+            cats[self.history[0]] = history_rows
+            return self.net.users(idx, text, numeric, cats, keep)
         if targets is None or self.history is None:
             text, numeric, cats = self.users.rows(idx)
             return self.net.users(idx, text, numeric, cats, keep)
@@ -138,11 +149,13 @@ class Trainer:
         return self.net.users(users, text, numeric, cats, keep, rows=rows, remove=(slot, token[targets]))
 
     def item_item_scores(
-        self, u_idx: torch.Tensor, targets: torch.Tensor | None = None
+        self, u_idx: torch.Tensor, targets: torch.Tensor | None = None, history_rows: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The item-item term over the whole catalogue. Without `targets`: one row per distinct user of u_idx and
         the map from u_idx to those rows. With them: one row per u_idx row, its target left out of the history
-        (as in user_vectors), and None."""
+        (as in user_vectors), and None; with `history_rows`, one row per given history, and None."""
+        if history_rows is not None:
+            return self.net.item_item.normalise(*self.net.item_item.bag(history_rows)), None
         slot, token = self.history
         users, rows = torch.unique(u_idx, return_inverse=True)
         tokens = self.users.categorical[slot][users]
@@ -163,30 +176,42 @@ class Trainer:
         return (torch.rand(n, device=self.device) >= self.id_dropout).float()
 
     # -- losses --------------------------------------------------------------------------------------------
-    def _towers(self, u_idx: torch.Tensor, i_idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def _towers(
+        self,
+        u_idx: torch.Tensor,
+        i_idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        history_rows: torch.Tensor | None = None,
+    ):
         """Tower outputs computed once per distinct user and item of the batch, then gathered per row.
 
         ID and feature dropout are drawn per distinct item and batch. With `targets` and a history bag, each user
-        row is its distinct user's bag minus that row's target item (see user_vectors).
+        row is its distinct user's bag minus that row's target item, or its own `history_rows` (see user_vectors).
         """
         items, i_inv = torch.unique(i_idx, return_inverse=True)
         v, b_i = self.item_vectors(items, self._keep_mask(len(items)))
         if targets is not None and self.history is not None:
-            u, b_u = self.user_vectors(u_idx, targets)
+            u, b_u = self.user_vectors(u_idx, targets, history_rows)
             return u, b_u, v[i_inv], b_i[i_inv]
         users, u_inv = torch.unique(u_idx, return_inverse=True)
         u, b_u = self.user_vectors(users)
         return u[u_inv], b_u[u_inv], v[i_inv], b_i[i_inv]
 
-    def _batch_loss(self, u_idx, i_idx, rating, weight, rng: np.random.Generator) -> torch.Tensor:
+    def _batch_loss(
+        self, u_idx, i_idx, rating, weight, rng: np.random.Generator, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`rows`: the batch's training row numbers, which pick each row's own history under history_causal."""
         n = len(i_idx)
+        history_rows = None
+        if self.causal is not None and rows is not None and self.loss_kind != "mse":
+            history_rows = self.causal.rows(rows)
         if self.loss_kind == "bpr":
             n_neg = max(1, self.cfg.negatives)
             neg = torch.as_tensor(rng.choice(self.positive_items, size=n * n_neg), device=self.device)
-            u, b_u, v_all, b_all = self._towers(u_idx, torch.cat([i_idx, neg]), i_idx)
+            u, b_u, v_all, b_all = self._towers(u_idx, torch.cat([i_idx, neg]), i_idx, history_rows)
             v, b_i = v_all[:n], b_all[:n]
         else:
-            u, b_u, v, b_i = self._towers(u_idx, i_idx, None if self.loss_kind == "mse" else i_idx)
+            u, b_u, v, b_i = self._towers(u_idx, i_idx, None if self.loss_kind == "mse" else i_idx, history_rows)
         reg = (u.pow(2).sum(-1) + v.pow(2).sum(-1) + b_u.pow(2) + b_i.pow(2)).mean()
         if self.loss_kind == "mse":
             pred = self.net.head(u, b_u, v, b_i)
@@ -200,7 +225,8 @@ class Trainer:
         if self.loss_kind == "sampled-softmax":
             pairwise, penalty = None, 0.0
             if self.net.item_item is not None:
-                pairwise, penalty = self.item_item_scores(u_idx, i_idx)[0], self._item_item_penalty()
+                pairwise = self.item_item_scores(u_idx, i_idx, history_rows)[0]
+                penalty = self._item_item_penalty()
             loss = self._sampled_softmax(u, v, b_i, i_idx, weight, rng, pairwise)
             return loss + self.cfg.l2 * reg + penalty
         # softmax: every other item in the batch is a negative (sampled softmax with in-batch negatives)
@@ -305,7 +331,7 @@ class Trainer:
             total = 0.0
             for start in range(0, len(train), self.cfg.batch_size):
                 batch = order[start : start + self.cfg.batch_size]
-                loss = self._batch_loss(*(t[batch] for t in tensors), rng)
+                loss = self._batch_loss(*(t[batch] for t in tensors), rng, rows=batch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

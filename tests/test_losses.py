@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hybridrec.causal_history import causal_histories
 from hybridrec.config import ModelConfig, TrainConfig
 from hybridrec.features.pipeline import EntityFeatures
 from hybridrec.model.network import HybridNet
@@ -165,3 +166,29 @@ def test_sampled_softmax_with_the_item_item_term_is_the_full_softmax_over_towers
         hand = torch.stack([hand_item_item(trainer, int(x), int(t)) for x, t in zip(users, targets)])
         full = F.cross_entropy(u @ v_all.T + b_all + hand, targets)
     assert float(loss) == pytest.approx(float(full), rel=1e-5)
+
+
+def test_causal_histories_give_each_row_its_users_earlier_items_most_recent_first():
+    users = np.array([0, 0, 1, 0, 1, 0])
+    stamps = np.array([10, 30, 5, 20, 7, 20])  # rows 3 and 5 tie: as in the served bag's stable sort, 3 is "later"
+    tokens = np.array([11, 12, 13, 14, 15, 16])
+    hist = causal_histories(users, stamps, tokens, length=2)
+    rows = hist.rows(torch.arange(6)).tolist()
+    # user 0 latest first: row 1 (30), row 3 (20), row 5 (20), row 0 (10); user 1: row 4 (7), row 2 (5)
+    assert rows == [[0, 0], [14, 16], [0, 0], [16, 11], [13, 0], [11, 0]]
+
+
+def test_a_causal_history_replaces_the_bag_in_the_user_tower_and_the_item_item_term():
+    trainer = make_trainer(negatives=100, history_tokens=np.arange(N_ITEMS) + 2, item_item=True)
+    users = torch.tensor([1, 1, 3])
+    own = torch.tensor([[4, 2, 0, 0], [0, 0, 0, 0], [8, 5, 3, 0]])  # per-row histories (tokens; 0 pads)
+    with torch.no_grad():
+        causal, _ = trainer.user_vectors(users, torch.tensor([0, 1, 2]), own)
+        pairwise, _ = trainer.item_item_scores(users, torch.tensor([0, 1, 2]), own)
+        trainer.users.categorical[0] = torch.zeros(N_USERS, WIDTH, dtype=torch.long)
+        for r, u in enumerate(users.tolist()):
+            trainer.users.categorical[0][u] = own[r]  # the same history as the user's whole bag, by hand
+            expected, _ = trainer.user_vectors(users[r : r + 1])
+            assert torch.allclose(causal[r], expected[0], atol=1e-6)
+            assert torch.allclose(pairwise[r], hand_item_item(trainer, u), atol=1e-5)
+    assert not torch.allclose(causal[0], causal[1], atol=1e-4)  # the history did change the same user's vector
