@@ -65,12 +65,15 @@ class HistoryItemScores:
     ) -> np.ndarray:
         """Similar-item scores for item `row` over the catalogue. `blended` is the index's score, (1 - w) cos(own, v)
         + w cos(q, v), with q the user vector of someone whose history is only this item; the "bought with it" part
-        is that user's logit without item bias, <q, v> + W[row], and its W share is normalised the way <q, v> is
-        in the cosine: divided by ||q|| ||v||. `pairwise` scales that W share (model.similar_item_item_weight)."""
+        is that user's logit without item bias, <q, v> plus the mutual pairwise weight (W[row, i] + W[i, row]) / 2:
+        buying together goes both ways, and the column adds the evidence of i's buyers going on to this item. That
+        share is normalised the way <q, v> is in the cosine, divided by ||q|| ||v||, and scaled by `pairwise`
+        (model.similar_item_item_weight)."""
         if self.query_norms is None or self.query_norms[row] <= 0:
             return blended
         scale = self.query_norms[row] * np.where(item_norms > 0, item_norms, np.inf)
-        return blended + weight * pairwise * self.matrix[row] / scale
+        mutual = 0.5 * (self.matrix[row] + self.matrix[:, row])
+        return blended + weight * pairwise * mutual / scale
 
     def with_new_items(self, n_new: int) -> HistoryItemScores:
         """New catalogue items (add_items) have no history weights: zero rows and columns."""

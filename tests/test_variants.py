@@ -243,7 +243,7 @@ def test_a_model_folder_with_mismatched_item_item_weights_is_refused(demo_datase
 
 
 @pytest.mark.parametrize("pairwise", [1.0, 8.0])
-def test_similar_with_item_item_ranks_by_the_one_item_users_logit_without_item_bias(
+def test_similar_with_item_item_ranks_by_the_one_item_users_logit_with_mutual_weights_and_no_item_bias(
     demo_dataset, text_cache_dir, tmp_path, pairwise
 ):
     rec = fit(
@@ -259,7 +259,8 @@ def test_similar_with_item_item_ranks_by_the_one_item_users_logit_without_item_b
     for item in ["D0031", "D0002", "D0150"]:
         row = rec.items_.index(item)
         bought_with = rec.item_queries_[row] * terms.query_norms[row]  # weight 1: the unit bought-with vector
-        logit = rec.item_vectors_ @ bought_with + pairwise * terms.matrix[row]  # <q, v> + W[row]: no item bias
+        mutual = [(terms.matrix[row, i] + terms.matrix[i, row]) / 2 for i in range(len(rec.items_))]
+        logit = rec.item_vectors_ @ bought_with + pairwise * np.array(mutual)  # <q, v> + W, both ways: no item bias
         by_logit = logit / norms / terms.query_norms[row]
         by_logit[row] = -np.inf
         ids, scores = rec.similar_items(item, 5)
