@@ -18,6 +18,9 @@ from hybridrec.data.dataset import Dataset
 from hybridrec.evaluate import recall_ndcg_at_k, top_k_indices
 
 THREADS = 2
+# LightFM and implicit's BPR update shared weights from several threads at once (Hogwild SGD): on more than one
+# thread the same seed gives different numbers from run to run, so they train on one
+SGD_THREADS = 1
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from benchmarks.adapters.base import THREADS, MatrixModel, Model, cosine_rows
+from benchmarks.adapters.base import SGD_THREADS, THREADS, MatrixModel, Model, cosine_rows
 
 
 class SurpriseModel(Model):
@@ -114,7 +114,7 @@ class ImplicitBPR(MatrixModel):
             regularization=p["regularization"],
             iterations=p["iterations"] // (4 if ctx.quick else 1),
             random_state=ctx.seed,
-            num_threads=THREADS,
+            num_threads=SGD_THREADS,
         )
         m.fit(self.X_, show_progress=False)
         self.U_, self.V_ = np.asarray(m.user_factors), np.asarray(m.item_factors)
@@ -198,7 +198,7 @@ class LightFMModel(MatrixModel):
             random_state=ctx.seed,
         )
         epochs = max(5, p["epochs"] // 3) if ctx.quick else p["epochs"]
-        m.fit(self.X_.tocoo(), item_features=self.F_, epochs=epochs, num_threads=THREADS)
+        m.fit(self.X_.tocoo(), item_features=self.F_, epochs=epochs, num_threads=SGD_THREADS)
         self.ib_, self.iv_ = m.get_item_representations(self.F_)
         self.ub_, self.uv_ = m.get_user_representations()
         self.ivn_ = cosine_rows(self.iv_)
