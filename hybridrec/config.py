@@ -99,6 +99,9 @@ class TrainConfig:
     weight_decay: float = 1e-5
     l2: float = 0.01  # penalty on the embeddings and biases touched in a batch
     patience: int = 3
+    # False: train all `epochs` and keep the last weights; validation is still scored each epoch, only not used to
+    # choose (a small validation set, such as a few dozen cold items, picks a noisy epoch)
+    early_stopping: bool = True
     # explicit data: train only on ratings >= this (a ranking loss then learns what a user likes, not what they
     # rate); None trains on every rating
     min_rating: float | None = None

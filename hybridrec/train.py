@@ -304,7 +304,8 @@ class Trainer:
     def fit(
         self, train: Interactions, val: Interactions | None, progress=None, checkpoint: Checkpointer | None = None
     ) -> TrainResult:
-        """Adam over shuffled mini-batches; keeps the weights of the best validation epoch.
+        """Adam over shuffled mini-batches; keeps the weights of the best validation epoch (with
+        `train.early_stopping` off: runs every epoch and keeps the last).
 
         With a checkpointer, state is saved after every epoch and a matching checkpoint is resumed from, giving
         the same result as an uninterrupted run.
@@ -342,7 +343,9 @@ class Trainer:
             result.history.append(row)
             if progress is not None:
                 progress(row)
-            if score < result.best_score - 1e-5:
+            if not self.cfg.early_stopping:  # the last epoch is the model: nothing to copy or restore
+                result.best_score, result.best_epoch = score, epoch
+            elif score < result.best_score - 1e-5:
                 result.best_score, result.best_epoch, bad_epochs = score, epoch, 0
                 best_state = copy.deepcopy(self.net.state_dict())
             else:

@@ -3,6 +3,9 @@ catalogue, a lower bound of it otherwise, and a user's history never contains th
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +15,7 @@ from hybridrec.causal_history import causal_histories
 from hybridrec.config import ModelConfig, TrainConfig
 from hybridrec.features.pipeline import EntityFeatures
 from hybridrec.model.network import HybridNet
-from hybridrec.train import Trainer
+from hybridrec.train import Interactions, Trainer
 
 N_USERS, N_ITEMS, WIDTH = 5, 7, 4
 
@@ -192,3 +195,29 @@ def test_a_causal_history_replaces_the_bag_in_the_user_tower_and_the_item_item_t
             assert torch.allclose(causal[r], expected[0], atol=1e-6)
             assert torch.allclose(pairwise[r], hand_item_item(trainer, u), atol=1e-5)
     assert not torch.allclose(causal[0], causal[1], atol=1e-4)  # the history did change the same user's vector
+
+
+def _pairs(rng: np.random.Generator, n: int) -> Interactions:
+    return Interactions(
+        rng.integers(0, N_USERS, n), rng.integers(0, N_ITEMS, n), np.ones(n, np.float32), np.ones(n, np.float32)
+    )
+
+
+@pytest.mark.parametrize("early_stopping", [True, False])
+def test_early_stopping_off_trains_every_epoch_and_keeps_the_last_weights(early_stopping):
+    rng = np.random.default_rng(3)
+    train, val = _pairs(rng, 60), _pairs(rng, 12)
+    snapshots = []
+    trainer = make_trainer(negatives=N_ITEMS)
+    trainer.cfg = dataclasses.replace(trainer.cfg, epochs=6, patience=1, early_stopping=early_stopping, batch_size=8)
+    result = trainer.fit(train, val, progress=lambda row: snapshots.append(copy.deepcopy(trainer.net.state_dict())))
+    scores = [row["val"] for row in result.history]
+    kept = trainer.net.state_dict()
+    if early_stopping:  # stops after the first epoch without a gain and restores the best one
+        best = int(np.argmin(scores))
+        assert len(scores) == min(6, best + 2) and result.best_epoch == best + 1
+        assert len(set(scores)) > 1  # the validation score moves, so the check below means something
+    else:  # every epoch runs and is scored, and the weights are the last epoch's
+        assert len(scores) == 6 and result.best_epoch == 6 and not result.stopped_early
+        best = len(snapshots) - 1
+    assert all(torch.equal(kept[k], snapshots[best][k]) for k in kept)
