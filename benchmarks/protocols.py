@@ -141,7 +141,7 @@ def p3(make, dataset: str, quick: bool, tune: bool = False) -> dict:
         return _p3_fold(make, split, quick)
     # tuning: the mean over nested cold-item folds (data.p3_tuning_folds)
     folds = [_p3_fold(make, fold, quick) for fold in data.p3_tuning_folds(split)]
-    out = folds[-1]
+    out = dict(folds[-1])  # a copy: the last fold's own metrics must stay in `folds` below
     out["metrics"] = {k: float(np.mean([f["metrics"][k] for f in folds])) for k in out["metrics"]}
     out["fit_seconds"] = float(np.mean([f["fit_seconds"] for f in folds]))
     out["folds"] = [{"fold": f["split"]["tuning"], **f["metrics"]} for f in folds]
