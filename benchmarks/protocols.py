@@ -135,8 +135,8 @@ def p2(make, dataset: str, quick: bool, tune: bool = False) -> dict:
 
 
 # P3 ----------------------------------------------------------------------------------------------------------------
-def p3(make, dataset: str, quick: bool, tune: bool = False) -> dict:
-    split = data.p3_split(dataset)
+def p3(make, dataset: str, quick: bool, tune: bool = False, draw: int | None = None) -> dict:
+    split = data.p3_split(dataset, draw)
     if not tune:
         return _p3_fold(make, split, quick)
     # tuning: the mean over nested cold-item folds (data.p3_tuning_folds)
