@@ -58,6 +58,9 @@ class FeatureConfig:
     min_count: int = 2  # categorical values seen fewer times share the out-of-vocabulary slot
     # item title and text words as a bag of trainable word embeddings (shared words tie new items to warm ones)
     title_words: bool = False
+    # > 0: each numeric column also becomes a categorical token of its quantile bin (this many bins over the
+    # training entities), for effects that are not smooth in the value (release decades, price bands)
+    numeric_bins: int = 0
     log1p: list[str] | None = None  # numeric columns to log1p; None = every non-negative column
 
 
@@ -242,6 +245,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "model.item_item_l2": (0, math.inf, True),
     "model.similar_item_item_weight": (0, math.inf, True),
     "model.dropout": (0, 0.999, True),
+    "features.numeric_bins": (0, 1000, True),
     "train.epochs": (1, math.inf, True),
     "train.batch_size": (1, math.inf, True),
     "train.lr": (0, math.inf, False),

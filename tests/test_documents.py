@@ -94,3 +94,30 @@ def test_title_words_become_a_trainable_bag_that_ties_new_items_to_warm_ones(tmp
     pipe.save(tmp_path / "features")
     loaded = FeaturePipeline.load(tmp_path / "features", pipe.cfg)
     assert (loaded.transform_items(new).categorical[-1] == tokens).all()
+
+
+def test_numeric_bins_cut_at_training_quantiles_and_survive_a_save(tmp_path) -> None:
+    from hybridrec.features.categorical import OOV, PAD
+    from hybridrec.features.pipeline import FeaturePipeline
+
+    schema = FeatureSchema(title=None, numeric=["year"], categorical=["brand"])
+    items = pd.DataFrame(
+        {"item_id": [f"i{k}" for k in range(8)], "year": [1950, 1960, 1970, 1980, 1990, 2000, 2010, None]}
+    )
+    items["brand"] = "b"
+    pipe = FeaturePipeline(FeatureConfig(text_encoder="none", numeric_bins=4, min_count=1))
+    pipe.fit(items, schema, items.iloc[:0])
+    (bins,) = pipe.items_.bins
+    assert bins.edges == [1965.0, 1980.0, 1995.0]  # quartiles of the 7 known years; the missing one is ignored
+    new = pd.DataFrame({"item_id": ["a", "b", "c", "d"], "year": [1900, 1980, 2024, None]})
+    vocab = pipe.items_.vocabularies[-1]
+    expected = [vocab.values.index(t) + 2 for t in ["bin0", "bin2", "bin3"]]  # an edge value opens the next bin
+    tokens = pipe.transform_items(new).categorical
+    assert len(tokens) == 2 and tokens[-1][:3, 0].tolist() == expected and tokens[-1][3, 0] == PAD
+    assert OOV not in tokens[-1]  # every bin is in the vocabulary, even one with a single training item
+    assert pipe.transform_items(new.drop(columns="year")).categorical[-1].max() == PAD  # no column: no token
+    pipe.save(tmp_path / "features")
+    loaded = FeaturePipeline.load(tmp_path / "features", pipe.cfg)
+    assert all((a == b).all() for a, b in zip(loaded.transform_items(new).categorical, tokens, strict=True))
+    plain = FeaturePipeline(FeatureConfig(text_encoder="none", min_count=1)).fit(items, schema, items.iloc[:0])
+    assert plain.items_.bins == [] and len(plain.transform_items(new).categorical) == 1

@@ -44,6 +44,7 @@ def implicit(dataset):
         ("model.user_history=20",),
         ("model.user_history=20", "model.history_recency=true", "model.user_id_dropout=1.0"),
         ("features.title_words=true",),
+        ("features.numeric_bins=4",),
     ],
     ids=[
         "mlp-residual",
@@ -54,6 +55,7 @@ def implicit(dataset):
         "user-history",
         "history-recency",
         "words",
+        "numeric-bins",
     ],
 )
 def test_variant_scores_consistently_and_round_trips(demo_dataset, text_cache_dir, tmp_path, overrides):

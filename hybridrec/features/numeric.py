@@ -50,3 +50,37 @@ class NumericScaler:
     @classmethod
     def from_json(cls, payload: dict) -> NumericScaler:
         return cls(**payload)
+
+
+@dataclass
+class NumericBins:
+    """A numeric column cut at its training quantiles, so a model can learn a free effect per range (a decade of
+    release years, a price band) instead of one smooth curve; token models such as LightFM see numbers this way."""
+
+    column: str
+    edges: list[float]
+
+    @property
+    def name(self) -> str:
+        return f"{self.column}#bin"
+
+    @classmethod
+    def fit(cls, values: pd.Series, bins: int) -> NumericBins:
+        x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+        x = x[np.isfinite(x)]
+        inner = np.quantile(x, np.linspace(0, 1, bins + 1)[1:-1]) if len(x) else np.array([])
+        return cls(str(values.name), [float(e) for e in np.unique(inner)])
+
+    def tokens(self, values: pd.Series) -> pd.Series:
+        """One token per row ("bin0" below the first edge ... "binK" from the last edge on); None when missing."""
+        x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+        index = np.searchsorted(np.asarray(self.edges), x, side="right")
+        cells = [f"bin{k}" if np.isfinite(v) else None for k, v in zip(index, x, strict=True)]
+        return pd.Series(cells, index=values.index, name=self.name, dtype=object)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, payload: dict) -> NumericBins:
+        return cls(str(payload["column"]), [float(e) for e in payload["edges"]])

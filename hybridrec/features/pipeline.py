@@ -15,7 +15,7 @@ from hybridrec.errors import ModelFileError
 from hybridrec.features.cache import EmbeddingCache
 from hybridrec.features.categorical import MAX_VALUES, Vocabulary
 from hybridrec.features.documents import metadata_documents, review_documents
-from hybridrec.features.numeric import NumericScaler
+from hybridrec.features.numeric import NumericBins, NumericScaler
 from hybridrec.features.text import TfidfSvdEncoder, make_text_encoder
 from hybridrec.features.words import MAX_WORDS, WORDS, with_words
 
@@ -37,7 +37,8 @@ class TabularFeatures:
     """Numeric scalers and categorical vocabularies of one entity (items or users)."""
 
     scalers: list[NumericScaler]
-    vocabularies: list[Vocabulary]
+    vocabularies: list[Vocabulary]  # categorical + multi columns, then one per binned numeric column
+    bins: list[NumericBins] = field(default_factory=list)  # features.numeric_bins > 0
 
     @classmethod
     def fit(
@@ -52,14 +53,22 @@ class TabularFeatures:
             Vocabulary.fit(table[c], cfg.min_count, limits.get(c, MAX_VALUES))
             for c in schema.categorical + schema.multi
         ]
-        return cls(scalers, vocabs)
+        bins = [NumericBins.fit(table[c], cfg.numeric_bins) for c in schema.numeric] if cfg.numeric_bins else []
+        vocabs += [Vocabulary.fit(b.tokens(table[b.column]), min_count=1, max_values=1) for b in bins]
+        return cls(scalers, vocabs, bins)
 
     def numeric(self, table: pd.DataFrame) -> np.ndarray:
         blocks = [s.transform(_column(table, s.column, np.nan)) for s in self.scalers]
         return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(table), 0), np.float32)
 
     def categorical(self, table: pd.DataFrame) -> list[np.ndarray]:
-        return [v.transform(_column(table, v.column, None)) for v in self.vocabularies]
+        binned = {b.name: b for b in self.bins}
+
+        def cells(column: str) -> pd.Series:
+            b = binned.get(column)
+            return b.tokens(_column(table, b.column, np.nan)) if b else _column(table, column, None)
+
+        return [v.transform(cells(v.column)) for v in self.vocabularies]
 
     @property
     def numeric_dim(self) -> int:
@@ -70,13 +79,18 @@ class TabularFeatures:
         return [v.size for v in self.vocabularies]
 
     def to_json(self) -> dict:
-        return {"numeric": [s.to_json() for s in self.scalers], "categorical": [v.to_json() for v in self.vocabularies]}
+        return {
+            "numeric": [s.to_json() for s in self.scalers],
+            "categorical": [v.to_json() for v in self.vocabularies],
+            "bins": [b.to_json() for b in self.bins],
+        }
 
     @classmethod
     def from_json(cls, payload: dict) -> TabularFeatures:
         return cls(
             [NumericScaler.from_json(p) for p in payload["numeric"]],
             [Vocabulary.from_json(p) for p in payload["categorical"]],
+            [NumericBins.from_json(p) for p in payload.get("bins", [])],  # absent in models saved before bins
         )
 
 
