@@ -28,7 +28,7 @@ SEED = 42
 SPLIT_VERSION = 2  # bump when a split recipe changes: old split folders are then rebuilt
 COLUMNS = ["user_id", "item_id", "rating", "timestamp", "review"]
 POSITIVE = 4.0  # explicit ratings >= 4 are positives for ranking metrics (as in hybridrec.protocols)
-NUMERIC_BINS = 10  # LightFM sees a numeric item column as one of this many quantile-bin tokens
+NUMERIC_BINS = 10  # LightFM sees a numeric item column as one of this many quantile-bin tokens (NumericBins)
 RETAIL_CUTOFF = "2011-10-01"
 RETAIL_TUNING_CUTOFF = "2011-08-01"  # --tune: train before it, truth from it up to RETAIL_CUTOFF
 # Online Retail truth sets: name -> (min common test invoices, min lift). The first is the issue's definition; with
@@ -76,30 +76,22 @@ def item_documents(dataset: Dataset) -> dict[str, str]:
     return dict(zip(dataset.items["item_id"], docs, strict=True))
 
 
-def numeric_bins(items: pd.DataFrame, columns: list[str], bins: int = NUMERIC_BINS) -> dict[str, np.ndarray]:
-    """Column -> each item's quantile bin over the catalogue (NaN where the value is missing): how a token model
-    such as LightFM gets the numeric features (year, price) that hybridrec's numeric tower reads."""
-    out = {}
-    for col in columns:
-        values = pd.to_numeric(items[col], errors="coerce") if col in items else pd.Series(np.nan, index=items.index)
-        ranks = values.rank(method="average", pct=True)  # ties share a bin
-        out[col] = np.ceil(ranks * bins).clip(1, bins).to_numpy()
-    return out
-
-
 def item_feature_tokens(dataset: Dataset) -> dict[str, list[str]]:
     """Item id -> categorical content tokens for LightFM: multi-valued labels (genres, tags, authors, category),
     categorical columns (brand, language), a quantile-bin token per numeric column (year, price) and lower-cased
     title/text words."""
     schema = dataset.item_schema
     from hybridrec.features.categorical import cell_values
+    from hybridrec.features.numeric import NumericBins
 
     out: dict[str, list[str]] = {}
     word_cols = [c for c in [schema.title, *schema.text] if c]
     label_cols = [*schema.multi, *schema.categorical]
-    bins = numeric_bins(dataset.items, list(schema.numeric))
-    for r, row in enumerate(dataset.items.to_dict("records")):
-        tokens = {f"{col}:bin{int(b[r])}" for col, b in bins.items() if b[r] == b[r]}  # NaN: no token
+    items = dataset.items.reset_index(drop=True)
+    # numeric columns through hybridrec's own quantile bins (features.numeric_bins), cut over the catalogue
+    bins = {c: NumericBins.fit(items[c], NUMERIC_BINS).tokens(items[c]) for c in schema.numeric if c in items}
+    for r, row in enumerate(items.to_dict("records")):
+        tokens = {f"{col}:{cells[r]}" for col, cells in bins.items() if cells[r] is not None}  # missing: none
         for col in label_cols:
             tokens |= {f"{col}:{v.strip().lower()}" for v in cell_values(row.get(col)) if str(v).strip()}
         for col in word_cols:
@@ -277,6 +269,7 @@ def p2_split(dataset: str) -> BenchSplit:
 def p3_split(dataset: str, draw: int | None = None) -> BenchSplit:
     """The P3 split; `draw` = another seed for the same recipe (a robustness check: which 20% goes cold moves
     the scores a lot on a small catalogue), never the split the protocol is judged on."""
+    fold = "cold20" if draw is None else f"cold20-draw{draw}"
 
     def build() -> BenchSplit:
         df = _sorted(load(dataset).interactions)
@@ -306,7 +299,6 @@ def p3_split(dataset: str, draw: int | None = None) -> BenchSplit:
             info=info,
         )
 
-    fold = "cold20" if draw is None else f"cold20-draw{draw}"
     return load_split("P3", dataset, fold, build)
 
 

@@ -176,12 +176,10 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 try:
                     run = RUNNERS[protocol]
-                    if args.tune:
-                        out = run(make, dataset, args.quick, tune=True)
-                    elif args.cold_draw is not None:
-                        out = run(make, dataset, args.quick, draw=args.cold_draw)
-                    else:
-                        out = run(make, dataset, args.quick)
+                    extra = {"tune": True} if args.tune else {}
+                    if args.cold_draw is not None:
+                        extra["draw"] = args.cold_draw
+                    out = run(make, dataset, args.quick, **extra)
                 except Exception:  # noqa: BLE001 - one failing model must not lose the others' results
                     failures += 1
                     traceback.print_exc()
