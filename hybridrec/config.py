@@ -105,6 +105,9 @@ class TrainConfig:
     # False: train all `epochs` and keep the last weights; validation is still scored each epoch, only not used to
     # choose (a small validation set, such as a few dozen cold items, picks a noisy epoch)
     early_stopping: bool = True
+    # > 0, with early_stopping off: the model is the mean of the weights after each of the last N epochs (stochastic
+    # weight averaging), which steadies what one last epoch of noisy mini-batch steps would leave
+    average_last: int = 0
     # explicit data: train only on ratings >= this (a ranking loss then learns what a user likes, not what they
     # rate); None trains on every rating
     min_rating: float | None = None
@@ -252,6 +255,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "train.weight_decay": (0, math.inf, True),
     "train.l2": (0, math.inf, True),
     "train.patience": (0, math.inf, True),
+    "train.average_last": (0, math.inf, True),
     "train.negatives": (1, math.inf, True),
     "train.threads": (0, math.inf, True),
     "index.M": (2, math.inf, True),
@@ -285,6 +289,10 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError("model.item_item: needs model.user_history > 0 and train.loss: sampled-softmax")
     if cfg.model.history_causal and (cfg.model.user_history <= 0 or cfg.train.loss == "mse"):
         raise ConfigError("model.history_causal: needs model.user_history > 0 and a ranking train.loss (not mse)")
+    if cfg.train.average_last and cfg.train.early_stopping:
+        raise ConfigError("train.average_last: needs train.early_stopping: false (the epochs to average are fixed)")
+    if cfg.train.average_last > cfg.train.epochs:
+        raise ConfigError(f"train.average_last: {cfg.train.average_last} is more than train.epochs ({cfg.train.epochs})")
     rating_range = cfg.data.rating_range
     if rating_range is not None:
         finite = len(rating_range) == 2 and all(math.isfinite(v) for v in rating_range)

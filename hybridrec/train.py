@@ -343,8 +343,9 @@ class Trainer:
             result.history.append(row)
             if progress is not None:
                 progress(row)
-            if not self.cfg.early_stopping:  # the last epoch is the model: nothing to copy or restore
+            if not self.cfg.early_stopping:  # the last epoch (or the mean of the last few) is the model
                 result.best_score, result.best_epoch = score, epoch
+                best_state = self._running_average(best_state, epoch)
             elif score < result.best_score - 1e-5:
                 result.best_score, result.best_epoch, bad_epochs = score, epoch, 0
                 best_state = copy.deepcopy(self.net.state_dict())
@@ -370,6 +371,24 @@ class Trainer:
             self.net.load_state_dict(best_state)
         self.net.eval()
         return result
+
+    def _running_average(self, mean: dict | None, epoch: int) -> dict | None:
+        """The mean of the weights after each epoch of the last `average_last` (None before the window opens);
+        it travels in the checkpoint as the kept state, so a resumed run averages the same epochs."""
+        window = min(self.cfg.average_last, self.cfg.epochs)  # a capped epoch count (--quick) caps the window
+        seen = epoch - (self.cfg.epochs - window)
+        if window <= 0 or seen < 1:
+            return None
+        now = self.net.state_dict()
+        if mean is None or seen == 1:
+            return {k: v.detach().clone() for k, v in now.items()}
+        for k, v in now.items():
+            if v.is_floating_point():  # a resumed mean comes back from the checkpoint on the CPU
+                prev = mean[k].to(v.device)
+                mean[k] = prev + (v.detach() - prev) / seen
+            else:
+                mean[k] = v.detach().clone()
+        return mean
 
     @torch.no_grad()
     def all_item_vectors(self, batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:

@@ -221,3 +221,20 @@ def test_early_stopping_off_trains_every_epoch_and_keeps_the_last_weights(early_
         assert len(scores) == 6 and result.best_epoch == 6 and not result.stopped_early
         best = len(snapshots) - 1
     assert all(torch.equal(kept[k], snapshots[best][k]) for k in kept)
+
+
+def test_average_last_keeps_the_mean_of_the_last_epochs_weights():
+    rng = np.random.default_rng(3)
+    train, val = _pairs(rng, 60), _pairs(rng, 12)
+    snapshots = []
+    trainer = make_trainer(negatives=N_ITEMS)
+    trainer.cfg = dataclasses.replace(trainer.cfg, epochs=6, early_stopping=False, average_last=3, batch_size=8)
+    trainer.fit(train, val, progress=lambda row: snapshots.append(copy.deepcopy(trainer.net.state_dict())))
+    kept = trainer.net.state_dict()
+    assert len(snapshots) == 6
+    for k in kept:
+        expected = sum(snapshots[e][k] for e in (3, 4, 5)) / 3
+        torch.testing.assert_close(kept[k], expected)
+    # the weights move between those epochs, so the mean is not any one of them
+    weights = "items.id_embedding.weight"
+    assert not any(torch.allclose(kept[weights], snapshots[e][weights]) for e in (3, 4, 5))

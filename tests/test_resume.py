@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import DEMO_CONFIG, quick_fit_overrides
@@ -23,8 +25,12 @@ def setup(text_cache_dir):
     return cfg, read_dataset(cfg)
 
 
-def test_resumed_fit_matches_an_uninterrupted_one(setup, tmp_path, monkeypatch):
+@pytest.mark.parametrize("average_last", [0, 3], ids=["best-epoch", "weight-average"])
+def test_resumed_fit_matches_an_uninterrupted_one(setup, tmp_path, monkeypatch, average_last):
     cfg, dataset = setup
+    if average_last:  # the running mean over epochs 2..4 is cut after epoch 2 and must carry on from the checkpoint
+        train = dataclasses.replace(cfg.train, early_stopping=False, average_last=average_last)
+        cfg = dataclasses.replace(cfg, train=train)
     whole = HybridRecommender(cfg).fit(dataset)
 
     kills = []

@@ -180,22 +180,26 @@ def test_item_item_term_serves_the_trained_weights_and_scores_alike_everywhere(d
 
 
 @pytest.mark.parametrize(
-    "overrides",
-    [("model.item_item=true", "train.loss=sampled-softmax"), ("model.item_item=true", "model.user_history=20")],
-    ids=["no-history", "not-sampled-softmax"],
+    ("overrides", "key"),
+    [
+        (("model.item_item=true", "train.loss=sampled-softmax"), "model.item_item"),
+        (("model.item_item=true", "model.user_history=20"), "model.item_item"),
+        (("model.history_causal=true",), "model.history_causal"),
+        (("model.history_causal=true", "model.user_history=20", "train.loss=mse"), "model.history_causal"),
+        (("train.average_last=3",), "train.average_last"),
+        (("train.average_last=8", "train.early_stopping=false", "train.epochs=5"), "train.average_last"),
+    ],
+    ids=[
+        "item-item-no-history",
+        "item-item-not-sampled-softmax",
+        "causal-no-history",
+        "causal-mse",
+        "average-with-early-stopping",
+        "average-more-than-epochs",
+    ],
 )
-def test_item_item_without_its_prerequisites_is_a_config_error(overrides):
-    with pytest.raises(ConfigError, match="model.item_item"):
-        load_config(DEMO_CONFIG, list(overrides))
-
-
-@pytest.mark.parametrize(
-    "overrides",
-    [("model.history_causal=true",), ("model.history_causal=true", "model.user_history=20", "train.loss=mse")],
-    ids=["no-history", "mse"],
-)
-def test_causal_history_without_its_prerequisites_is_a_config_error(overrides):
-    with pytest.raises(ConfigError, match="model.history_causal"):
+def test_an_option_without_its_prerequisites_is_a_config_error(overrides, key):
+    with pytest.raises(ConfigError, match=key):
         load_config(DEMO_CONFIG, list(overrides))
 
 
