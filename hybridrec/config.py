@@ -292,7 +292,8 @@ def _check_ranges(cfg: Config) -> None:
     if cfg.train.average_last and cfg.train.early_stopping:
         raise ConfigError("train.average_last: needs train.early_stopping: false (the epochs to average are fixed)")
     if cfg.train.average_last > cfg.train.epochs:
-        raise ConfigError(f"train.average_last: {cfg.train.average_last} is more than train.epochs ({cfg.train.epochs})")
+        n, epochs = cfg.train.average_last, cfg.train.epochs
+        raise ConfigError(f"train.average_last: {n} is more than train.epochs ({epochs})")
     rating_range = cfg.data.rating_range
     if rating_range is not None:
         finite = len(rating_range) == 2 and all(math.isfinite(v) for v in rating_range)
