@@ -35,7 +35,7 @@ DATASETS = {
 TASK = {"P1": "rating", "P2": "ranking", "P3": "cold", "P4": "similar"}
 
 
-def context(split: data.BenchSplit, task: str, implicit: bool, quick: bool) -> Context:
+def context(split: data.BenchSplit, task: str, implicit: bool, quick: bool, seed: int = data.SEED) -> Context:
     ds = data.dataset_for(split, implicit=implicit)
     return Context(
         protocol=split.protocol,
@@ -47,7 +47,7 @@ def context(split: data.BenchSplit, task: str, implicit: bool, quick: bool) -> C
         feature_tokens=data.item_feature_tokens(ds),
         cold_items=split.cold_items,
         implicit=implicit,
-        seed=data.SEED,
+        seed=seed,
         quick=quick,
     )
 
@@ -59,12 +59,12 @@ def _fit(model: Model, split: data.BenchSplit, ctx: Context) -> float:
 
 
 # P1 ----------------------------------------------------------------------------------------------------------------
-def p1(make, dataset: str, quick: bool) -> dict:
+def p1(make, dataset: str, quick: bool, seed: int = data.SEED) -> dict:
     folds = (["u1"] if quick else [f"u{k}" for k in range(1, 6)]) if dataset == "ml-100k" else ["random"]
     per_fold = []
     for fold in folds:
         split = data.p1_split(dataset, fold)
-        ctx = context(split, "rating", implicit=False, quick=quick)
+        ctx = context(split, "rating", implicit=False, quick=quick, seed=seed)
         model = make()
         fit_s = _fit(model, split, ctx)
         t0 = time.perf_counter()
@@ -94,10 +94,10 @@ def p1(make, dataset: str, quick: bool) -> dict:
 
 
 # P2 ----------------------------------------------------------------------------------------------------------------
-def p2(make, dataset: str, quick: bool, tune: bool = False) -> dict:
+def p2(make, dataset: str, quick: bool, tune: bool = False, seed: int = data.SEED) -> dict:
     split = data.p2_split(dataset)
     split = data.tuning_split(split) if tune else split
-    ctx = context(split, "ranking", implicit=True, quick=quick)
+    ctx = context(split, "ranking", implicit=True, quick=quick, seed=seed)
     model = make()
     fit_s = _fit(model, split, ctx)
     items = ctx.dataset.items["item_id"].tolist()
@@ -135,12 +135,12 @@ def p2(make, dataset: str, quick: bool, tune: bool = False) -> dict:
 
 
 # P3 ----------------------------------------------------------------------------------------------------------------
-def p3(make, dataset: str, quick: bool, tune: bool = False, draw: int | None = None) -> dict:
+def p3(make, dataset: str, quick: bool, tune: bool = False, draw: int | None = None, seed: int = data.SEED) -> dict:
     split = data.p3_split(dataset, draw)
     if not tune:
-        return _p3_fold(make, split, quick)
+        return _p3_fold(make, split, quick, seed)
     # tuning: the mean over nested cold-item folds (data.p3_tuning_folds)
-    folds = [_p3_fold(make, fold, quick) for fold in data.p3_tuning_folds(split)]
+    folds = [_p3_fold(make, fold, quick, seed) for fold in data.p3_tuning_folds(split)]
     out = dict(folds[-1])  # a copy: the last fold's own metrics must stay in `folds` below
     out["metrics"] = {k: float(np.mean([f["metrics"][k] for f in folds])) for k in out["metrics"]}
     out["fit_seconds"] = float(np.mean([f["fit_seconds"] for f in folds]))
@@ -148,8 +148,8 @@ def p3(make, dataset: str, quick: bool, tune: bool = False, draw: int | None = N
     return out
 
 
-def _p3_fold(make, split: data.BenchSplit, quick: bool) -> dict:
-    ctx = context(split, "cold", implicit=False, quick=quick)
+def _p3_fold(make, split: data.BenchSplit, quick: bool, seed: int) -> dict:
+    ctx = context(split, "cold", implicit=False, quick=quick, seed=seed)
     model = make()
     fit_s = _fit(model, split, ctx)
     # cold columns in a seeded random order: a scorer that ties (constant or zero-overlap scores) then gets a random
@@ -180,11 +180,11 @@ def _p3_fold(make, split: data.BenchSplit, quick: bool) -> dict:
 
 
 # P4 ----------------------------------------------------------------------------------------------------------------
-def p4(make, dataset: str, quick: bool, tune: bool = False) -> dict:
+def p4(make, dataset: str, quick: bool, tune: bool = False, seed: int = data.SEED) -> dict:
     split = data.p4_split(dataset)
     split = data.tuning_split(split) if tune else split
     implicit = dataset == "online-retail"
-    ctx = context(split, "similar", implicit=implicit, quick=quick)
+    ctx = context(split, "similar", implicit=implicit, quick=quick, seed=seed)
     model = make()
     fit_s = _fit(model, split, ctx)
     truths = {name: {i: set(t) for i, t in truth.items() if t} for name, truth in split.truth.items()}

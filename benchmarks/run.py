@@ -123,6 +123,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="P3 only: another 20%% cold draw (the same recipe with this seed), reported in its own table as a "
         "robustness check beside the seed-42 split that decides",
     )
+    p.add_argument(
+        "--model-seed",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="seed every model with this instead of 42, on the same split files, reported in its own table: how "
+        "much of a gap between two models is the luck of one seed",
+    )
     p.add_argument("--results", default=None, help="JSON lines file to append to (default: results/results.jsonl)")
     p.add_argument("--report", action="store_true", help="only regenerate RESULTS.md from the results file")
     p.add_argument("--no-report", action="store_true", help="do not regenerate RESULTS.md")
@@ -179,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                     extra = {"tune": True} if args.tune else {}
                     if args.cold_draw is not None:
                         extra["draw"] = args.cold_draw
+                    if args.model_seed is not None:
+                        extra["seed"] = args.model_seed
                     out = run(make, dataset, args.quick, **extra)
                 except Exception:  # noqa: BLE001 - one failing model must not lose the others' results
                     failures += 1
@@ -189,12 +199,13 @@ def main(argv: list[str] | None = None) -> int:
                     "run_id": run_id,
                     "command": command,
                     "protocol": protocol,
-                    # another cold draw is its own table in RESULTS.md, never mixed with the deciding split's
-                    "dataset": dataset if args.cold_draw is None else f"{dataset}, cold draw {args.cold_draw}",
+                    # another cold draw or model seed is its own table in RESULTS.md, never mixed with the deciding
+                    # run's
+                    "dataset": robustness_label(dataset, args.cold_draw, args.model_seed),
                     "model": label,
                     "quick": args.quick,
                     "tune": args.tune,
-                    "seed": SEED,
+                    "seed": SEED if args.model_seed is None else args.model_seed,
                     **out,
                     "wall_seconds": round(time.perf_counter() - t0, 2),
                     "git": git,
@@ -208,6 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_report and not args.tune:
         report.write(results)
     return 1 if failures else 0
+
+
+def robustness_label(dataset: str, cold_draw: int | None, model_seed: int | None) -> str:
+    """The table a row belongs to: the dataset, or a robustness check on it (another cold draw, another seed)."""
+    label = dataset if cold_draw is None else f"{dataset}, cold draw {cold_draw}"
+    return label if model_seed is None else f"{label}, model seed {model_seed}"
 
 
 def _json_default(value):
