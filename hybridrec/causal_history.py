@@ -35,14 +35,20 @@ class CausalHistories:
         return torch.where(idx < self.ends[batch].unsqueeze(1), self.tokens[idx], 0)
 
 
+def latest_first(users: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
+    """Row order that groups each user's rows, most recent first; ties keep row order (a stable sort of the
+    timestamp descending). The served history bag and the causal training histories both read this one order."""
+    frame = pd.DataFrame({"user": users, "ts": timestamps})
+    return frame.sort_values(["user", "ts"], ascending=[True, False], kind="stable").index.to_numpy()
+
+
 def causal_histories(
     users: np.ndarray, timestamps: np.ndarray, item_tokens: np.ndarray, length: int
 ) -> CausalHistories:
     """Order each user's rows as the served bag does (latest first; ties keep row order, as in a stable sort of
     the timestamp descending) and point every row at the rows after it in that order."""
     n = len(users)
-    frame = pd.DataFrame({"user": users, "ts": timestamps, "row": np.arange(n)})
-    order = frame.sort_values(["user", "ts"], ascending=[True, False], kind="stable")["row"].to_numpy()
+    order = latest_first(users, timestamps)
     sorted_users = users[order]
     block_end = np.empty(n, np.int64)
     if n:

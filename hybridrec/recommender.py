@@ -192,7 +192,9 @@ class HybridRecommender:
 
         import pandas as pd
 
-        recent = train.sort_values(["user_id", "timestamp"], ascending=[True, False], kind="stable")
+        from hybridrec.causal_history import latest_first
+
+        recent = train.iloc[latest_first(train["user_id"].to_numpy(), train["timestamp"].to_numpy())]
         history = recent.groupby("user_id", sort=False)["item_id"].agg(lambda s: list(s[:n]))
         table = users_table.copy() if users_table is not None else pd.DataFrame({"user_id": self.users_.raw_ids})
         table[HISTORY] = [history.get(u, []) for u in table["user_id"]]
