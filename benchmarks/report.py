@@ -154,12 +154,61 @@ def write(results: Path, out: Path = OUT) -> Path:
             for cmd, dates in commands.items():
                 shown = _bookkeeping.sub("", cmd)
                 lines.append(f"- `{shown}` ({', '.join(sorted(dates)[-1:])}, git {_git_of(models, cmd)})")
+        lines += robustness(grouped, protocol)
         if not sets:
             lines += ["", "_No full run recorded yet._"]
         for anchor in ANCHORS.get(protocol, []):
             lines += ["", f"Published anchor: {anchor}"]
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+DECIDING = "the deciding run"
+
+
+def robustness(grouped: dict[tuple[str, str], dict[str, dict]], protocol: str) -> list[str]:
+    """One summary per dataset that has robustness runs (`--cold-draw`, `--model-seed`): each model's headline
+    metric in the deciding run and in every other draw or seed, and the mean where the model ran in all of them."""
+    runs_of: dict[str, dict[str, dict[str, dict]]] = {}
+    for (p, dataset), models in grouped.items():
+        if p == protocol:
+            base, _, variant = dataset.partition(", ")
+            runs_of.setdefault(base, {})[variant or DECIDING] = models
+    lines = []
+    for base, runs in sorted(runs_of.items()):
+        if len(runs) < 2 or DECIDING not in runs:
+            continue
+        names = [DECIDING, *sorted((v for v in runs if v != DECIDING), key=_natural)]
+        metric = next(iter(next(iter(runs[DECIDING].values()))["metrics"]))
+        models = [m for m in runs[DECIDING] if sum(m in runs[n] for n in names) > 1]
+        sign = 1 if metric in LOWER else -1
+        models.sort(key=lambda m: sign * runs[DECIDING][m]["metrics"][metric])
+        lines += ["", f"### {base}: {metric} across cold draws and model seeds", ""]
+        lines += [
+            f"The deciding run is the `{base}` table above; the other columns are robustness checks of the same "
+            "recipe (their own tables above). Mean: over every column, for models that ran in all of them.",
+            "",
+            "| model | " + " | ".join(names) + " | mean |",
+            "|" + "---|" * (len(names) + 2),
+        ]
+        for m in models:
+            cells = [_fmt(metric, runs[n][m]["metrics"][metric]) if m in runs[n] else "–" for n in names]
+            mean = _fmt(metric, _mean_or_nan(runs, names, m, metric))
+            lines.append(f"| `{m}` | " + " | ".join(cells) + f" | {mean} |")
+    return lines
+
+
+def _mean_or_nan(runs: dict[str, dict[str, dict]], names: list[str], model: str, metric: str) -> float:
+    if not all(model in runs[n] for n in names):
+        return math.nan
+    return sum(runs[n][model]["metrics"][metric] for n in names) / len(names)
+
+
+def _natural(label: str) -> str:
+    """ "model seed 7" before "model seed 123": numbers compare by value."""
+    import re
+
+    return re.sub(r"\d+", lambda m: m.group().zfill(9), label)
 
 
 def _git_of(models: dict[str, dict], cmd: str) -> str:
