@@ -168,7 +168,8 @@ DECIDING = "the deciding run"
 
 def robustness(grouped: dict[tuple[str, str], dict[str, dict]], protocol: str) -> list[str]:
     """One summary per dataset that has robustness runs (`--cold-draw`, `--model-seed`): each model's headline
-    metric in the deciding run and in every other draw or seed, and the mean where the model ran in all of them."""
+    metric in the deciding run and in every other draw or seed, with the mean over the draws (models seeded 42)
+    and the mean over the model seeds (the deciding split), where the model ran in all of them."""
     runs_of: dict[str, dict[str, dict[str, dict]]] = {}
     for (p, dataset), models in grouped.items():
         if p == protocol:
@@ -179,6 +180,11 @@ def robustness(grouped: dict[tuple[str, str], dict[str, dict]], protocol: str) -
         if len(runs) < 2 or DECIDING not in runs:
             continue
         names = [DECIDING, *sorted((v for v in runs if v != DECIDING), key=_natural)]
+        means = {
+            "mean of draws": [DECIDING, *(n for n in names if n.startswith("cold draw") and "seed" not in n)],
+            "mean of seeds": [DECIDING, *(n for n in names if n.startswith("model seed"))],
+        }
+        means = {title: cols for title, cols in means.items() if len(cols) > 1}
         metric = next(iter(next(iter(runs[DECIDING].values()))["metrics"]))
         models = [m for m in runs[DECIDING] if sum(m in runs[n] for n in names) > 1]
         sign = 1 if metric in LOWER else -1
@@ -186,15 +192,16 @@ def robustness(grouped: dict[tuple[str, str], dict[str, dict]], protocol: str) -
         lines += ["", f"### {base}: {metric} across cold draws and model seeds", ""]
         lines += [
             f"The deciding run is the `{base}` table above; the other columns are robustness checks of the same "
-            "recipe (their own tables above). Mean: over every column, for models that ran in all of them.",
+            "recipe (their own tables above). Means: over the deciding run and the columns named, for models that "
+            "ran in all of them.",
             "",
-            "| model | " + " | ".join(names) + " | mean |",
-            "|" + "---|" * (len(names) + 2),
+            "| model | " + " | ".join([*names, *means]) + " |",
+            "|" + "---|" * (len(names) + len(means) + 1),
         ]
         for m in models:
             cells = [_fmt(metric, runs[n][m]["metrics"][metric]) if m in runs[n] else "–" for n in names]
-            mean = _fmt(metric, _mean_or_nan(runs, names, m, metric))
-            lines.append(f"| `{m}` | " + " | ".join(cells) + f" | {mean} |")
+            cells += [_fmt(metric, _mean_or_nan(runs, cols, m, metric)) for cols in means.values()]
+            lines.append(f"| `{m}` | " + " | ".join(cells) + " |")
     return lines
 
 
