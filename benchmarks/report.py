@@ -187,8 +187,7 @@ def robustness(grouped: dict[tuple[str, str], dict[str, dict]], protocol: str) -
         means = {title: cols for title, cols in means.items() if len(cols) > 1}
         metric = next(iter(next(iter(runs[DECIDING].values()))["metrics"]))
         models = [m for m in runs[DECIDING] if sum(m in runs[n] for n in names) > 1]
-        sign = 1 if metric in LOWER else -1
-        models.sort(key=lambda m: sign * runs[DECIDING][m]["metrics"][metric])
+        models.sort(key=lambda m: _sort_key(runs[DECIDING][m], [metric]))
         lines += ["", f"### {base}: {metric} across cold draws and model seeds", ""]
         lines += [
             f"The deciding run is the `{base}` table above; the other columns are robustness checks of the same "
@@ -199,16 +198,17 @@ def robustness(grouped: dict[tuple[str, str], dict[str, dict]], protocol: str) -
             "|" + "---|" * (len(names) + len(means) + 1),
         ]
         for m in models:
-            cells = [_fmt(metric, runs[n][m]["metrics"][metric]) if m in runs[n] else "–" for n in names]
+            cells = [_fmt(metric, runs[n][m]["metrics"].get(metric)) if m in runs[n] else "–" for n in names]
             cells += [_fmt(metric, _mean_or_nan(runs, cols, m, metric)) for cols in means.values()]
             lines.append(f"| `{m}` | " + " | ".join(cells) + " |")
     return lines
 
 
 def _mean_or_nan(runs: dict[str, dict[str, dict]], names: list[str], model: str, metric: str) -> float:
-    if not all(model in runs[n] for n in names):
+    values = [runs[n][model]["metrics"].get(metric) if model in runs[n] else None for n in names]
+    if any(v is None for v in values):
         return math.nan
-    return sum(runs[n][model]["metrics"][metric] for n in names) / len(names)
+    return sum(values) / len(values)
 
 
 def _natural(label: str) -> str:

@@ -369,6 +369,8 @@ class Trainer:
                 )
         if best_state is not None:
             self.net.load_state_dict(best_state)
+            if not self.cfg.early_stopping and val is not None and len(val):  # the mean was never scored: score it
+                result.best_score = self.validation_score(val)
         self.net.eval()
         return result
 
@@ -380,6 +382,8 @@ class Trainer:
         if window <= 0 or seen < 1:
             return None
         now = self.net.state_dict()
+        if mean is None and seen > 1:  # a resumed run must bring back the mean of the epochs before it
+            raise RuntimeError(f"weight average of epoch {epoch}: the earlier epochs' mean is missing")
         if mean is None or seen == 1:
             return {k: v.detach().clone() for k, v in now.items()}
         for k, v in now.items():

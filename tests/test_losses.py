@@ -229,9 +229,12 @@ def test_average_last_keeps_the_mean_of_the_last_epochs_weights():
     snapshots = []
     trainer = make_trainer(negatives=N_ITEMS)
     trainer.cfg = dataclasses.replace(trainer.cfg, epochs=6, early_stopping=False, average_last=3, batch_size=8)
-    trainer.fit(train, val, progress=lambda row: snapshots.append(copy.deepcopy(trainer.net.state_dict())))
+    result = trainer.fit(train, val, progress=lambda row: snapshots.append(copy.deepcopy(trainer.net.state_dict())))
     kept = trainer.net.state_dict()
     assert len(snapshots) == 6
+    # the reported validation score is the kept (averaged) model's, not the last epoch's
+    assert result.best_score == pytest.approx(trainer.validation_score(val))
+    assert result.best_score != pytest.approx(result.history[-1]["val"])
     for k in kept:
         expected = sum(snapshots[e][k] for e in (3, 4, 5)) / 3
         torch.testing.assert_close(kept[k], expected)
