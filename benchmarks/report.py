@@ -213,8 +213,6 @@ def _mean_or_nan(runs: dict[str, dict[str, dict]], names: list[str], model: str,
 
 def _natural(label: str) -> str:
     """ "model seed 7" before "model seed 123": numbers compare by value."""
-    import re
-
     return re.sub(r"\d+", lambda m: m.group().zfill(9), label)
 
 
@@ -224,8 +222,6 @@ def _git_of(models: dict[str, dict], cmd: str) -> str:
 
 def _recipe(split: dict) -> str:
     """The split recipe; a multi-fold run names its folds instead of the last fold's files."""
-    import re
-
     text = split.get("recipe", "")
     folds = split.get("folds") or []
     if len(folds) > 1:

@@ -382,10 +382,10 @@ class Trainer:
         if window <= 0 or seen < 1:
             return None
         now = self.net.state_dict()
-        if mean is None and seen > 1:  # a resumed run must bring back the mean of the epochs before it
-            raise RuntimeError(f"weight average of epoch {epoch}: the earlier epochs' mean is missing")
-        if mean is None or seen == 1:
+        if seen == 1:
             return {k: v.detach().clone() for k, v in now.items()}
+        if mean is None:  # a resumed run must bring back the mean of the epochs before it
+            raise RuntimeError(f"weight average of epoch {epoch}: the earlier epochs' mean is missing")
         for k, v in now.items():
             if v.is_floating_point():  # a resumed mean comes back from the checkpoint on the CPU
                 prev = mean[k].to(v.device)
