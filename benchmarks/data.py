@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -137,23 +139,41 @@ def _frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def save_split(s: BenchSplit) -> None:
-    s.path.mkdir(parents=True, exist_ok=True)
-    for part in ("train", "validation", "test"):
-        _frame(getattr(s, part)).to_parquet(s.path / f"{part}.parquet", index=False)
-    if s.negatives is not None:
-        s.negatives.to_parquet(s.path / "negatives.parquet", index=False)
-    meta = {"version": SPLIT_VERSION, "cold_items": s.cold_items, "info": s.info}
-    if s.truth is not None:
-        meta["truth"] = s.truth
-    (s.path / "meta.json").write_text(json.dumps(meta))
+    """Written whole into a temporary folder, then renamed into place: two runs started together (2 jobs on 2 cores)
+    both build the split, and neither may read the other's half-written files. The first rename wins; the split is
+    deterministic, so the loser's copy is the same and is dropped."""
+    s.path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{s.fold}-", dir=s.path.parent))
+    try:
+        for part in ("train", "validation", "test"):
+            _frame(getattr(s, part)).to_parquet(staging / f"{part}.parquet", index=False)
+        if s.negatives is not None:
+            s.negatives.to_parquet(staging / "negatives.parquet", index=False)
+        meta = {"version": SPLIT_VERSION, "cold_items": s.cold_items, "info": s.info}
+        if s.truth is not None:
+            meta["truth"] = s.truth
+        (staging / "meta.json").write_text(json.dumps(meta))
+        if _is_current(s.path):  # another run renamed its copy first
+            return
+        shutil.rmtree(s.path, ignore_errors=True)  # an older recipe's files
+        try:
+            staging.rename(s.path)
+        except OSError:  # another run renamed its copy in between
+            pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _is_current(path: Path) -> bool:
+    meta_path = path / "meta.json"
+    return meta_path.is_file() and json.loads(meta_path.read_text()).get("version") == SPLIT_VERSION
 
 
 def load_split(protocol: str, dataset: str, fold: str, build) -> BenchSplit:
     """The split from its files, building and writing them first when absent or of an older recipe."""
     path = SPLITS / protocol / dataset / fold
-    meta_path = path / "meta.json"
-    if meta_path.is_file() and json.loads(meta_path.read_text()).get("version") == SPLIT_VERSION:
-        meta = json.loads(meta_path.read_text())
+    if _is_current(path):
+        meta = json.loads((path / "meta.json").read_text())
         parts = {p: pd.read_parquet(path / f"{p}.parquet") for p in ("train", "validation", "test")}
         neg = pd.read_parquet(path / "negatives.parquet") if (path / "negatives.parquet").is_file() else None
         return BenchSplit(
