@@ -201,7 +201,29 @@ def robustness(grouped: dict[tuple[str, str], dict[str, dict]], protocol: str) -
             cells = [_fmt(metric, runs[n][m]["metrics"].get(metric)) if m in runs[n] else "–" for n in names]
             cells += [_fmt(metric, _mean_or_nan(runs, cols, m, metric)) for cols in means.values()]
             lines.append(f"| `{m}` | " + " | ".join(cells) + " |")
+        lines += _gap_row(runs, names, means, models, metric)
     return lines
+
+
+def _gap_row(
+    runs: dict[str, dict[str, dict]], names: list[str], means: dict[str, list[str]], models: list[str], metric: str
+) -> list[str]:
+    """hybridrec minus the best peer (a model not named hybridrec*) in each column: the number a target is about.
+    Each column takes the best peer of that column, so the means' gap can differ from the gap of the means."""
+    peers = [m for m in models if not m.startswith("hybridrec")]
+    if "hybridrec" not in models or not peers:
+        return []
+
+    def value(n: str, m: str) -> float:
+        return runs[n][m]["metrics"].get(metric, math.nan) if m in runs[n] else math.nan
+
+    def gap(of) -> str:
+        best = max((v for v in (of(p) for p in peers) if not math.isnan(v)), default=math.nan)
+        return f"{of('hybridrec') - best:+.4f}" if not math.isnan(best) else "–"
+
+    cells = [gap(lambda m, n=n: value(n, m)) for n in names]
+    cells += [gap(lambda m, cols=cols: _mean_or_nan(runs, cols, m, metric)) for cols in means.values()]
+    return ["| hybridrec − best peer | " + " | ".join(cells) + " |"]
 
 
 def _mean_or_nan(runs: dict[str, dict[str, dict]], names: list[str], model: str, metric: str) -> float:
