@@ -188,7 +188,8 @@ def robustness(grouped: dict[tuple[str, str], dict[str, dict]], protocol: str) -
         metric = next(iter(next(iter(runs[DECIDING].values()))["metrics"]))
         models = [m for m in runs[DECIDING] if sum(m in runs[n] for n in names) > 1]
         models.sort(key=lambda m: _sort_key(runs[DECIDING][m], [metric]))
-        lines += ["", f"### {base}: {metric} across cold draws and model seeds", ""]
+        kinds = [k for k, prefix in (("cold draws", "cold draw"), ("model seeds", "model seed")) if _any(names, prefix)]
+        lines += ["", f"### {base}: {metric} across {' and '.join(kinds)}", ""]
         lines += [
             f"The deciding run is the `{base}` table above; the other columns are robustness checks of the same "
             "recipe (their own tables above). Means: over the deciding run and the columns named, for models that "
@@ -224,6 +225,10 @@ def _gap_row(
     cells = [gap(lambda m, n=n: value(n, m)) for n in names]
     cells += [gap(lambda m, cols=cols: _mean_or_nan(runs, cols, m, metric)) for cols in means.values()]
     return ["| hybridrec − best peer | " + " | ".join(cells) + " |"]
+
+
+def _any(names: list[str], prefix: str) -> bool:
+    return any(n.startswith(prefix) or f", {prefix}" in n for n in names)
 
 
 def _mean_or_nan(runs: dict[str, dict[str, dict]], names: list[str], model: str, metric: str) -> float:
