@@ -215,15 +215,17 @@ def _gap_row(
     if "hybridrec" not in models or not peers:
         return []
 
-    pick, label = (min, "hybridrec − best peer (negative: hybridrec better)") if metric in LOWER else (max, None)
-    label = label or "hybridrec − best peer"
+    lower = metric in LOWER
+    pick = min if lower else max
+    label = "hybridrec − best peer" + (" (negative: hybridrec better)" if lower else "")
 
     def value(n: str, m: str) -> float:
         return runs[n][m]["metrics"].get(metric, math.nan) if m in runs[n] else math.nan
 
     def gap(of) -> str:
         best = pick((v for v in (of(p) for p in peers) if not math.isnan(v)), default=math.nan)
-        return f"{of('hybridrec') - best:+.4f}" if not math.isnan(best) else "–"
+        diff = of("hybridrec") - best
+        return "–" if math.isnan(diff) else f"{diff:+.4f}"
 
     cells = [gap(lambda m, n=n: value(n, m)) for n in names]
     cells += [gap(lambda m, cols=cols: _mean_or_nan(runs, cols, m, metric)) for cols in means.values()]
