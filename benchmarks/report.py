@@ -188,7 +188,7 @@ def robustness(grouped: dict[tuple[str, str], dict[str, dict]], protocol: str) -
         metric = next(iter(next(iter(runs[DECIDING].values()))["metrics"]))
         models = [m for m in runs[DECIDING] if sum(m in runs[n] for n in names) > 1]
         models.sort(key=lambda m: _sort_key(runs[DECIDING][m], [metric]))
-        kinds = [k for k, prefix in (("cold draws", "cold draw"), ("model seeds", "model seed")) if _any(names, prefix)]
+        kinds = [k for k in ("cold draws", "model seeds") if any(k[:-1] in n for n in names)]
         lines += ["", f"### {base}: {metric} across {' and '.join(kinds)}", ""]
         lines += [
             f"The deciding run is the `{base}` table above; the other columns are robustness checks of the same "
@@ -219,21 +219,15 @@ def _gap_row(
     pick = min if lower else max
     label = "hybridrec − best peer" + (" (negative: hybridrec better)" if lower else "")
 
-    def value(n: str, m: str) -> float:
-        return runs[n][m]["metrics"].get(metric, math.nan) if m in runs[n] else math.nan
-
-    def gap(of) -> str:
-        best = pick((v for v in (of(p) for p in peers) if not math.isnan(v)), default=math.nan)
-        diff = of("hybridrec") - best
+    def gap(cols: list[str]) -> str:
+        """A single column is the mean over one run: its value, or nan where the model did not run."""
+        scored = (_mean_or_nan(runs, cols, p, metric) for p in peers)
+        best = pick((v for v in scored if not math.isnan(v)), default=math.nan)
+        diff = _mean_or_nan(runs, cols, "hybridrec", metric) - best
         return "–" if math.isnan(diff) else f"{diff:+.4f}"
 
-    cells = [gap(lambda m, n=n: value(n, m)) for n in names]
-    cells += [gap(lambda m, cols=cols: _mean_or_nan(runs, cols, m, metric)) for cols in means.values()]
+    cells = [gap(cols) for cols in [*([n] for n in names), *means.values()]]
     return [f"| {label} | " + " | ".join(cells) + " |"]
-
-
-def _any(names: list[str], prefix: str) -> bool:
-    return any(n.startswith(prefix) or f", {prefix}" in n for n in names)
 
 
 def _mean_or_nan(runs: dict[str, dict[str, dict]], names: list[str], model: str, metric: str) -> float:
