@@ -2,6 +2,10 @@
 model.similar_history_weight and model.similar_item_item_weight needs no refit per value.
 
     python -m benchmarks.p4_scorers [KEY=VALUE ...]   # hybridrec config overrides, e.g. model.item_item_l2=1e-5
+    python -m benchmarks.p4_scorers --closed-form [KEY=VALUE ...]   # the config's scorer blended with EASE
+
+The second form fits the config as it is and scans model.closed_form_l2 x model.similar_closed_form_weight, with
+the closed form's row (as served) and its row averaged with its column.
 
 Appends a table to benchmarks/results/p4_scorers.md with the command. Tuning split only: never the test truth.
 """
@@ -22,6 +26,8 @@ from hybridrec.evaluate import precision_at_k
 OUT = data.ROOT / "benchmarks" / "results" / "p4_scorers.md"
 HISTORY_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 PAIRWISE_WEIGHTS = (0.0, 1.0, 8.0, 16.0, 32.0, 64.0, 128.0)
+CLOSED_FORM_L2 = (250.0, 500.0, 1000.0, 2500.0)
+CLOSED_FORM_WEIGHTS = (0.25, 0.4, 0.5, 0.6, 0.75, 1.0)
 
 
 def main(overrides: list[str]) -> None:
@@ -73,9 +79,53 @@ def main(overrides: list[str]) -> None:
     print("\n".join(lines))
 
 
+def closed_form_scan(overrides: list[str]) -> None:
+    """One fit of the config as it is; its exact similar-item scores blended with EASE at each penalty and share."""
+    from hybridrec import closed_form as cf
+
+    split = data.tuning_split(data.p4_split("online-retail"))
+    ctx = context(split, "similar", implicit=True, quick=False)
+    model = HybridRec("hybridrec", tuple(overrides))
+    model.fit(split.train, ctx.dataset.items, ctx)
+    rec = model.rec_
+    truths = {name: {i: set(t) for i, t in truth.items() if t} for name, truth in split.truth.items()}
+    queries = sorted(set().union(*truths.values()))
+    rows = rec.items_.indices(queries)
+    own = [rec.exact_similar_scores(row) for row in rows]
+
+    def precision(blended: list[np.ndarray]) -> dict[str, float]:
+        neighbours = {}
+        for q, row, scores in zip(queries, rows, blended):
+            scores[row] = -np.inf
+            neighbours[q] = rec.items_.raws(np.argsort(-scores, kind="stable")[:10])
+        return {name: precision_at_k(neighbours, truth, 10) for name, truth in truths.items()}
+
+    command = shlex.join(["--closed-form", *overrides])
+    lines = [
+        f"## `python -m benchmarks.p4_scorers {command}` ({time.strftime('%Y-%m-%d %H:%M')})",
+        "",
+        "| closed-form row | closed_form_l2 | similar_closed_form_weight | precision@10 | strict |",
+        "|---|---|---|---|---|",
+        f"| | | 0 | {_cells(precision([s.copy() for s in own]))} |",
+    ]
+    for l2 in CLOSED_FORM_L2:
+        weights = rec._fit_closed_form(l2)
+        for name, closed in (("row", weights[rows]), ("row+column", 0.5 * (weights[rows] + weights[:, rows].T))):
+            for w in CLOSED_FORM_WEIGHTS:
+                blended = [cf.blend_similar(s, c, row, w) for s, c, row in zip(own, closed, rows)]
+                lines.append(f"| {name} | {l2:g} | {w} | {_cells(precision(blended))} |")
+            print("\n".join(lines[-len(CLOSED_FORM_WEIGHTS) :]), flush=True)
+    with OUT.open("a") as f:
+        f.write("\n".join(lines) + "\n\n")
+    print("\n".join(lines))
+
+
 def _cells(p: dict[str, float]) -> str:
     return f"{p['precision@10']:.4f} | {p.get('precision@10_strict', float('nan')):.4f}"
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:2] == ["--closed-form"]:
+        closed_form_scan(sys.argv[2:])
+    else:
+        main(sys.argv[1:])

@@ -89,6 +89,10 @@ class ModelConfig:
     # similar items with item_item: the weight of W's share of the "bought with it" score (1 = as in that user's
     # logit; larger trusts the pairwise weights more than the vectors)
     similar_item_item_weight: float = 1.0
+    # similar items: the share of a closed-form item-item model (EASE fitted on the training interactions with
+    # ridge penalty closed_form_l2) blended with the scores above, both standardised over the catalogue; 0 = off
+    similar_closed_form_weight: float = 0.0
+    closed_form_l2: float = 500.0
     mlp_residual: bool = False
     dropout: float = 0.3
 
@@ -247,6 +251,8 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "model.feature_dropout": (0, 1, True),
     "model.item_item_l2": (0, math.inf, True),
     "model.similar_item_item_weight": (0, math.inf, True),
+    "model.similar_closed_form_weight": (0, 1, True),
+    "model.closed_form_l2": (0, math.inf, False),
     "model.dropout": (0, 0.999, True),
     "features.numeric_bins": (0, 1000, True),
     "train.epochs": (1, math.inf, True),

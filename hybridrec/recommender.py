@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hybridrec import __version__
+from hybridrec import closed_form as cf
 from hybridrec.artifacts import ModelDir, model_link, publish, staging_dir, write_manifest
 from hybridrec.config import Config, config_from_dict, dump_config
 from hybridrec.data.idmap import IdMap
@@ -56,6 +57,7 @@ class HybridRecommender:
         self.metrics_: dict = {}
         self.item_queries_: np.ndarray | None = None  # what similar_items queries with, when not the item vectors
         self.item_item_: HistoryItemScores | None = None  # the model.item_item term, in numpy
+        self.closed_form_: np.ndarray | None = None  # EASE weights for similar items (model.similar_closed_form_weight)
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -86,6 +88,8 @@ class HybridRecommender:
         self.rating_range_ = tuple(dataset.rating_range) if dataset.rating_range else None
         items = dataset.items.reset_index(drop=True)
         self.items_ = IdMap(items["item_id"], "item")
+        if cfg.model.similar_closed_form_weight > 0:
+            cf.check_catalogue(len(self.items_))
         user_ids = list(dataset.users["user_id"]) if dataset.users is not None else []
         self.users_ = IdMap(user_ids + list(dataset.interactions["user_id"]), "user")
         users_table, user_schema = self._aligned_users(dataset), dataset.user_schema
@@ -176,8 +180,15 @@ class HybridRecommender:
         self.display_ = _display_rows(items)
         seen = split.train if not len(split.validation) else _concat(split.train, split.validation)
         self._set_seen(self._encode(seen))
+        weight, l2 = cfg.model.similar_closed_form_weight, cfg.model.closed_form_l2
+        self.closed_form_ = self._fit_closed_form(l2) if weight > 0 else None
         self._build_index()
         return self
+
+    def _fit_closed_form(self, l2: float) -> np.ndarray:
+        """EASE on everything the model saw (training and validation rows), as the seen-item lists hold it."""
+        users = np.repeat(np.arange(len(self.users_)), np.diff(self.seen_indptr_))
+        return cf.fit_closed_form(users, self.seen_items_, len(self.users_), len(self.items_), l2)
 
     def _aligned_users(self, dataset: Dataset):
         """The user table in IdMap order; users missing from it get empty features."""
@@ -257,22 +268,33 @@ class HybridRecommender:
         _check_k(k)
         row = self.items_.index(item_id)
         queries = self.item_queries_ if self.item_queries_ is not None else self.item_vectors_
-        if self.item_item_ is not None and self.item_item_.query_norms is not None:
-            return self._similar_with_item_item(row, queries[row], k)
-        return self.index_.query(queries[row], k, exclude={self.items_.raw(row)})
-
-    def _similar_with_item_item(self, row: int, query: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:
-        """Exact scores over the catalogue (at most model.item_item's 20,000 items): the index's cosine plus the
-        item-item share of "bought with it" (HistoryItemScores.similar_scores)."""
-        norms = np.linalg.norm(self.item_vectors_, axis=1)
-        blended = (self.item_vectors_ @ query) / np.where(norms > 0, norms, np.inf)  # query: a blend of unit vectors
-        model = self.config.model
-        scores = self.item_item_.similar_scores(
-            row, blended, norms, model.similar_history_weight, model.similar_item_item_weight
-        )
+        pairwise = self.item_item_ is not None and self.item_item_.query_norms is not None
+        if self.closed_form_ is None and not pairwise:
+            return self.index_.query(queries[row], k, exclude={self.items_.raw(row)})
+        scores = self.exact_similar_scores(row)
+        if self.closed_form_ is not None:
+            weight = self.config.model.similar_closed_form_weight
+            scores = cf.blend_similar(scores, self.closed_form_[row], row, weight)
         scores[row] = -np.inf
         top = np.argsort(-scores, kind="stable")[:k]
         return self.items_.raws(top), scores[top].astype(np.float32)
+
+    def exact_similar_scores(self, row: int) -> np.ndarray:
+        """The index's score for item `row` against every catalogue item, computed exactly (the item-item and
+        closed-form terms need the whole row; both allow at most 20,000 items): the cosine of the item's query
+        vector, plus with model.item_item the pairwise share of "bought with it" (HistoryItemScores.similar_scores)."""
+        queries = self.item_queries_ if self.item_queries_ is not None else self.item_vectors_
+        norms = np.linalg.norm(self.item_vectors_, axis=1)
+        query = queries[row]
+        if self.item_queries_ is None:
+            query = query / max(float(np.linalg.norm(query)), np.finfo(np.float32).tiny)
+        cosine = (self.item_vectors_ @ query) / np.where(norms > 0, norms, np.inf)  # query: a blend of unit vectors
+        if self.item_item_ is None or self.item_item_.query_norms is None:
+            return cosine.astype(np.float64)  # no pairwise share: the cosine alone
+        model = self.config.model
+        return self.item_item_.similar_scores(
+            row, cosine, norms, model.similar_history_weight, model.similar_item_item_weight
+        ).astype(np.float64)
 
     def similar_to_text(self, text: str, k: int = 10) -> TextMatch:
         """Resolve the text to a catalogue item by title (or exact id); unmatched text is scored as a new item."""
@@ -383,6 +405,8 @@ class HybridRecommender:
         self.item_bias_ = np.concatenate([self.item_bias_, bias])
         if self.item_item_ is not None:
             self.item_item_ = self.item_item_.with_new_items(len(rows))
+        if self.closed_form_ is not None:  # new items were bought with nothing: zero rows and columns
+            self.closed_form_ = np.pad(self.closed_form_, ((0, len(rows)), (0, len(rows))))
         self.item_has_id_ = np.concatenate([self.item_has_id_, np.zeros(len(rows), bool)])
         self.display_ = self.display_ + _display_rows(items)
         self._matcher = None
@@ -509,6 +533,8 @@ class HybridRecommender:
                 np.save(staged / "vectors" / "item_queries.npy", self.item_queries_, allow_pickle=False)
             if self.item_item_ is not None:
                 self.item_item_.save(staged / "vectors")
+            if self.closed_form_ is not None:
+                np.save(staged / "vectors" / f"{cf.FILE}.npy", self.closed_form_, allow_pickle=False)
             self.index_.save(staged / "index")
             (staged / "items.json").write_text(json.dumps({"columns": list(DISPLAY_COLUMNS), "rows": self.display_}))
             (staged / "metrics.json").write_text(json.dumps(self.metrics_, indent=1))
@@ -558,12 +584,18 @@ class HybridRecommender:
                 has_norms = (md.root / "vectors" / f"{QUERY_NORMS}.npy").exists()
                 norms = md.npy(f"vectors/{QUERY_NORMS}.npy") if has_norms else None
                 rec.item_item_ = HistoryItemScores(*arrays, norms)
+            if (md.root / "vectors" / f"{cf.FILE}.npy").exists():
+                rec.closed_form_ = md.npy(f"vectors/{cf.FILE}.npy")
             rec.metrics_ = md.json("metrics.json")
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{md.root}: inconsistent model files ({exc})") from None
         problem = rec.item_item_.check(len(rec.users_), len(rec.items_)) if rec.item_item_ is not None else None
         if problem:
             raise ModelFileError(f"{md.root}: {problem}")
+        n_items = len(rec.items_)
+        if rec.closed_form_ is not None and rec.closed_form_.shape != (n_items, n_items):
+            shape = rec.closed_form_.shape
+            raise ModelFileError(f"{md.root}: closed-form weights are {shape}, expected ({n_items}, {n_items})")
         if rec.item_queries_ is not None and rec.item_queries_.shape != rec.item_vectors_.shape:
             raise ModelFileError(f"{md.root}: item query vectors and item vectors disagree in shape")
         if not (len(rec.item_vectors_) == len(rec.items_) == len(rec.display_) == len(rec.item_bias_)):
