@@ -26,7 +26,7 @@ from hybridrec.evaluate import precision_at_k
 OUT = data.ROOT / "benchmarks" / "results" / "p4_scorers.md"
 HISTORY_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 PAIRWISE_WEIGHTS = (0.0, 1.0, 8.0, 16.0, 32.0, 64.0, 128.0)
-CLOSED_FORM_L2 = (250.0, 500.0, 1000.0, 2500.0)
+CLOSED_FORM_L2 = (1000.0, 2500.0, 5000.0, 10000.0, 20000.0)
 CLOSED_FORM_WEIGHTS = (0.25, 0.4, 0.5, 0.6, 0.75, 1.0)
 
 
