@@ -50,6 +50,7 @@ DEFAULT_MODELS = {
         "popularity",
         "itemknn",
         "ease",
+        "ease-similar",
         "implicit-als",
         "tfidf-knn",
         "lightfm-hybrid",

@@ -9,6 +9,8 @@ from benchmarks.adapters.baselines import EASE, ItemKNN, Popularity, TfidfKNN
 from benchmarks.adapters.hybrid import VARIANTS, HybridRec
 from benchmarks.adapters.peers import ImplicitALS, ImplicitBPR, LightFMModel, SurpriseModel
 
+EASE_SIMILAR_L2 = 10000.0
+
 
 def registry(hybridrec_overrides: tuple[str, ...] = ()) -> dict[str, Callable[[], Model]]:
     models: dict[str, Callable[[], Model]] = {
@@ -20,6 +22,10 @@ def registry(hybridrec_overrides: tuple[str, ...] = ()) -> dict[str, Callable[[]
             "popularity": Popularity,
             "itemknn": ItemKNN,
             "ease": EASE,
+            # EASE with the penalty that gives it the best similar-item precision on the Online Retail P4 tuning
+            # split (benchmarks/results/p4_scorers.md, share 1.0 rows): the peer tuned for P4 as hybridrec's
+            # closed-form blend is, not for ranking
+            "ease-similar": lambda: EASE(lambdas=(EASE_SIMILAR_L2,)),
             "tfidf-knn": TfidfKNN,
             "implicit-als": ImplicitALS,
             "implicit-bpr": ImplicitBPR,
