@@ -93,6 +93,11 @@ class ModelConfig:
     # ridge penalty closed_form_l2) blended with the scores above, both standardised over the catalogue; 0 = off
     similar_closed_form_weight: float = 0.0
     closed_form_l2: float = 500.0
+    # cold start: the share of a closed-form linear content model (a ridge regression of each user's items on the
+    # items' categorical, word and binned tokens, penalty content_ridge_l2) in every user x item score, on the
+    # network's scale; needs a ranking loss; 0 = off
+    content_ridge_weight: float = 0.0
+    content_ridge_l2: float = 300.0
     mlp_residual: bool = False
     dropout: float = 0.3
 
@@ -232,7 +237,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 # Numeric keys and the values they accept: (lowest, highest, whether the lowest itself is allowed); the highest
 # is allowed too, except for the split fractions (EXCLUSIVE_HIGH).
-EXCLUSIVE_HIGH = {"split.test_fraction", "split.validation_fraction"}
+EXCLUSIVE_HIGH = {"split.test_fraction", "split.validation_fraction", "model.content_ridge_weight"}
 RANGES: dict[str, tuple[float, float, bool]] = {
     "seed": (0, 2**32 - 1, True),
     "data.max_bad_fraction": (0, 1, True),
@@ -253,6 +258,8 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "model.similar_item_item_weight": (0, math.inf, True),
     "model.similar_closed_form_weight": (0, 1, True),
     "model.closed_form_l2": (0, math.inf, False),
+    "model.content_ridge_weight": (0, 1, True),
+    "model.content_ridge_l2": (0, math.inf, False),
     "model.dropout": (0, 0.999, True),
     "features.numeric_bins": (0, 1000, True),
     "train.epochs": (1, math.inf, True),
@@ -293,6 +300,11 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(f"name {cfg.name!r} is reserved: `latest` is the link to the newest model")
     if cfg.model.item_item and (cfg.model.user_history <= 0 or cfg.train.loss != "sampled-softmax"):
         raise ConfigError("model.item_item: needs model.user_history > 0 and train.loss: sampled-softmax")
+    if cfg.model.content_ridge_weight > 0 and cfg.train.loss in ("auto", "mse"):
+        raise ConfigError(
+            "model.content_ridge_weight: needs a ranking train.loss (bpr, softmax or sampled-softmax): the blend is a"
+            " ranking score, not a rating"
+        )
     if cfg.model.history_causal and (cfg.model.user_history <= 0 or cfg.train.loss == "mse"):
         raise ConfigError("model.history_causal: needs model.user_history > 0 and a ranking train.loss (not mse)")
     if cfg.train.average_last and cfg.train.early_stopping:

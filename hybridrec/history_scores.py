@@ -36,29 +36,13 @@ class HistoryItemScores:
 
     def for_users(self, user_rows: np.ndarray, item_rows: np.ndarray | None = None) -> np.ndarray:
         """users x items (all items when item_rows is None): one sparse (users x items) @ W product."""
-        from scipy import sparse
-
-        user_rows = np.asarray(user_rows, dtype=np.int64)
-        starts, ends = self.indptr[user_rows], self.indptr[user_rows + 1]
-        lengths = ends - starts
-        history = [self.items[s:e] for s, e in zip(starts, ends)]
-        columns = np.concatenate(history) if history else np.zeros(0, np.int64)
-        weights = np.repeat(1.0 / np.sqrt(np.maximum(lengths, 1)), lengths).astype(np.float32)
-        indptr = np.concatenate([[0], np.cumsum(lengths)])
-        users = sparse.csr_matrix((weights, columns, indptr), shape=(len(user_rows), self.matrix.shape[0]))
+        users = history_rows(self.indptr, self.items, user_rows, self.matrix.shape[0], per_sqrt_length=True)
         cols = self.matrix if item_rows is None else self.matrix[:, item_rows]
         return np.asarray(users @ cols, dtype=np.float32)
 
-    def for_pairs(self, user_rows: np.ndarray, item_rows: np.ndarray, block: int = 1024) -> np.ndarray:
-        """Aligned (user, item) rows -> one score each; each distinct user's history is summed once."""
-        user_rows, item_rows = np.asarray(user_rows), np.asarray(item_rows)
-        users, inverse = np.unique(user_rows, return_inverse=True)
-        out = np.zeros(len(user_rows), np.float32)
-        for start in range(0, len(users), block):
-            scores = self.for_users(users[start : start + block])
-            mine = (inverse >= start) & (inverse < start + block)
-            out[mine] = scores[inverse[mine] - start, item_rows[mine]]
-        return out
+    def for_pairs(self, user_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
+        """Aligned (user, item) rows -> one score each."""
+        return pairs_from_users(self.for_users, user_rows, item_rows)
 
     def similar_scores(
         self, row: int, blended: np.ndarray, item_norms: np.ndarray, weight: float, pairwise: float = 1.0
@@ -88,3 +72,30 @@ class HistoryItemScores:
             np.save(folder / f"{name}.npy", array, allow_pickle=False)
         if self.query_norms is not None:
             np.save(folder / f"{QUERY_NORMS}.npy", self.query_norms, allow_pickle=False)
+
+
+def history_rows(indptr: np.ndarray, items: np.ndarray, user_rows: np.ndarray, n_items: int, per_sqrt_length: bool):
+    """The users' histories as a sparse (users x items) matrix: 1 per item had, or 1/sqrt(history length)."""
+    from scipy import sparse
+
+    user_rows = np.asarray(user_rows, dtype=np.int64)
+    starts, ends = indptr[user_rows], indptr[user_rows + 1]
+    lengths = ends - starts
+    history = [items[s:e] for s, e in zip(starts, ends)]
+    columns = np.concatenate(history) if history else np.zeros(0, np.int64)
+    per_user = 1.0 / np.sqrt(np.maximum(lengths, 1)) if per_sqrt_length else np.ones(len(lengths))
+    weights = np.repeat(per_user, lengths).astype(np.float32)
+    row_starts = np.concatenate([[0], np.cumsum(lengths)])
+    return sparse.csr_matrix((weights, columns, row_starts), shape=(len(user_rows), n_items))
+
+
+def pairs_from_users(for_users, user_rows: np.ndarray, item_rows: np.ndarray, block: int = 1024) -> np.ndarray:
+    """Aligned (user, item) rows -> one score each from a users x all-items scorer; each distinct user once."""
+    user_rows, item_rows = np.asarray(user_rows), np.asarray(item_rows)
+    users, inverse = np.unique(user_rows, return_inverse=True)
+    out = np.zeros(len(user_rows), np.float32)
+    for start in range(0, len(users), block):
+        scores = for_users(users[start : start + block])
+        mine = (inverse >= start) & (inverse < start + block)
+        out[mine] = scores[inverse[mine] - start, item_rows[mine]]
+    return out

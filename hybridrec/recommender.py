@@ -13,8 +13,10 @@ import numpy as np
 
 from hybridrec import __version__
 from hybridrec import closed_form as cf
+from hybridrec import content_ridge as cr
 from hybridrec.artifacts import ModelDir, model_link, publish, staging_dir, write_manifest
 from hybridrec.config import Config, config_from_dict, dump_config
+from hybridrec.content_ridge import ContentRidgeScores
 from hybridrec.data.idmap import IdMap
 from hybridrec.errors import ConfigError, ModelFileError, QueryError
 from hybridrec.history_scores import FILES as ITEM_ITEM_FILES
@@ -58,6 +60,7 @@ class HybridRecommender:
         self.item_queries_: np.ndarray | None = None  # what similar_items queries with, when not the item vectors
         self.item_item_: HistoryItemScores | None = None  # the model.item_item term, in numpy
         self.closed_form_: np.ndarray | None = None  # EASE weights for similar items (model.similar_closed_form_weight)
+        self.content_ridge_: ContentRidgeScores | None = None  # the model.content_ridge_weight term
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -81,6 +84,7 @@ class HybridRecommender:
             torch.set_num_threads(cfg.train.threads)
         dataset.validate()
         split = split if split is not None else split_interactions(dataset.interactions, cfg.split, cfg.seed)
+        every_rating = split  # the content ridge learns from all of a user's items, liked or not
         if cfg.train.min_rating is not None and dataset.feedback == "explicit":
             split = _liked_only(split, cfg.train.min_rating)
         self.split_ = split
@@ -109,6 +113,10 @@ class HybridRecommender:
             {HISTORY: cfg.model.user_history},
         )
         item_feats = pipeline.transform_items(items, train)
+        content_tokens = None
+        if cfg.model.content_ridge_weight > 0:
+            content_tokens = cr.token_matrix(item_feats.categorical, pipeline.item_spec()["vocab_sizes"])
+            cr.check_size(*content_tokens.shape)
         user_feats = pipeline.transform_users(users_table) if users_table is not None else None
         if user_feats is None:
             empty = np.zeros((len(self.users_), 0), np.float32)
@@ -182,8 +190,24 @@ class HybridRecommender:
         self._set_seen(self._encode(seen))
         weight, l2 = cfg.model.similar_closed_form_weight, cfg.model.closed_form_l2
         self.closed_form_ = self._fit_closed_form(l2) if weight > 0 else None
+        self.content_ridge_ = None  # not part of the scores the ridge is scaled against
+        if content_tokens is not None:
+            self.content_ridge_ = self._fit_content_ridge(content_tokens, every_rating, cfg.seed)
         self._build_index()
         return self
+
+    def _fit_content_ridge(self, tokens, split, seed: int) -> ContentRidgeScores:
+        """The ridge on the training and validation rows of `split`, scaled to its share of the network's scores
+        over a seeded sample of users x all items."""
+        from hybridrec.protocols import score_matrix
+
+        seen = self._encode(_concat(split.train, split.validation) if len(split.validation) else split.train)
+        model = self.config.model
+        ridge = ContentRidgeScores.fit(tokens, seen.users, seen.items, len(self.users_), model.content_ridge_l2)
+        users = np.unique(seen.users)
+        sample = np.random.default_rng(seed).permutation(users)[: cr.SCALE_USERS]
+        ridge.scale = cr.blend_scale(score_matrix(self, sample), ridge.for_users(sample), model.content_ridge_weight)
+        return ridge
 
     def _fit_closed_form(self, l2: float) -> np.ndarray:
         """EASE on everything the model saw (training and validation rows), as the seen-item lists hold it."""
@@ -365,7 +389,9 @@ class HybridRecommender:
         import pandas as pd
 
         items = _check_new_items(items)
-        vecs, bias = self._content_vectors(items)
+        feats = self.features.transform_items(items, train=None)
+        vecs, bias = self._content_vectors(items, feats=feats)
+        tokens = self._content_tokens(feats) if self.content_ridge_ is not None else None
         rows = []
         users = list(user_ids) if user_ids is not None else [None]
         for j, item_id in enumerate(items["item_id"]):
@@ -379,6 +405,8 @@ class HybridRecommender:
                     score = self._score_pairs(
                         self.user_vectors_[u : u + 1], self.user_bias_[u : u + 1], vecs[j : j + 1], bias[j : j + 1]
                     )[0]
+                    if tokens is not None:  # a ranking loss (config check): no rating range to clip to
+                        score += self.content_ridge_.for_tokens(np.array([u]), tokens[j : j + 1])[0, 0]
                 rows.append(
                     {
                         "item_id": str(item_id),
@@ -397,7 +425,8 @@ class HybridRecommender:
         clash = [i for i in items["item_id"] if i in self.items_]
         if clash:
             raise QueryError(f"item id {clash[0]!r} is already in the catalogue")
-        vecs, bias = self._content_vectors(items)
+        feats = self.features.transform_items(items, train=None)
+        vecs, bias = self._content_vectors(items, feats=feats)
         rows = np.asarray(self.items_.extend(items["item_id"]), dtype=np.int64)
         self.item_vectors_ = np.concatenate([self.item_vectors_, vecs])
         if self.item_queries_ is not None:  # new items have no history: they query with their own vector
@@ -407,6 +436,8 @@ class HybridRecommender:
             self.item_item_ = self.item_item_.with_new_items(len(rows))
         if self.closed_form_ is not None:  # new items were bought with nothing: zero rows and columns
             self.closed_form_ = np.pad(self.closed_form_, ((0, len(rows)), (0, len(rows))))
+        if self.content_ridge_ is not None:  # new items are scored through their tokens
+            self.content_ridge_ = self.content_ridge_.with_new_items(self._content_tokens(feats))
         self.item_has_id_ = np.concatenate([self.item_has_id_, np.zeros(len(rows), bool)])
         self.display_ = self.display_ + _display_rows(items)
         self._matcher = None
@@ -422,6 +453,10 @@ class HybridRecommender:
         return {"item_id": self.items_.raw(self.items_.index(item_id)), **dict(zip(DISPLAY_COLUMNS, row))}
 
     # ------------------------------------------------------------------ internals
+    def _content_tokens(self, feats):
+        """Content ridge token rows of items outside the training catalogue, from their features."""
+        return cr.token_matrix(feats.categorical, self.item_spec_["vocab_sizes"])
+
     def _seen(self, row: int) -> np.ndarray:
         return self.seen_items_[self.seen_indptr_[row] : self.seen_indptr_[row + 1]]
 
@@ -441,19 +476,24 @@ class HybridRecommender:
         scores = self.global_mean_ + bu + bi + np.einsum("ij,ij->i", u, v) + self.residual(u, v)
         if rows is not None and self.item_item_ is not None:
             scores = scores + self.item_item_.for_pairs(*rows)
+        if rows is not None and self.content_ridge_ is not None:
+            scores = scores + self.content_ridge_.for_pairs(*rows)
         if clip and self.feedback_ == "explicit" and self.rating_range_:
             scores = np.clip(scores, *self.rating_range_)
         return scores.astype(np.float32)
 
-    def _content_vectors(self, items: pd.DataFrame, typical_numeric: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def _content_vectors(
+        self, items: pd.DataFrame, typical_numeric: bool = False, feats=None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Vectors of brand-new items from content only (their ID part is hidden, as in ID dropout).
 
         `typical_numeric` sets numeric features to the training median with no missing flag: a free-text query
         says nothing about price, and "missing price" would otherwise pull it towards items without one.
+        `feats`: the items' features when the caller already has them.
         """
         import torch
 
-        feats = self.features.transform_items(items, train=None)
+        feats = feats if feats is not None else self.features.transform_items(items, train=None)
         if typical_numeric:
             feats.numeric[:] = 0.0
         net = self.net
@@ -510,6 +550,7 @@ class HybridRecommender:
                 "item_spec": self.item_spec_,
                 "user_spec": self.user_spec_,
                 "review_slice": self.review_slice_,
+                "content_ridge_scale": self.content_ridge_.scale if self.content_ridge_ is not None else None,
             }
             (staged / "model.json").write_text(json.dumps(model, indent=1))
             (staged / "id_maps").mkdir()
@@ -535,6 +576,8 @@ class HybridRecommender:
                 self.item_item_.save(staged / "vectors")
             if self.closed_form_ is not None:
                 np.save(staged / "vectors" / f"{cf.FILE}.npy", self.closed_form_, allow_pickle=False)
+            if self.content_ridge_ is not None:
+                self.content_ridge_.save(staged / "vectors")
             self.index_.save(staged / "index")
             (staged / "items.json").write_text(json.dumps({"columns": list(DISPLAY_COLUMNS), "rows": self.display_}))
             (staged / "metrics.json").write_text(json.dumps(self.metrics_, indent=1))
@@ -586,10 +629,15 @@ class HybridRecommender:
                 rec.item_item_ = HistoryItemScores(*arrays, norms)
             if (md.root / "vectors" / f"{cf.FILE}.npy").exists():
                 rec.closed_form_ = md.npy(f"vectors/{cf.FILE}.npy")
+            if model.get("content_ridge_scale") is not None:
+                arrays = [md.npy(f"vectors/{name}.npy") for name in cr.FILES]
+                rec.content_ridge_ = ContentRidgeScores.from_arrays(arrays, float(model["content_ridge_scale"]))
             rec.metrics_ = md.json("metrics.json")
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{md.root}: inconsistent model files ({exc})") from None
         problem = rec.item_item_.check(len(rec.users_), len(rec.items_)) if rec.item_item_ is not None else None
+        if problem is None and rec.content_ridge_ is not None:
+            problem = rec.content_ridge_.check(len(rec.users_), len(rec.items_))
         if problem:
             raise ModelFileError(f"{md.root}: {problem}")
         n_items = len(rec.items_)
