@@ -300,6 +300,8 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(f"name {cfg.name!r} is reserved: `latest` is the link to the newest model")
     if cfg.model.item_item and (cfg.model.user_history <= 0 or cfg.train.loss != "sampled-softmax"):
         raise ConfigError("model.item_item: needs model.user_history > 0 and train.loss: sampled-softmax")
+    if cfg.model.content_ridge_weight > 0 and cfg.model.variant == "id-only":
+        raise ConfigError("model.content_ridge_weight: an id-only model uses no item content; set it to 0")
     if cfg.model.content_ridge_weight > 0 and cfg.train.loss in ("auto", "mse"):
         raise ConfigError(
             "model.content_ridge_weight: needs a ranking train.loss (bpr, softmax or sampled-softmax): the blend is a"

@@ -56,8 +56,9 @@ def test_tokens_are_one_block_per_column_without_padding_or_unknown_values():
         (["model.content_ridge_weight=1", "train.loss=bpr"], "out of range"),
         (["model.content_ridge_l2=0", "train.loss=bpr"], "out of range"),
         (["model.content_ridge_weight=0.5"], "ranking train.loss"),  # the demo's explicit ratings: mse
+        (["model.content_ridge_weight=0.5", "train.loss=bpr", "model.variant=id-only"], "no item content"),
     ],
-    ids=["weight", "penalty", "loss"],
+    ids=["weight", "penalty", "loss", "id-only"],
 )
 def test_content_ridge_settings_are_checked(overrides, message):
     with pytest.raises(ConfigError, match=f"model.content_ridge_.*{message}"):

@@ -38,6 +38,8 @@ class HybridRec(Model):
         from hybridrec.recommender import HybridRecommender
 
         overrides = [f"model.variant={self.params['variant']}", f"seed={ctx.seed}", *self.params["overrides"]]
+        if self.params["variant"] == "id-only":  # the content ridge is content: not part of the id-only variant
+            overrides.append("model.content_ridge_weight=0")
         path = config_path(ctx.protocol, ctx.dataset_key)
         cfg = load_config(path, overrides)  # model/train/features only: the data comes from the split files
         if ctx.quick:
