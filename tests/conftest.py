@@ -58,6 +58,24 @@ def quick_fit_overrides(cache_dir: Path, *extra: str) -> list[str]:
     return [f"features.cache_dir={cache_dir}", "train.threads=1", *extra]
 
 
+@pytest.fixture(scope="module")
+def demo_dataset():
+    """The bundled demo read through the default config (per test module: tests may derive datasets from it)."""
+    from hybridrec.config import load_config
+    from hybridrec.data.readers import read_dataset
+
+    return read_dataset(load_config(DEMO_CONFIG))
+
+
+def fit_demo(dataset, cache: Path, *overrides: str):
+    """A quick fit (2 epochs) of the default config with `overrides` on `dataset`."""
+    from hybridrec.config import load_config
+    from hybridrec.recommender import HybridRecommender
+
+    cfg = load_config(DEMO_CONFIG, quick_fit_overrides(cache, "train.epochs=2", *overrides))
+    return HybridRecommender(cfg).fit(dataset)
+
+
 @pytest.fixture(scope="session")
 def text_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A session-private embedding cache, seeded (read-only) from the checkout's cache when one exists: encoding
@@ -99,3 +117,20 @@ def ml100k():
     )
     df["review"] = ""
     return df
+
+
+def similar_items_follow(rec, expected_of, query_of, atol: float = 1e-5) -> int:
+    """Assert that `similar_items` of three demo items ranks and scores as `expected_of(row)` (the query item's
+    own entry left out); returns how many of those lists differ from the index's neighbours of `query_of(row)`."""
+    import numpy as np
+
+    changed = 0
+    for item in ["D0031", "D0002", "D0150"]:
+        row = rec.items_.index(item)
+        expected = np.array(expected_of(row), dtype=np.float64)
+        expected[row] = -np.inf
+        ids, scores = rec.similar_items(item, 5)
+        assert ids == rec.items_.raws(np.argsort(-expected, kind="stable")[:5])
+        assert np.allclose(scores, np.sort(expected)[::-1][:5], atol=atol)
+        changed += rec.index_.query(query_of(row), 5, exclude={item})[0] != ids
+    return changed

@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DEMO_CONFIG, quick_fit_overrides
+from conftest import DEMO_CONFIG, fit_demo, similar_items_follow
 
 from hybridrec import closed_form as cf
 from hybridrec.artifacts import write_manifest
 from hybridrec.config import load_config
-from hybridrec.data.readers import read_dataset
 from hybridrec.errors import ConfigError, ModelFileError
 from hybridrec.recommender import HybridRecommender
 
@@ -50,16 +49,6 @@ def test_out_of_range_closed_form_settings_are_config_errors(override):
         load_config(DEMO_CONFIG, [override])
 
 
-@pytest.fixture(scope="module")
-def demo_dataset():
-    return read_dataset(load_config(DEMO_CONFIG))
-
-
-def fit(dataset, cache, *overrides: str) -> HybridRecommender:
-    cfg = load_config(DEMO_CONFIG, quick_fit_overrides(cache, "train.epochs=2", *overrides))
-    return HybridRecommender(cfg).fit(dataset)
-
-
 def ease_from_frames(rec: HybridRecommender, lam: float) -> np.ndarray:
     """EASE straight from the split's training and validation rows, by the textbook formula."""
     seen = pd.concat([rec.split_.train, rec.split_.validation])
@@ -81,18 +70,17 @@ def test_similar_items_blend_the_cosine_with_ease_after_standardising_both(
     demo_dataset, text_cache_dir, tmp_path, weight
 ):
     lam = 20.0
-    rec = fit(demo_dataset, text_cache_dir, f"model.similar_closed_form_weight={weight}", f"model.closed_form_l2={lam}")
+    rec = fit_demo(
+        demo_dataset, text_cache_dir, f"model.similar_closed_form_weight={weight}", f"model.closed_form_l2={lam}"
+    )
     ease = ease_from_frames(rec, lam)
     unit = rec.item_vectors_ / np.linalg.norm(rec.item_vectors_, axis=1, keepdims=True)
-    changed = 0
-    for item in ["D0031", "D0002", "D0150"]:
-        row = rec.items_.index(item)
-        expected = (1 - weight) * z(unit @ unit[row], row) + weight * z(ease[row], row)
-        expected[row] = -np.inf
-        ids, scores = rec.similar_items(item, 5)
-        assert ids == rec.items_.raws(np.argsort(-expected, kind="stable")[:5])
-        assert np.allclose(scores, np.sort(expected)[::-1][:5], atol=1e-4)
-        changed += rec.index_.query(rec.item_vectors_[row], 5, exclude={item})[0] != ids
+    changed = similar_items_follow(
+        rec,
+        lambda row: (1 - weight) * z(unit @ unit[row], row) + weight * z(ease[row], row),
+        lambda row: rec.item_vectors_[row],
+        atol=1e-4,
+    )
     assert changed  # the closed form moves neighbours the vectors alone would give
     rec.save(tmp_path / "m")
     ids, scores = rec.similar_items("D0031", 5)
@@ -101,7 +89,7 @@ def test_similar_items_blend_the_cosine_with_ease_after_standardising_both(
 
 
 def test_new_items_join_a_closed_form_model_with_no_co_purchase_evidence(demo_dataset, text_cache_dir):
-    rec = fit(demo_dataset, text_cache_dir, "model.similar_closed_form_weight=0.5")
+    rec = fit_demo(demo_dataset, text_cache_dir, "model.similar_closed_form_weight=0.5")
     new = demo_dataset.items[demo_dataset.items["item_id"] == "D0031"].assign(item_id="NEW-1")
     rec.add_items(new)
     row = rec.items_.index("NEW-1")
@@ -115,7 +103,7 @@ def test_new_items_join_a_closed_form_model_with_no_co_purchase_evidence(demo_da
 
 
 def test_a_model_folder_with_mismatched_closed_form_weights_is_refused(demo_dataset, text_cache_dir, tmp_path):
-    rec = fit(demo_dataset, text_cache_dir, "model.similar_closed_form_weight=0.5", "train.epochs=1")
+    rec = fit_demo(demo_dataset, text_cache_dir, "model.similar_closed_form_weight=0.5", "train.epochs=1")
     folder = rec.save(tmp_path / "m")
     np.save(folder / "vectors" / "closed_form.npy", np.zeros((3, 3), np.float32), allow_pickle=False)
     write_manifest(folder, {"name": rec.config.name})

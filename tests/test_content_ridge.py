@@ -13,7 +13,6 @@ from sklearn.linear_model import Ridge
 from hybridrec import content_ridge as cr
 from hybridrec.artifacts import write_manifest
 from hybridrec.config import load_config
-from hybridrec.data.readers import read_dataset
 from hybridrec.errors import ConfigError, ModelFileError
 from hybridrec.protocols import score_matrix
 from hybridrec.recommender import HybridRecommender
@@ -65,11 +64,6 @@ def test_content_ridge_settings_are_checked(overrides, message):
         load_config(DEMO_CONFIG, overrides)
 
 
-@pytest.fixture(scope="module")
-def demo_dataset():
-    return read_dataset(load_config(DEMO_CONFIG))
-
-
 WEIGHT, LAM = 0.4, 5.0
 
 
@@ -87,8 +81,11 @@ def ridge_model(demo_dataset, text_cache_dir):
 
 
 def network_scores(rec: HybridRecommender, user_rows: np.ndarray) -> np.ndarray:
-    return rec.global_mean_ + rec.user_bias_[user_rows, None] + rec.item_bias_ + rec.user_vectors_[user_rows] @ (
-        rec.item_vectors_.T
+    return (
+        rec.global_mean_
+        + rec.user_bias_[user_rows, None]
+        + rec.item_bias_
+        + rec.user_vectors_[user_rows] @ (rec.item_vectors_.T)
     )
 
 

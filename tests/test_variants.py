@@ -5,24 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DEMO_CONFIG, quick_fit_overrides
+from conftest import DEMO_CONFIG, fit_demo, similar_items_follow
 
 from hybridrec.artifacts import write_manifest
 from hybridrec.config import load_config
-from hybridrec.data.readers import read_dataset
 from hybridrec.errors import ConfigError, ModelFileError
 from hybridrec.protocols import evaluate, score_matrix
 from hybridrec.recommender import HybridRecommender
-
-
-@pytest.fixture(scope="module")
-def demo_dataset():
-    return read_dataset(load_config(DEMO_CONFIG))
-
-
-def fit(dataset, cache, *overrides: str) -> HybridRecommender:
-    cfg = load_config(DEMO_CONFIG, quick_fit_overrides(cache, "train.epochs=2", *overrides))
-    return HybridRecommender(cfg).fit(dataset)
 
 
 def implicit(dataset):
@@ -59,7 +48,7 @@ def implicit(dataset):
     ],
 )
 def test_variant_scores_consistently_and_round_trips(demo_dataset, text_cache_dir, tmp_path, overrides):
-    rec = fit(demo_dataset, text_cache_dir, *overrides)
+    rec = fit_demo(demo_dataset, text_cache_dir, *overrides)
     users = rec.split_.test["user_id"].to_numpy()[:40]
     items = rec.split_.test["item_id"].to_numpy()[:40]
     pred = rec.predict(users, items)
@@ -83,15 +72,15 @@ def test_id_only_cannot_tell_cold_items_apart_but_hybrid_can(demo_dataset, text_
             {"item_id": "N2", "title": "Wireless earbuds", "category": "Headphones", "price": 30.0},
         ]
     )
-    id_only = fit(demo_dataset, text_cache_dir, "model.variant=id-only").score_new_items(new)
-    hybrid = fit(demo_dataset, text_cache_dir).score_new_items(new)
+    id_only = fit_demo(demo_dataset, text_cache_dir, "model.variant=id-only").score_new_items(new)
+    hybrid = fit_demo(demo_dataset, text_cache_dir).score_new_items(new)
     assert id_only["score"].nunique() == 1  # no content tower: every new item looks the same
     assert hybrid["score"].nunique() == 2
 
 
 @pytest.mark.parametrize("loss", ["bpr", "softmax", "sampled-softmax"])
 def test_implicit_losses_train_and_rank_better_than_chance(demo_dataset, text_cache_dir, loss):
-    rec = fit(implicit(demo_dataset), text_cache_dir, f"train.loss={loss}", "train.epochs=4")
+    rec = fit_demo(implicit(demo_dataset), text_cache_dir, f"train.loss={loss}", "train.epochs=4")
     metrics = evaluate(rec, rec.split_.test, k=10)
     assert "rmse" not in metrics
     # 99 sampled negatives: a random scorer's HR@10 is about 0.10
@@ -101,7 +90,9 @@ def test_implicit_losses_train_and_rank_better_than_chance(demo_dataset, text_ca
 
 
 def test_min_rating_trains_a_ranking_loss_on_liked_items_only(demo_dataset, text_cache_dir):
-    rec = fit(demo_dataset, text_cache_dir, "train.loss=sampled-softmax", "train.negatives=1000", "train.min_rating=4")
+    rec = fit_demo(
+        demo_dataset, text_cache_dir, "train.loss=sampled-softmax", "train.negatives=1000", "train.min_rating=4"
+    )
     assert len(rec.split_.train) and rec.split_.train["rating"].min() >= 4
     assert rec.split_.validation["rating"].min() >= 4
     assert rec.split_.test["rating"].min() < 4  # the test rows are never filtered
@@ -113,7 +104,7 @@ def test_min_rating_trains_a_ranking_loss_on_liked_items_only(demo_dataset, text
 def test_similar_by_history_queries_the_index_with_the_bought_with_vector(
     demo_dataset, text_cache_dir, tmp_path, weight
 ):
-    rec = fit(
+    rec = fit_demo(
         implicit(demo_dataset),
         text_cache_dir,
         "train.loss=sampled-softmax",
@@ -121,7 +112,7 @@ def test_similar_by_history_queries_the_index_with_the_bought_with_vector(
         "model.user_history=20",
         f"model.similar_history_weight={weight}",
     )
-    plain = fit(implicit(demo_dataset), text_cache_dir, "train.loss=sampled-softmax", "train.negatives=1000")
+    plain = fit_demo(implicit(demo_dataset), text_cache_dir, "train.loss=sampled-softmax", "train.negatives=1000")
     assert plain.item_queries_ is None
     vectors = rec.item_vectors_ / np.linalg.norm(rec.item_vectors_, axis=1, keepdims=True)
     changed = 0
@@ -146,7 +137,7 @@ ITEM_ITEM = ("train.loss=sampled-softmax", "train.negatives=1000", "model.user_h
 
 def test_item_item_term_serves_the_trained_weights_and_scores_alike_everywhere(demo_dataset, text_cache_dir, tmp_path):
     data = implicit(demo_dataset)
-    rec = fit(data, text_cache_dir, *ITEM_ITEM, "train.epochs=3")
+    rec = fit_demo(data, text_cache_dir, *ITEM_ITEM, "train.epochs=3")
     weight = rec.net.item_item.weight.detach().numpy()
     assert np.abs(weight).max() > 1e-4  # W started at zero and was trained
     # the served term, rebuilt from the training rows: each user's 20 most recent items, W rows by history token
@@ -213,7 +204,7 @@ def test_a_users_latest_row_trains_on_the_served_bag_minus_its_own_item(demo_dat
 
     n = 6
     causal = (f"model.user_history={n}", "model.history_causal=true", "model.history_recency=true", "train.loss=bpr")
-    rec = fit(implicit(demo_dataset), text_cache_dir, *causal, "train.epochs=1")
+    rec = fit_demo(implicit(demo_dataset), text_cache_dir, *causal, "train.epochs=1")
     train = rec.split_.train.reset_index(drop=True)
     served, _ = rec._with_history(None, demo_dataset.user_schema, train, n)
     users = rec.users_.indices(train["user_id"])
@@ -238,7 +229,7 @@ def test_a_users_latest_row_trains_on_the_served_bag_minus_its_own_item(demo_dat
 
 
 def test_a_model_folder_with_mismatched_item_item_weights_is_refused(demo_dataset, text_cache_dir, tmp_path):
-    rec = fit(implicit(demo_dataset), text_cache_dir, *ITEM_ITEM, "train.epochs=1")
+    rec = fit_demo(implicit(demo_dataset), text_cache_dir, *ITEM_ITEM, "train.epochs=1")
     folder = rec.save(tmp_path / "m")
     np.save(folder / "vectors" / "item_item.npy", np.zeros((3, 3), np.float32), allow_pickle=False)
     with pytest.raises(ModelFileError, match="checksum"):  # an altered file is caught by the manifest first
@@ -252,7 +243,7 @@ def test_a_model_folder_with_mismatched_item_item_weights_is_refused(demo_datase
 def test_similar_with_item_item_ranks_by_the_one_item_users_logit_with_mutual_weights_and_no_item_bias(
     demo_dataset, text_cache_dir, tmp_path, pairwise
 ):
-    rec = fit(
+    rec = fit_demo(
         implicit(demo_dataset),
         text_cache_dir,
         *ITEM_ITEM,
@@ -261,18 +252,14 @@ def test_similar_with_item_item_ranks_by_the_one_item_users_logit_with_mutual_we
     )
     terms = rec.item_item_
     norms = np.linalg.norm(rec.item_vectors_, axis=1)
-    changed = 0
-    for item in ["D0031", "D0002", "D0150"]:
-        row = rec.items_.index(item)
+
+    def by_logit(row: int) -> np.ndarray:
         bought_with = rec.item_queries_[row] * terms.query_norms[row]  # weight 1: the unit bought-with vector
         mutual = [(terms.matrix[row, i] + terms.matrix[i, row]) / 2 for i in range(len(rec.items_))]
         logit = rec.item_vectors_ @ bought_with + pairwise * np.array(mutual)  # <q, v> + W, both ways: no item bias
-        by_logit = logit / norms / terms.query_norms[row]
-        by_logit[row] = -np.inf
-        ids, scores = rec.similar_items(item, 5)
-        assert ids == rec.items_.raws(np.argsort(-by_logit, kind="stable")[:5])
-        assert np.allclose(scores, np.sort(by_logit)[::-1][:5], atol=1e-5)
-        changed += rec.index_.query(rec.item_queries_[row], 5, exclude={item})[0] != ids
+        return logit / norms / terms.query_norms[row]
+
+    changed = similar_items_follow(rec, by_logit, lambda row: rec.item_queries_[row])
     assert changed  # the W share moves neighbours the vectors alone would give
     rec.save(tmp_path / "m")
     assert HybridRecommender.load(tmp_path / "m").similar_items("D0031", 5)[0] == rec.similar_items("D0031", 5)[0]
