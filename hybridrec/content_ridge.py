@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 MAX_TOKENS = 20_000
 MAX_CELLS = 50_000_000
 FILES = ("content_ridge", "content_tokens_indptr", "content_tokens_indices", "content_indptr", "content_items")
-SCALE_USERS = 1000  # users sampled at fit time to put the ridge's scores on the network's scale
+# users and items sampled at fit time to put the ridge's scores on the network's scale
+SCALE_USERS, SCALE_ITEMS = 1000, 5000
 
 
 def token_matrix(categorical: list[np.ndarray], vocab_sizes: list[int]) -> sparse.csr_matrix:

@@ -198,15 +198,17 @@ class HybridRecommender:
 
     def _fit_content_ridge(self, tokens, split, seed: int) -> ContentRidgeScores:
         """The ridge on the training and validation rows of `split`, scaled to its share of the network's scores
-        over a seeded sample of users x all items."""
+        over a seeded sample of users x items (all of either when there are few)."""
         from hybridrec.protocols import score_matrix
 
         seen = self._encode(_concat(split.train, split.validation) if len(split.validation) else split.train)
         model = self.config.model
         ridge = ContentRidgeScores.fit(tokens, seen.users, seen.items, len(self.users_), model.content_ridge_l2)
-        users = np.unique(seen.users)
-        sample = np.random.default_rng(seed).permutation(users)[: cr.SCALE_USERS]
-        ridge.scale = cr.blend_scale(score_matrix(self, sample), ridge.for_users(sample), model.content_ridge_weight)
+        rng = np.random.default_rng(seed)
+        users = rng.permutation(np.unique(seen.users))[: cr.SCALE_USERS]
+        items = np.sort(rng.permutation(len(self.items_))[: cr.SCALE_ITEMS])
+        model_scores, ridge_scores = score_matrix(self, users, items), ridge.for_users(users, items)
+        ridge.scale = cr.blend_scale(model_scores, ridge_scores, model.content_ridge_weight)
         return ridge
 
     def _fit_closed_form(self, l2: float) -> np.ndarray:

@@ -119,7 +119,7 @@ def test_a_fitted_models_scores_add_the_ridge_at_its_share_of_the_spread(ridge_m
         target = np.isin(fitted, rec.items_.indices(rated.loc[rated["user_id"] == user, "item_id"])).astype(float)
         ridge[j] = f @ Ridge(alpha=LAM, fit_intercept=False).fit(f[fitted], target).coef_
     model = network_scores(rec, rows)
-    # every demo user is in the scale sample (fewer than cr.SCALE_USERS), so the spreads are over all of them
+    # every demo user and item is in the scale sample (fewer than cr.SCALE_USERS, cr.SCALE_ITEMS): spreads over all
     scale = WEIGHT / (1 - WEIGHT) * model.std() / ridge.std()
     assert np.isclose(rec.content_ridge_.scale, scale, rtol=1e-3)
     assert np.allclose(score_matrix(rec, rows), model + scale * ridge, atol=1e-3)
