@@ -197,24 +197,25 @@ class HybridRecommender:
         return self
 
     def _fit_content_ridge(self, tokens, split, seed: int) -> ContentRidgeScores:
-        """The ridge on the training and validation rows of `split`, scaled to its share of the network's scores
-        over a seeded sample of users x items (all of either when there are few)."""
+        """The ridge on the training rows of `split` (as the network: validation rows judge, they do not train),
+        scaled to its share of the network's scores over a seeded sample of users x items (all of either when there
+        are few)."""
         from hybridrec.protocols import score_matrix
 
-        seen = self._encode(_concat(split.train, split.validation) if len(split.validation) else split.train)
+        train = self._encode(split.train)
         model = self.config.model
-        ridge = ContentRidgeScores.fit(tokens, seen.users, seen.items, len(self.users_), model.content_ridge_l2)
+        ridge = ContentRidgeScores.fit(tokens, train.users, train.items, len(self.users_), model.content_ridge_l2)
         rng = np.random.default_rng(seed)
-        users = rng.permutation(np.unique(seen.users))[: cr.SCALE_USERS]
+        users = rng.permutation(np.unique(train.users))[: cr.SCALE_USERS]
         items = np.sort(rng.permutation(len(self.items_))[: cr.SCALE_ITEMS])
         model_scores, ridge_scores = score_matrix(self, users, items), ridge.for_users(users, items)
         ridge.scale = cr.blend_scale(model_scores, ridge_scores, model.content_ridge_weight)
         return ridge
 
     def _fit_closed_form(self, l2: float) -> np.ndarray:
-        """EASE on everything the model saw (training and validation rows), as the seen-item lists hold it."""
-        users = np.repeat(np.arange(len(self.users_)), np.diff(self.seen_indptr_))
-        return cf.fit_closed_form(users, self.seen_items_, len(self.users_), len(self.items_), l2)
+        """EASE on the training rows, as the network: validation rows judge, they do not train."""
+        train = self._encode(self.split_.train)
+        return cf.fit_closed_form(train.users, train.items, len(self.users_), len(self.items_), l2)
 
     def _aligned_users(self, dataset: Dataset):
         """The user table in IdMap order; users missing from it get empty features."""
