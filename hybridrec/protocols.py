@@ -16,10 +16,8 @@ def score_matrix(rec, user_rows: np.ndarray, item_rows: np.ndarray | None = None
     b = rec.item_bias_ if item_rows is None else rec.item_bias_[item_rows]
     u, bu = rec.user_vectors_[user_rows], rec.user_bias_[user_rows]
     scores = rec.global_mean_ + bu[:, None] + b[None, :] + u @ v.T
-    if rec.item_item_ is not None:
-        scores = scores + rec.item_item_.for_users(user_rows, item_rows)
-    if rec.content_ridge_ is not None:
-        scores = scores + rec.content_ridge_.for_users(user_rows, item_rows)
+    for term in rec.score_terms:
+        scores = scores + term.for_users(user_rows, item_rows)
     if rec.config.model.mlp_residual:
         n_u, n_i = scores.shape
         scores = scores + np.reshape(rec.residual(np.repeat(u, n_i, 0), np.tile(v, (n_u, 1))), (n_u, n_i))

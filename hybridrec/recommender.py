@@ -394,12 +394,14 @@ class HybridRecommender:
         items = _check_new_items(items)
         feats = self.features.transform_items(items, train=None)
         vecs, bias = self._content_vectors(items, feats=feats)
-        tokens = self._content_tokens(feats) if self.content_ridge_ is not None else None
-        rows = []
         users = list(user_ids) if user_ids is not None else [None]
+        ridge = None  # users x new items, from the new items' tokens
+        if self.content_ridge_ is not None and user_ids is not None:
+            ridge = self.content_ridge_.for_tokens(self.users_.indices(users), self._content_tokens(feats))
+        rows = []
         for j, item_id in enumerate(items["item_id"]):
             nb_ids, nb_sims = self.index_.query(vecs[j], k_neighbours)
-            for user in users:
+            for n, user in enumerate(users):
                 if user is None:
                     zero = np.zeros((1, vecs.shape[1]), np.float32)
                     score = self._score_pairs(zero, np.zeros(1, np.float32), vecs[j : j + 1], bias[j : j + 1])[0]
@@ -408,8 +410,8 @@ class HybridRecommender:
                     score = self._score_pairs(
                         self.user_vectors_[u : u + 1], self.user_bias_[u : u + 1], vecs[j : j + 1], bias[j : j + 1]
                     )[0]
-                    if tokens is not None:  # a ranking loss (config check): no rating range to clip to
-                        score += self.content_ridge_.for_tokens(np.array([u]), tokens[j : j + 1])[0, 0]
+                    if ridge is not None:  # a ranking loss (config check): no rating range to clip to
+                        score += ridge[n, j]
                 rows.append(
                     {
                         "item_id": str(item_id),
@@ -456,6 +458,12 @@ class HybridRecommender:
         return {"item_id": self.items_.raw(self.items_.index(item_id)), **dict(zip(DISPLAY_COLUMNS, row))}
 
     # ------------------------------------------------------------------ internals
+    @property
+    def score_terms(self) -> list:
+        """Terms added to the towers' user x item score beside the dot product (model.item_item, the content
+        ridge); each scores users x items (`for_users`) and aligned pairs (`for_pairs`)."""
+        return [term for term in (self.item_item_, self.content_ridge_) if term is not None]
+
     def _content_tokens(self, feats):
         """Content ridge token rows of items outside the training catalogue, from their features."""
         return cr.token_matrix(feats.categorical, self.item_spec_["vocab_sizes"])
@@ -477,10 +485,8 @@ class HybridRecommender:
         """mu + b_u + b_i + <u, v> (+ residual) for aligned rows, in numpy; `rows` = (user rows, item rows) adds
         the item-item term."""
         scores = self.global_mean_ + bu + bi + np.einsum("ij,ij->i", u, v) + self.residual(u, v)
-        if rows is not None and self.item_item_ is not None:
-            scores = scores + self.item_item_.for_pairs(*rows)
-        if rows is not None and self.content_ridge_ is not None:
-            scores = scores + self.content_ridge_.for_pairs(*rows)
+        for term in self.score_terms if rows is not None else ():
+            scores = scores + term.for_pairs(*rows)
         if clip and self.feedback_ == "explicit" and self.rating_range_:
             scores = np.clip(scores, *self.rating_range_)
         return scores.astype(np.float32)
