@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from hybridrec.data.splits import Split
 
 DISPLAY_COLUMNS = ("title", "price", "category")
+# recommend() scores the whole catalogue up to this many items; past it, a candidate pool of at least
+# MIN_CANDIDATES (20 x k when larger) from the ANN index, the item biases and each extra score term
+EXACT_RECOMMEND_ITEMS = 5000
+MIN_CANDIDATES = 200
 HISTORY = "__history__"  # the user feature holding recent training items (model.user_history)
 
 
@@ -361,19 +365,23 @@ class HybridRecommender:
     def recommend(
         self, user_id: str, k: int = 10, exclude_seen: bool = True, exact: bool = False
     ) -> tuple[list[str], np.ndarray]:
-        """Top-k items for a user: ANN candidates by the user vector plus the strongest item biases, then an exact
-        re-score with the full head. `exact=True` scores the whole catalogue instead."""
+        """Top-k items for a user. Past EXACT_RECOMMEND_ITEMS items: candidates from the ANN index by the user vector
+        plus the best items by bias and by each extra score term, then an exact re-score with the full head.
+        `exact=True` scores the whole catalogue at any size."""
         _check_k(k)
         row = self.users_.index(user_id)
         seen = self._seen(row) if exclude_seen else np.zeros(0, np.int64)
         n_items = len(self.items_)
-        if exact or n_items <= 5000:
+        if exact or n_items <= EXACT_RECOMMEND_ITEMS:
             candidates = np.arange(n_items)
         else:
-            pool = min(n_items, max(200, 20 * k) + len(seen))
+            pool = min(n_items, max(MIN_CANDIDATES, 20 * k) + len(seen))
             ann_rows, _ = self.index_.query_rows(self.user_vectors_[row : row + 1], pool)
-            top_bias = np.argpartition(-self.item_bias_, min(pool, n_items - 1))[:pool]
-            candidates = np.union1d(ann_rows[0], top_bias)
+            # the ANN pool is drawn by the user vector alone: biases and each extra term (item-item, content
+            # ridge) bring their own best items, scored over the catalogue (sparse or history-sized products)
+            strongest = [self.item_bias_] + [term.for_users(np.array([row]))[0] for term in self.score_terms]
+            tops = [np.argpartition(-scores, min(pool, n_items - 1))[:pool] for scores in strongest]
+            candidates = np.union1d(ann_rows[0], np.concatenate(tops))
         candidates = np.setdiff1d(candidates, seen, assume_unique=False)
         if not len(candidates):
             return [], np.zeros(0, np.float32)

@@ -145,6 +145,22 @@ def test_saving_keeps_the_ridge_and_new_items_are_scored_through_their_tokens(ri
     assert loaded.predict([user], ["NEW-1"])[0] == pytest.approx(fresh, abs=1e-4)
 
 
+def test_recommend_on_a_big_catalogue_keeps_items_the_ridge_alone_ranks_high(ridge_model, monkeypatch):
+    """Past recommender.EXACT_RECOMMEND_ITEMS items, recommend() re-scores a candidate pool instead of the catalogue.
+    Items strong only through the ridge (nothing to do with the user vector the ANN pool is drawn by) must still
+    be in it: here the ridge dominates and the pool is shrunk, so the ANN and bias candidates alone miss them."""
+    import hybridrec.recommender as recommender
+
+    rec = ridge_model
+    monkeypatch.setattr(recommender, "EXACT_RECOMMEND_ITEMS", 0)
+    monkeypatch.setattr(recommender, "MIN_CANDIDATES", 1)
+    monkeypatch.setattr(rec.content_ridge_, "scale", rec.content_ridge_.scale * 1000)
+    for user in rec.users_.raws(np.arange(0, 60, 6)):
+        exact_ids, exact_scores = rec.recommend(user, 2, exact=True)
+        ids, scores = rec.recommend(user, 2)
+        assert ids == exact_ids and np.allclose(scores, exact_scores)
+
+
 def test_a_model_folder_with_a_mismatched_content_ridge_is_refused(ridge_model, tmp_path):
     folder = ridge_model.save(tmp_path / "m")
     projection = np.load(folder / "vectors" / "content_ridge.npy")
