@@ -302,6 +302,13 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError("model.item_item: needs model.user_history > 0 and train.loss: sampled-softmax")
     if cfg.model.content_ridge_weight > 0 and cfg.model.variant == "id-only":
         raise ConfigError("model.content_ridge_weight: an id-only model uses no item content; set it to 0")
+    if cfg.model.variant == "content-only":  # items placed by content alone: nothing item-side from interactions
+        for key in ("similar_history_weight", "similar_closed_form_weight"):
+            if getattr(cfg.model, key) > 0:
+                raise ConfigError(
+                    f"model.{key}: learned from who bought what, which a content-only model's items do not use; set"
+                    " it to 0"
+                )
     if cfg.model.content_ridge_weight > 0 and cfg.train.loss in ("auto", "mse"):
         raise ConfigError(
             "model.content_ridge_weight: needs a ranking train.loss (bpr, softmax or sampled-softmax): the blend is a"

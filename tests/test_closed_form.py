@@ -41,11 +41,20 @@ def test_standardising_leaves_out_the_query_item_and_flattens_an_empty_row():
 
 
 @pytest.mark.parametrize(
-    "override", ["model.similar_closed_form_weight=1.5", "model.closed_form_l2=0"], ids=["weight", "penalty"]
+    "overrides",
+    [
+        ["model.similar_closed_form_weight=1.5"],
+        ["model.closed_form_l2=0"],
+        ["model.variant=content-only", "model.similar_closed_form_weight=0.5"],
+        ["model.variant=content-only", "model.similar_history_weight=0.5"],
+    ],
+    ids=["weight", "penalty", "content-only", "content-only-bought-with"],
 )
-def test_out_of_range_closed_form_settings_are_config_errors(override):
-    with pytest.raises(ConfigError, match=override.split("=")[0]):
-        load_config(DEMO_CONFIG, [override])
+def test_bad_closed_form_settings_are_config_errors(overrides):
+    """Out of range, or behavioural similar items asked of a model whose items are placed by content alone."""
+    with pytest.raises(ConfigError, match=overrides[-1].split("=")[0]):
+        load_config(DEMO_CONFIG, overrides)
+    load_config(DEMO_CONFIG, overrides[:-1])  # the rest of the settings are fine on their own
 
 
 def ease_from_frames(rec: HybridRecommender, lam: float) -> np.ndarray:

@@ -40,6 +40,8 @@ class HybridRec(Model):
         overrides = [f"model.variant={self.params['variant']}", f"seed={ctx.seed}", *self.params["overrides"]]
         if self.params["variant"] == "id-only":  # the content ridge is content: not part of the id-only variant
             overrides.append("model.content_ridge_weight=0")
+        if self.params["variant"] == "content-only":  # and "bought with it" is behaviour: not part of content-only
+            overrides += ["model.similar_history_weight=0", "model.similar_closed_form_weight=0"]
         path = config_path(ctx.protocol, ctx.dataset_key)
         cfg = load_config(path, overrides)  # model/train/features only: the data comes from the split files
         if ctx.quick:
