@@ -372,14 +372,15 @@ class HybridRecommender:
         row = self.users_.index(user_id)
         seen = self._seen(row) if exclude_seen else np.zeros(0, np.int64)
         n_items = len(self.items_)
+        # each extra term (item-item, content ridge) over the catalogue, once: it picks candidates and scores them
+        term_scores = [term.for_users(np.array([row]))[0] for term in self.score_terms]
         if exact or n_items <= EXACT_RECOMMEND_ITEMS:
             candidates = np.arange(n_items)
         else:
             pool = min(n_items, max(MIN_CANDIDATES, 20 * k) + len(seen))
             ann_rows, _ = self.index_.query_rows(self.user_vectors_[row : row + 1], pool)
-            # the ANN pool is drawn by the user vector alone: biases and each extra term (item-item, content
-            # ridge) bring their own best items, scored over the catalogue (sparse or history-sized products)
-            strongest = [self.item_bias_] + [term.for_users(np.array([row]))[0] for term in self.score_terms]
+            # the ANN pool is drawn by the user vector alone: biases and each extra term bring their own best items
+            strongest = [self.item_bias_, *term_scores]
             tops = [np.argpartition(-scores, min(pool, n_items - 1))[:pool] for scores in strongest]
             candidates = np.union1d(ann_rows[0], np.concatenate(tops))
         candidates = np.setdiff1d(candidates, seen, assume_unique=False)
@@ -388,7 +389,9 @@ class HybridRecommender:
         u = np.repeat(self.user_vectors_[row : row + 1], len(candidates), 0)
         bu = np.repeat(self.user_bias_[row : row + 1], len(candidates), 0)
         v, bi = self.item_vectors_[candidates], self.item_bias_[candidates]
-        scores = self._score_pairs(u, bu, v, bi, clip=False, rows=(np.full(len(candidates), row), candidates))
+        scores = self._score_pairs(u, bu, v, bi, clip=False)  # the towers; the terms are already computed
+        for term in term_scores:
+            scores = scores + term[candidates]
         top = np.argsort(-scores, kind="stable")[:k]
         return self.items_.raws(candidates[top]), scores[top]
 
