@@ -2,7 +2,7 @@
 
 from hybridrec.errors import ConfigError, DataError, HybridrecError, ModelFileError, QueryError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ConfigError",
@@ -17,7 +17,7 @@ __all__ = [
 
 def __getattr__(name: str):
     # The facade imports torch; keep `import hybridrec` light for the query path.
-    if name in ("HybridRecommender", "HybridrecRecommender"):
+    if name == "HybridRecommender":
         from hybridrec.recommender import HybridRecommender
 
         return HybridRecommender
