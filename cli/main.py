@@ -126,7 +126,7 @@ def fit(
 
     def job():
         from hybridrec.config import load_config
-        from hybridrec.job import fit_from_config
+        from hybridrec_cli.job import fit_from_config
 
         overrides = [f"data.paths.{kv}" for kv in (data or [])] + list(set_ or [])
         if seed is not None:
@@ -274,7 +274,7 @@ def evaluate(
         from hybridrec.config import load_config
         from hybridrec.data.readers import read_dataset
         from hybridrec.data.splits import split_interactions
-        from hybridrec.protocols import evaluate as run_eval
+        from hybridrec.evaluation.holdout import evaluate as run_eval
 
         rec = _load(model)
         cfg = load_config(config) if config else rec.config
@@ -299,15 +299,16 @@ def info(model: ModelOpt = DEFAULT_MODEL, as_json: JsonOpt = False, debug: Debug
     def job():
         rec = _load(model)
         summary = {
-            "model": str(rec._model_dir.root),
+            "model": rec.origin_["model"],
             "name": rec.config.name,
-            "created": rec._model_dir.manifest.get("created"),
-            "hybridrec_version": rec._model_dir.manifest.get("hybridrec_version"),
+            "created": rec.origin_["created"],
+            "hybridrec_version": rec.origin_["version"],
             "variant": rec.config.model.variant,
             "feedback": rec.feedback_,
             "users": len(rec.users_),
             "items": len(rec.items_),
-            "dim": int(rec.item_vectors_.shape[1]),
+            "dim": int(rec.towers_.item_vectors.shape[1]),
+            "terms": [term.type for term in rec.terms_],
             "text_encoder": rec.config.features.text_encoder,
             "metrics": rec.metrics_,
         }

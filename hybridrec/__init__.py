@@ -1,6 +1,6 @@
 """hybridrec: hybrid content + collaborative recommendation with text features."""
 
-from hybridrec.errors import ConfigError, DataError, HybridrecError, ModelFileError, QueryError
+from hybridrec.errors import ConfigError, DataError, HybridrecError, ModelFileError, NotFittedError, QueryError
 
 __version__ = "0.2.0"
 
@@ -10,6 +10,7 @@ __all__ = [
     "HybridrecError",
     "HybridRecommender",
     "ModelFileError",
+    "NotFittedError",
     "QueryError",
     "__version__",
 ]

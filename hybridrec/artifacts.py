@@ -14,7 +14,9 @@ import numpy as np
 
 from hybridrec.errors import ModelFileError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# every file a model writes gets this mode (less the umask), so a serving account can read what a trainer wrote
+FILE_MODE, DIR_MODE = 0o644, 0o755
 MANIFEST = "manifest.json"
 
 
@@ -27,12 +29,19 @@ def _sha256(path: Path) -> str:
 
 
 def write_manifest(folder: Path, extra: dict) -> None:
-    """List every file with its checksum, so a truncated or altered file is named on load."""
+    """List every file with its checksum, so a truncated or altered file is named on load; give every file and
+    folder the same mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in folder.rglob("*"):
+        os.chmod(p, (DIR_MODE if p.is_dir() else FILE_MODE) & ~umask)
+    os.chmod(folder, DIR_MODE & ~umask)
     files = {
         str(p.relative_to(folder)): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST
     }
     payload = {"format_version": FORMAT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": files}
     (folder / MANIFEST).write_text(json.dumps(payload | extra, indent=1))
+    os.chmod(folder / MANIFEST, FILE_MODE & ~umask)
 
 
 class ModelDir:
@@ -57,7 +66,11 @@ class ModelDir:
         if not isinstance(self.manifest, dict) or not isinstance(self.manifest.get("files"), dict):
             raise ModelFileError(f"{manifest_path}: corrupted (no file list)")
         version = self.manifest.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if version == 1:
+            raise ModelFileError(
+                f"{self.requested}: a hybridrec 0.1 model (format version 1); refit it with this version: hybridrec fit"
+            )
+        if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION or version < 2:
             raise ModelFileError(
                 f"{manifest_path}: model format version {version} is newer than this hybridrec reads "
                 f"(version {FORMAT_VERSION}); upgrade hybridrec"
@@ -177,3 +190,236 @@ def point_link(link: Path, target: Path) -> None:
     tmp = link.parent / f".{link.name}.link-{uuid.uuid4().hex[:8]}"
     os.symlink(os.path.relpath(target, link.parent), tmp)
     os.replace(tmp, link)
+
+
+# --------------------------------------------------------------------------------------------- model save / load
+# The components of a model folder, each written and read by one pair of functions below; the manifest lists them
+# (with each score term's type, folder and fitted scale) so the loader needs no knowledge of which terms exist.
+VECTOR_FILES = ("item_vectors", "item_bias", "user_vectors", "user_bias", "item_has_id", "seen_indptr", "seen_items")
+
+
+def save_model(rec, path: str | Path, metrics: dict, job: dict | None) -> Path:
+    """Write every component into a fresh folder, then swap `path` to it in one rename."""
+    from hybridrec import __version__
+    from hybridrec.config import model_settings
+
+    target = model_link(path)
+    staged = staging_dir(target)
+    job = job if job is not None else getattr(rec, "job_", None)  # a re-save (add_items) keeps the job's record
+    try:
+        _write_json(staged / "config.json", model_settings(rec.config))
+        if job is not None:
+            _write_json(staged / "job.json", job)
+        towers = rec.towers_
+        _write_json(
+            staged / "model.json",
+            {
+                "feedback": rec.feedback_,
+                "rating_range": list(rec.rating_range_) if rec.rating_range_ else None,
+                "global_mean": float(towers.global_mean),
+                "n_users": len(rec.users_),
+                "n_items_trained": int(rec.net.items.id_embedding.num_embeddings)
+                if rec.net.items.id_embedding is not None
+                else len(rec.item_has_id_),
+                "item_spec": rec.item_spec_.to_json(),
+                "user_spec": rec.user_spec_.to_json(),
+                "review_slice": list(rec.review_slice_) if rec.review_slice_ else None,
+            },
+        )
+        (staged / "id_maps").mkdir()
+        _write_json(staged / "id_maps/users.json", rec.users_.to_json())
+        _write_json(staged / "id_maps/items.json", rec.items_.to_json())
+        _save_weights(rec.net, staged / "weights.safetensors")
+        rec.features.save(staged / "features")
+        (staged / "vectors").mkdir()
+        arrays = dict(
+            zip(VECTOR_FILES[:4], (towers.item_vectors, towers.item_bias, towers.user_vectors, towers.user_bias))
+        )
+        arrays |= {"item_has_id": rec.item_has_id_, "seen_indptr": rec.seen_.indptr, "seen_items": rec.seen_.items}
+        if towers.item_queries is not None:
+            arrays["item_queries"] = towers.item_queries
+        for name, array in arrays.items():
+            np.save(staged / "vectors" / f"{name}.npy", np.asarray(array), allow_pickle=False)
+        components = []
+        for term in rec.terms_:
+            folder = f"terms/{term.type}"
+            (staged / folder).mkdir(parents=True)
+            term.save(staged / folder)
+            components.append({"kind": "term", "type": term.type, "path": folder, "scale": float(term.scale)})
+        rec.index_.save(staged / "index")
+        _write_json(staged / "items.json", {"columns": ["title", "price", "category"], "rows": rec.display_})
+        _write_json(staged / "metrics.json", metrics)
+        result = rec.train_result_
+        _write_json(
+            staged / "training.json",
+            {"history": result.history, "best_epoch": result.best_epoch, "stopped_early": result.stopped_early},
+        )
+        write_manifest(
+            staged,
+            {"name": job.get("name") if job else None, "hybridrec_version": __version__, "components": components},
+        )
+        return publish(staged, target)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
+def _write_json(path: Path, payload) -> None:
+    path.write_text(json.dumps(payload, indent=1, allow_nan=False))
+
+
+def _save_weights(net, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(path))
+
+
+def load_model(cls, path: str | Path):
+    """A recommender from a model folder, every file checked for type and shape; torch and the text model are not
+    loaded (the network and features load on first use)."""
+    from hybridrec.config import config_from_dict
+    from hybridrec.data.idmap import IdMap
+    from hybridrec.index import ItemIndex
+    from hybridrec.model.history import UserHistory
+    from hybridrec.model.spec import TowerSpec
+    from hybridrec.model.train import TrainResult
+    from hybridrec.scoring.base import TermFiles, parse_term, registry
+    from hybridrec.scoring.towers import TowerScores
+
+    md = ModelDir(path)
+    settings = md.json("config.json")
+    job = md.json("job.json") if md.has("job.json") else {}
+    try:
+        if not isinstance(settings, dict) or not isinstance(job, dict):
+            raise TypeError("not a mapping")
+        payload = {k: v for k, v in job.items() if k not in ("format_version",)} | settings
+        cfg = config_from_dict(payload)
+    except ModelFileError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any config problem means a bad model file
+        raise ModelFileError(f"{md.root / 'config.json'}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+    rec = cls(cfg)
+    rec._model_dir = md
+    rec.job_ = job or None
+    where = md.root
+    try:
+        model = md.json("model.json")
+        rec.feedback_ = _choice(model["feedback"], ("explicit", "implicit"))
+        rating_range = model["rating_range"]
+        rec.rating_range_ = tuple(float(v) for v in rating_range) if rating_range else None
+        rec.item_spec_ = TowerSpec.from_json(model["item_spec"])
+        rec.user_spec_ = TowerSpec.from_json(model["user_spec"])
+        rec.review_slice_ = tuple(int(v) for v in model["review_slice"]) if model["review_slice"] else None
+        rec._n_items_trained = int(model["n_items_trained"])
+        global_mean = float(model["global_mean"])
+        rec.users_ = IdMap.from_json(md.json("id_maps/users.json"))
+        rec.items_ = IdMap.from_json(md.json("id_maps/items.json"))
+        arrays = {name: md.npy(f"vectors/{name}.npy") for name in VECTOR_FILES}
+        queries = md.npy("vectors/item_queries.npy") if md.has("vectors/item_queries.npy") else None
+        rec.display_ = [list(r) for r in md.json("items.json")["rows"]]
+        rec.metrics_ = md.json("metrics.json")
+        training = md.json("training.json")
+        rec.train_result_ = TrainResult(
+            history=list(training["history"]),
+            best_epoch=int(training["best_epoch"]),
+            stopped_early=bool(training["stopped_early"]),
+        )
+        components = md.manifest.get("components", [])
+        if not isinstance(components, list):
+            raise TypeError("the manifest's components are not a list")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{where}: inconsistent model files ({exc})") from None
+    n_users, n_items = len(rec.users_), len(rec.items_)
+    _check_array(where, "item_vectors", arrays["item_vectors"], (n_items, None), np.floating)
+    dim = arrays["item_vectors"].shape[1]
+    _check_array(where, "item_bias", arrays["item_bias"], (n_items,), np.floating)
+    _check_array(where, "user_vectors", arrays["user_vectors"], (n_users, dim), np.floating)
+    _check_array(where, "user_bias", arrays["user_bias"], (n_users,), np.floating)
+    _check_array(where, "item_has_id", arrays["item_has_id"], (n_items,), np.bool_)
+    if queries is not None:
+        _check_array(where, "item_queries", queries, (n_items, dim), np.floating)
+    if len(rec.display_) != n_items:
+        raise ModelFileError(f"{where}: the display table has {len(rec.display_)} rows for {n_items} items")
+    rec.seen_ = UserHistory(arrays["seen_indptr"].astype(np.int64), arrays["seen_items"].astype(np.int64))
+    problem = rec.seen_.check(n_users, n_items)
+    if problem:
+        raise ModelFileError(f"{where}: seen items: {problem}")
+    rec.item_has_id_ = arrays["item_has_id"]
+    rec.towers_ = TowerScores(
+        global_mean, arrays["user_vectors"], arrays["user_bias"], arrays["item_vectors"], arrays["item_bias"], queries
+    )
+    if cfg.model.mlp_residual:
+        rec.towers_.residual = lambda u, v: _lazy_residual(rec, u, v)
+    rec.terms_ = _load_terms(md, cfg, components, n_users, n_items, registry, parse_term, TermFiles)
+    md.path("index/index.json")
+    md.path("index/items.hnsw")
+    rec.index_ = ItemIndex.load(md.root / "index", rec.items_)
+    if rec.index_.dim != dim:
+        raise ModelFileError(f"{where}: the index holds vectors of width {rec.index_.dim}, the model {dim}")
+    rec.fit_stats_ = {}
+    manifest = md.manifest
+    rec.origin_ = {"model": str(md.root), "created": manifest.get("created"), "version": manifest.get("hybridrec_version")}
+    return rec
+
+
+def _load_terms(md, cfg, components, n_users, n_items, registry, parse_term, TermFiles) -> list:
+    """The score terms listed in the manifest, in config order; each reads and checks its own folder."""
+    declared = [parse_term(p, f"model.terms[{k}]") for k, p in enumerate(cfg.model.terms)]
+    listed = {c.get("type"): c for c in components if isinstance(c, dict) and c.get("kind") == "term"}
+    terms = []
+    for cls, params in declared:
+        entry = listed.get(cls.type)
+        if entry is None or entry.get("path") != f"terms/{cls.type}":
+            raise ModelFileError(f"{md.root / MANIFEST}: the {cls.type!r} term of the config is not in the model")
+        term = registry()[cls.type].load(TermFiles(md, entry["path"]), params, n_users, n_items)
+        scale = entry.get("scale")
+        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not np.isfinite(scale):
+            raise ModelFileError(f"{md.root / MANIFEST}: the {cls.type!r} term's scale is not a number")
+        term.scale = float(scale)
+        terms.append(term)
+    return terms
+
+
+def _choice(value, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{value!r} is not one of {allowed}")
+    return value
+
+
+def _check_array(where: Path, name: str, array: np.ndarray, shape: tuple, kind) -> None:
+    """Refuse an array of the wrong shape, type or with non-finite values: answers from it would be wrong."""
+    ok = array.ndim == len(shape) and all(s is None or a == s for a, s in zip(array.shape, shape))
+    if not ok or not np.issubdtype(array.dtype, kind):
+        raise ModelFileError(f"{where}: vectors/{name}.npy is {array.dtype} {array.shape}, expected {shape}")
+    if kind is np.floating and not np.all(np.isfinite(array)):
+        raise ModelFileError(f"{where}: vectors/{name}.npy holds values that are not finite")
+
+
+def _lazy_residual(rec, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    from hybridrec.fitting import residual_scorer
+
+    return residual_scorer(rec.net)(u, v)
+
+
+def load_network(rec):
+    """The torch network of a loaded model (on first use: queries that need no torch never load it)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from hybridrec.model.network import HybridNet, NetShape
+
+    path = rec._model_dir.path("weights.safetensors")
+    net = HybridNet(
+        len(rec.users_),
+        rec._n_items_trained,
+        rec.item_spec_,
+        rec.user_spec_,
+        NetShape.of(rec.config.model),
+        float(rec.towers_.global_mean),
+    )
+    try:
+        net.load_state_dict(load_file(str(path)))
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        raise ModelFileError(f"{path}: cannot load weights ({str(exc).splitlines()[0]})") from None
+    net.eval()
+    return net

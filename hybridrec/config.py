@@ -16,7 +16,10 @@ import yaml
 
 from hybridrec.errors import ConfigError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# the sections that are the model's own (saved as config.json); the others are the job's (job.json)
+MODEL_SECTIONS = ("seed", "features", "model", "train", "index")
+JOB_SECTIONS = ("name", "data", "split", "evaluate")
 
 
 @dataclass
@@ -65,6 +68,20 @@ class FeatureConfig:
 
 
 @dataclass
+class UserHistoryConfig:
+    """The user's training items as a bag in the user tower (SVD++-like implicit feedback)."""
+
+    length: int = 0  # 0 = off; N = the user's N most recent training items
+    # latest: every training row sees its user's latest items (minus the target); causal: each row sees only the
+    # user's items before it in time, which is what the served bag is for the user's next item
+    order: str = "latest"
+    position_weights: bool = False  # one learned weight per history position (most recent first) instead of a mean
+    # similar items: 0 ranks by the item's own fused vector; 1 by the user vector of someone whose history is only
+    # this item ("bought with it"); between: a blend of the two unit vectors
+    similar_weight: float = 0.0
+
+
+@dataclass
 class ModelConfig:
     variant: str = "hybrid"  # hybrid | id-only | content-only
     dim: int = 64
@@ -74,32 +91,11 @@ class ModelConfig:
     # and features (short histories: one embedding per user overfits)
     user_id_dropout: float = 0.0
     feature_dropout: float = 0.3  # probability of hiding each categorical column / the numeric block in training
-    user_history: int = 0  # > 0: a user's N most recent training items join the user tower (SVD++-like)
-    # similar items: 0 queries the index with the item's own fused vector; 1 with the user vector of someone whose
-    # history is just that item ("bought with it"; needs user_history); between: a blend of the two unit vectors
-    similar_history_weight: float = 0.0
-    history_recency: bool = False  # learn one weight per history position (most recent first) instead of a mean
-    # train each row on its own history (the user's items before it in time) instead of the user's latest items:
-    # what the served bag is for the user's next item (needs user_history and a ranking loss)
-    history_causal: bool = False
-    # a full-rank item-to-item term beside the towers: score += sum over the user's history of W[j, i] / sqrt(len)
-    # (SLIM / EASE learned jointly; needs user_history and sampled-softmax; catalogues up to 20,000 items)
-    item_item: bool = False
-    item_item_l2: float = 1e-4  # penalty on the squared sum of W
-    # similar items with item_item: the weight of W's share of the "bought with it" score (1 = as in that user's
-    # logit; larger trusts the pairwise weights more than the vectors)
-    similar_item_item_weight: float = 1.0
-    # similar items: the share of a closed-form item-item model (EASE fitted on the training interactions with
-    # ridge penalty closed_form_l2) blended with the scores above, both standardised over the catalogue; 0 = off
-    similar_closed_form_weight: float = 0.0
-    closed_form_l2: float = 500.0
-    # cold start: the share of a closed-form linear content model (a ridge regression of each user's items on the
-    # items' categorical, word and binned tokens, penalty content_ridge_l2) in every user x item score, on the
-    # network's scale; needs a ranking loss; 0 = off
-    content_ridge_weight: float = 0.0
-    content_ridge_l2: float = 300.0
-    mlp_residual: bool = False
     dropout: float = 0.3
+    mlp_residual: bool = False  # an MLP residual on (u, v, u*v) beside the dot product (the NeuMF answer)
+    user_history: UserHistoryConfig = field(default_factory=UserHistoryConfig)
+    # score terms beside the towers, each {type: NAME, recommend_weight: w, similar_weight: w, ...own params}
+    terms: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -117,9 +113,6 @@ class TrainConfig:
     # > 0, with early_stopping off: the model is the mean of the weights after each of the last N epochs (stochastic
     # weight averaging), which steadies what one last epoch of noisy mini-batch steps would leave
     average_last: int = 0
-    # explicit data: train only on ratings >= this (a ranking loss then learns what a user likes, not what they
-    # rate); None trains on every rating
-    min_rating: float | None = None
     negatives: int = 4  # bpr: negatives per positive; sampled-softmax: negatives shared by a batch (>= catalogue: all)
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads; 0 = torch default
@@ -171,12 +164,14 @@ CHOICES = {
     "split.kind": {"random", "leave-last-out", "time", "cold-items", "given"},
     "features.text_encoder": {"sentence-transformer", "tfidf", "none"},
     "model.variant": {"hybrid", "id-only", "content-only"},
+    "model.user_history.order": {"latest", "causal"},
     "train.loss": {"auto", "mse", "bpr", "softmax", "sampled-softmax"},
     "train.device": {"auto", "cpu", "cuda"},
 }
 
 
-def _build(cls: type, payload: Any, where: str) -> Any:
+def build_section(cls: type, payload: Any, where: str) -> Any:
+    """A dataclass from a mapping; unknown keys are errors that suggest the closest valid key."""
     if not isinstance(payload, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(payload).__name__}")
     hints = typing.get_type_hints(cls)
@@ -190,7 +185,7 @@ def _build(cls: type, payload: Any, where: str) -> Any:
             raise ConfigError(f"unknown config key {dotted!r}{hint}")
         hint_type = hints[key]
         if dataclasses.is_dataclass(hint_type):
-            kwargs[key] = _build(hint_type, value, dotted)
+            kwargs[key] = build_section(hint_type, value, dotted)
         else:
             kwargs[key] = _coerce(value, hint_type, dotted)
     return cls(**kwargs)
@@ -237,7 +232,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 # Numeric keys and the values they accept: (lowest, highest, whether the lowest itself is allowed); the highest
 # is allowed too, except for the split fractions (EXCLUSIVE_HIGH).
-EXCLUSIVE_HIGH = {"split.test_fraction", "split.validation_fraction", "model.content_ridge_weight"}
+EXCLUSIVE_HIGH = {"split.test_fraction", "split.validation_fraction"}
 RANGES: dict[str, tuple[float, float, bool]] = {
     "seed": (0, 2**32 - 1, True),
     "data.max_bad_fraction": (0, 1, True),
@@ -252,15 +247,10 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "model.hidden": (1, math.inf, True),
     "model.id_dropout": (0, 1, True),
     "model.user_id_dropout": (0, 1, True),
-    "model.similar_history_weight": (0, 1, True),
     "model.feature_dropout": (0, 1, True),
-    "model.item_item_l2": (0, math.inf, True),
-    "model.similar_item_item_weight": (0, math.inf, True),
-    "model.similar_closed_form_weight": (0, 1, True),
-    "model.closed_form_l2": (0, math.inf, False),
-    "model.content_ridge_weight": (0, 1, True),
-    "model.content_ridge_l2": (0, math.inf, False),
     "model.dropout": (0, 0.999, True),
+    "model.user_history.length": (0, 100_000, True),
+    "model.user_history.similar_weight": (0, 1, True),
     "features.numeric_bins": (0, 1000, True),
     "train.epochs": (1, math.inf, True),
     "train.batch_size": (1, math.inf, True),
@@ -279,6 +269,13 @@ RANGES: dict[str, tuple[float, float, bool]] = {
 }
 
 
+def setting(node: Any, dotted: str) -> Any:
+    """The value of a dotted key (`model.user_history.length`) in a config or any section of it."""
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
 def _num(x: float) -> str:
     return str(int(x)) if math.isfinite(x) and float(x).is_integer() else f"{x:g}"
 
@@ -286,8 +283,7 @@ def _num(x: float) -> str:
 def _check_ranges(cfg: Config) -> None:
     """Out-of-range numbers are ConfigErrors naming the key, not a crash deep inside training."""
     for key, (low, high, low_ok) in RANGES.items():
-        section, _, leaf = key.rpartition(".")
-        value = getattr(getattr(cfg, section) if section else cfg, leaf)
+        value = setting(cfg, key)
         above = value >= low if low_ok else value > low
         below = value < high if key in EXCLUSIVE_HIGH else value <= high
         if not (math.isfinite(value) and above and below):
@@ -298,24 +294,22 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(f"name {cfg.name!r} gives an empty folder name: use letters, digits, '_', '-' or '.'")
     if folder == "latest":
         raise ConfigError(f"name {cfg.name!r} is reserved: `latest` is the link to the newest model")
-    if cfg.model.item_item and (cfg.model.user_history <= 0 or cfg.train.loss != "sampled-softmax"):
-        raise ConfigError("model.item_item: needs model.user_history > 0 and train.loss: sampled-softmax")
-    if cfg.model.content_ridge_weight > 0 and cfg.model.variant == "id-only":
-        raise ConfigError("model.content_ridge_weight: an id-only model uses no item content; set it to 0")
-    if cfg.model.variant == "content-only":  # items placed by content alone: nothing item-side from interactions
-        for key in ("similar_history_weight", "similar_closed_form_weight"):
-            if getattr(cfg.model, key) > 0:
-                raise ConfigError(
-                    f"model.{key}: learned from who bought what, which a content-only model's items do not use; set"
-                    " it to 0"
-                )
-    if cfg.model.content_ridge_weight > 0 and cfg.train.loss in ("auto", "mse"):
+    history = cfg.model.user_history
+    if history.order == "causal" and (history.length <= 0 or cfg.train.loss in ("auto", "mse")):
         raise ConfigError(
-            "model.content_ridge_weight: needs a ranking train.loss (bpr, softmax or sampled-softmax): the blend is a"
-            " ranking score, not a rating"
+            "model.user_history.order: causal needs model.user_history.length > 0 and a ranking train.loss"
+            " (bpr, softmax or sampled-softmax)"
         )
-    if cfg.model.history_causal and (cfg.model.user_history <= 0 or cfg.train.loss == "mse"):
-        raise ConfigError("model.history_causal: needs model.user_history > 0 and a ranking train.loss (not mse)")
+    if history.similar_weight > 0 and history.length <= 0:
+        raise ConfigError("model.user_history.similar_weight: needs model.user_history.length > 0")
+    if cfg.model.variant == "content-only" and history.similar_weight > 0:
+        raise ConfigError(
+            "model.user_history.similar_weight: learned from who bought what, which a content-only model's items do"
+            " not use; set it to 0"
+        )
+    from hybridrec.scoring.base import check_terms  # the registry: each term checks its own prerequisites
+
+    check_terms(cfg)
     if cfg.train.average_last and cfg.train.early_stopping:
         raise ConfigError("train.average_last: needs train.early_stopping: false (the epochs to average are fixed)")
     if cfg.train.average_last > cfg.train.epochs:
@@ -333,7 +327,7 @@ def config_from_dict(payload: dict, base_dir: str | Path | None = None) -> Confi
     payload = dict(payload or {})
     payload.pop("format_version", None)
     saved_base = payload.pop("base_dir", None)
-    cfg = _build(Config, payload, "")
+    cfg = build_section(Config, payload, "")
     _check_ranges(cfg)
     cfg.base_dir = str(base_dir if base_dir is not None else (saved_base or "."))
     return cfg
@@ -357,8 +351,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         base_dir = path.parent
         version = payload.get("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
+            why = " (the 0.1 layout: docs/architecture.md maps its keys to the new ones)" if version == 1 else ""
             raise ConfigError(
-                f"{path}: format_version {version} is not supported (this hybridrec reads {FORMAT_VERSION})"
+                f"{path}: format_version {version} is not supported (this hybridrec reads {FORMAT_VERSION}){why}"
             )
     for item in overrides or []:
         apply_override(payload, item)
@@ -381,6 +376,18 @@ def apply_override(payload: dict, item: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: {part!r} is not a section")
     node[parts[-1]] = value
+
+
+def model_settings(cfg: Config) -> dict:
+    """The sections that are the model's own: saved with it as config.json and read by every query."""
+    payload = cfg.to_dict()
+    return {"format_version": FORMAT_VERSION, **{key: payload[key] for key in MODEL_SECTIONS}}
+
+
+def job_settings(cfg: Config) -> dict:
+    """The job's sections (data, split, evaluation, name): saved beside a model for provenance and `evaluate`."""
+    payload = dump_config(cfg)
+    return {"format_version": FORMAT_VERSION, "base_dir": payload["base_dir"], **{k: payload[k] for k in JOB_SECTIONS}}
 
 
 def dump_config(cfg: Config) -> dict:

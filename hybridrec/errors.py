@@ -21,3 +21,7 @@ class ModelFileError(HybridrecError):
 
 class QueryError(HybridrecError):
     """A query names an unknown user or item, or asks for something impossible (k <= 0)."""
+
+
+class NotFittedError(HybridrecError):
+    """A recommender was queried or saved before `fit` or `load`."""

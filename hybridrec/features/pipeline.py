@@ -18,6 +18,7 @@ from hybridrec.features.documents import metadata_documents, review_documents
 from hybridrec.features.numeric import NumericBins, NumericScaler
 from hybridrec.features.text import TfidfSvdEncoder, make_text_encoder
 from hybridrec.features.words import MAX_WORDS, WORDS, with_words
+from hybridrec.model.spec import TowerSpec
 
 
 @dataclass
@@ -185,17 +186,14 @@ class FeaturePipeline:
             return EntityFeatures(empty, empty, [])
         return EntityFeatures(empty, self.users_.numeric(users), self.users_.categorical(users))
 
-    def item_spec(self) -> dict:
-        return {
-            "text_dim": self.text_dim_,
-            "numeric_dim": self.items_.numeric_dim,
-            "vocab_sizes": self.items_.vocab_sizes,
-        }
+    def item_spec(self) -> TowerSpec:
+        assert self.items_ is not None
+        return TowerSpec(self.text_dim_, self.items_.numeric_dim, tuple(self.items_.vocab_sizes))
 
-    def user_spec(self) -> dict:
-        if self.users_ is None:
-            return {"text_dim": 0, "numeric_dim": 0, "vocab_sizes": []}
-        return {"text_dim": 0, "numeric_dim": self.users_.numeric_dim, "vocab_sizes": self.users_.vocab_sizes}
+    def user_spec(self, history_items: int = 0, history_positions: int = 0) -> TowerSpec:
+        """The user tower's inputs; `history_items` > 0 adds the history bag over that many item rows."""
+        numeric, vocab = (self.users_.numeric_dim, tuple(self.users_.vocab_sizes)) if self.users_ else (0, ())
+        return TowerSpec(0, numeric, vocab, history_items, history_positions)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

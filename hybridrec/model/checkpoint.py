@@ -83,3 +83,14 @@ def _json_default(value):
     if isinstance(value, np.floating):
         return float(value)
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def run_fingerprint(settings: dict, arrays: tuple[np.ndarray, ...]) -> str:
+    """Identifies one training run (the model's settings + the exact training rows): a checkpoint only resumes
+    the same run."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()

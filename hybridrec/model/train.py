@@ -11,10 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hybridrec.causal_history import CausalHistories
-from hybridrec.checkpoint import Checkpointer
 from hybridrec.config import TrainConfig
 from hybridrec.features.pipeline import EntityFeatures
+from hybridrec.model.checkpoint import Checkpointer
+from hybridrec.model.history import CausalHistories
 from hybridrec.model.network import HybridNet
 
 
@@ -22,6 +22,11 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def resolve_loss(loss: str, feedback: str) -> str:
+    """`auto` is MSE on ratings and BPR on implicit events."""
+    return loss if loss != "auto" else ("mse" if feedback == "explicit" else "bpr")
 
 
 def seed_everything(seed: int) -> None:
@@ -56,6 +61,24 @@ class Interactions:
         return len(self.users)
 
 
+@dataclass(frozen=True)
+class Dropouts:
+    """Training-time hiding: an item's ID (DropoutNet), a user's ID, and each feature group of an item."""
+
+    item_id: float = 0.0
+    user_id: float = 0.0
+    feature: float = 0.0
+
+
+@dataclass(frozen=True)
+class HistoryInputs:
+    """The user tower's history bag: every user's served bag (users x length tokens, item row + 1, 0 pads) and,
+    for `order: causal`, each training row's own history."""
+
+    tokens: np.ndarray
+    causal: CausalHistories | None = None
+
+
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)
@@ -74,43 +97,34 @@ class Trainer:
         item_feats: EntityFeatures,
         user_feats: EntityFeatures,
         item_has_id: np.ndarray,
-        cfg: TrainConfig,
-        feedback: str,
-        id_dropout: float,
-        review_slice: slice | None,
+        user_has_id: np.ndarray,
+        settings: TrainConfig,
+        loss: str,
+        dropouts: Dropouts,
         seed: int,
         device: torch.device,
-        user_has_id: np.ndarray | None = None,
-        history: tuple[int, np.ndarray] | None = None,
-        user_id_dropout: float = 0.0,
-        item_item_l2: float = 0.0,
-        causal: CausalHistories | None = None,
+        review_slice: slice | None = None,
+        history: HistoryInputs | None = None,
     ):
         self.net = net.to(device)
-        self.cfg = cfg
+        self.cfg = settings
         self.device = device
-        self.loss_kind = cfg.loss if cfg.loss != "auto" else ("mse" if feedback == "explicit" else "bpr")
-        self.id_dropout = id_dropout
-        self.feature_dropout = float(getattr(net, "feature_dropout", 0.0))
+        self.loss_kind = loss
+        self.dropouts = dropouts
         self.review_slice = review_slice
         self.seed = seed
         self.items = FeatureTable(item_feats, device)
         self.users = FeatureTable(user_feats, device)
         self.item_has_id = torch.as_tensor(item_has_id.astype(np.float32), device=device)
+        self.user_has_id = torch.as_tensor(user_has_id.astype(np.float32), device=device)
         self.n_items = len(item_has_id)
-        n_users = self.users.numeric.shape[0]
-        mask = np.ones(n_users, bool) if user_has_id is None else user_has_id
-        self.user_has_id = torch.as_tensor(mask.astype(np.float32), device=device)
-        self.user_id_dropout = user_id_dropout
-        self.item_item_l2 = item_item_l2
         self.positive_items = np.flatnonzero(item_has_id)
-        # (user categorical slot of the history bag, item row -> its token there or -1): ranking losses hide the
-        # target item from its own user's history, or the model learns to copy the history instead of predicting.
-        self.history = None
-        if history is not None:
-            self.history = (history[0], torch.as_tensor(history[1], device=device))
-        # model.history_causal: each training row's own history (its user's items before it) replaces the bag
-        self.causal = causal.to(device) if causal is not None and history is not None else None
+        self.history = None if history is None else torch.as_tensor(history.tokens, device=device)
+        causal = history.causal if history is not None and loss != "mse" else None
+        self.causal = None
+        if causal is not None:
+            self.causal = tuple(torch.as_tensor(a, device=device) for a in (causal.tokens, causal.starts, causal.ends))
+            self.causal_length = causal.length
 
     # -- towers on index batches -------------------------------------------------------------------------
     def item_vectors(self, idx: torch.Tensor, keep: torch.Tensor | None = None):
@@ -120,10 +134,10 @@ class Trainer:
             # Without its ID an item is treated as cold: cold items have no reviews either.
             text = text.clone()
             text[:, self.review_slice] *= keep.unsqueeze(-1)
-        if self.net.training and self.feature_dropout > 0:
+        if self.net.training and self.dropouts.feature > 0:
             # Hide whole feature groups at random so text alone still places an item (free-text queries,
             # new items with sparse metadata).
-            p = self.feature_dropout
+            p = self.dropouts.feature
             numeric = numeric * (torch.rand(len(idx), 1, device=self.device) >= p).float()
             cats = [c * (torch.rand(len(idx), 1, device=self.device) >= p).long() for c in cats]
         return self.net.items(idx, text, numeric, cats, keep)
@@ -132,48 +146,28 @@ class Trainer:
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, history_rows: torch.Tensor | None = None
     ):
         """User tower rows; with `targets` (one item row per user row) each target leaves that user's history.
-        `history_rows` (one history per user row, model.history_causal) replaces the bag instead."""
+        `history_rows` (one history per user row, `order: causal`) replaces the served bag instead."""
         keep = self.user_has_id[idx]
-        if self.net.training and 0 < self.user_id_dropout < 1:
-            keep = keep * (torch.rand(len(idx), device=self.device) >= self.user_id_dropout).float()
-        if history_rows is not None:
-            text, numeric, cats = self.users.rows(idx)
-            cats[self.history[0]] = history_rows
-            return self.net.users(idx, text, numeric, cats, keep)
-        if targets is None or self.history is None:
-            text, numeric, cats = self.users.rows(idx)
-            return self.net.users(idx, text, numeric, cats, keep)
-        slot, token = self.history
-        users, rows = torch.unique(idx, return_inverse=True)
-        text, numeric, cats = self.users.rows(users)
-        return self.net.users(users, text, numeric, cats, keep, rows=rows, remove=(slot, token[targets]))
-
-    def item_item_scores(
-        self, u_idx: torch.Tensor, targets: torch.Tensor | None = None, history_rows: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The item-item term over the whole catalogue. Without `targets`: one row per distinct user of u_idx and
-        the map from u_idx to those rows. With them: one row per u_idx row, its target left out of the history
-        (as in user_vectors), and None; with `history_rows`, one row per given history, and None."""
-        if history_rows is not None:
-            return self.net.item_item.normalise(*self.net.item_item.bag(history_rows)), None
-        slot, token = self.history
-        users, rows = torch.unique(u_idx, return_inverse=True)
-        tokens = self.users.categorical[slot][users]
-        sums, counts = self.net.item_item.bag(tokens)
-        if targets is None:
-            return self.net.item_item.normalise(sums, counts), rows
-        target_tokens = token[targets]  # -1 outside the history vocabulary: never a hit
-        hit = (tokens[rows] == target_tokens.unsqueeze(-1)).float().sum(1)
-        sums = sums[rows] - hit.unsqueeze(-1) * self.net.item_item.weight[target_tokens.clamp(min=0)]
-        return self.net.item_item.normalise(sums, counts[rows] - hit), None
-
-    def _item_item_penalty(self) -> torch.Tensor:
-        return self.net.item_item.weight.pow(2).sum() * self.item_item_l2
+        if self.net.training and 0 < self.dropouts.user_id < 1:
+            keep = keep * (torch.rand(len(idx), device=self.device) >= self.dropouts.user_id).float()
+        bag = None
+        if self.history is not None and history_rows is not None:
+            bag = (history_rows, None)
+        elif self.history is not None:
+            bag = (self.history[idx], None if targets is None else targets + 1)
+        text, numeric, cats = self.users.rows(idx)
+        return self.net.users(idx, text, numeric, cats, keep, history=bag)
 
     def _keep_mask(self, n: int) -> torch.Tensor:
-        if self.id_dropout <= 0 or not self.net.items.use_id:
+        if self.dropouts.item_id <= 0 or not self.net.items.use_id:
             return torch.ones(n, device=self.device)
-        return (torch.rand(n, device=self.device) >= self.id_dropout).float()
+        return (torch.rand(n, device=self.device) >= self.dropouts.item_id).float()
+
+    def _causal_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """(len(rows), length) history tokens of those training rows, PAD past the start of the timeline."""
+        tokens, starts, ends = self.causal
+        idx = starts[rows].unsqueeze(1) + torch.arange(self.causal_length, device=rows.device)
+        return torch.where(idx < ends[rows].unsqueeze(1), tokens[idx], 0)
 
     # -- losses --------------------------------------------------------------------------------------------
     def _towers(
@@ -183,35 +177,27 @@ class Trainer:
         targets: torch.Tensor | None = None,
         history_rows: torch.Tensor | None = None,
     ):
-        """Tower outputs computed once per distinct user and item of the batch, then gathered per row.
-
-        ID and feature dropout are drawn per distinct item and batch. With `targets` and a history bag, each user
-        row is its distinct user's bag minus that row's target item, or its own `history_rows` (see user_vectors).
-        """
+        """Tower outputs: items computed once per distinct item of the batch (ID and feature dropout drawn per
+        distinct item), users per row (each row's bag leaves out its own target)."""
         items, i_inv = torch.unique(i_idx, return_inverse=True)
         v, b_i = self.item_vectors(items, self._keep_mask(len(items)))
-        if targets is not None and self.history is not None:
-            u, b_u = self.user_vectors(u_idx, targets, history_rows)
-            return u, b_u, v[i_inv], b_i[i_inv]
-        users, u_inv = torch.unique(u_idx, return_inverse=True)
-        u, b_u = self.user_vectors(users)
-        return u[u_inv], b_u[u_inv], v[i_inv], b_i[i_inv]
+        u, b_u = self.user_vectors(u_idx, targets, history_rows)
+        return u, b_u, v[i_inv], b_i[i_inv]
 
     def _batch_loss(
         self, u_idx, i_idx, rating, weight, rng: np.random.Generator, rows: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """`rows`: the batch's training row numbers, which pick each row's own history under history_causal."""
+        """`rows`: the batch's training row numbers, which pick each row's own history under `order: causal`."""
         n = len(i_idx)
-        history_rows = None
-        if self.causal is not None and rows is not None and self.loss_kind != "mse":
-            history_rows = self.causal.rows(rows)
+        history_rows = self._causal_rows(rows) if self.causal is not None and rows is not None else None
+        targets = None if self.loss_kind == "mse" else i_idx
         if self.loss_kind == "bpr":
             n_neg = max(1, self.cfg.negatives)
             neg = torch.as_tensor(rng.choice(self.positive_items, size=n * n_neg), device=self.device)
-            u, b_u, v_all, b_all = self._towers(u_idx, torch.cat([i_idx, neg]), i_idx, history_rows)
+            u, b_u, v_all, b_all = self._towers(u_idx, torch.cat([i_idx, neg]), targets, history_rows)
             v, b_i = v_all[:n], b_all[:n]
         else:
-            u, b_u, v, b_i = self._towers(u_idx, i_idx, None if self.loss_kind == "mse" else i_idx, history_rows)
+            u, b_u, v, b_i = self._towers(u_idx, i_idx, targets, history_rows)
         reg = (u.pow(2).sum(-1) + v.pow(2).sum(-1) + b_u.pow(2) + b_i.pow(2)).mean()
         if self.loss_kind == "mse":
             pred = self.net.head(u, b_u, v, b_i)
@@ -223,12 +209,7 @@ class Trainer:
             loss = -F.logsigmoid(pos.unsqueeze(-1) - negs).mean(-1)
             return (weight * loss).sum() / weight.sum() + self.cfg.l2 * reg
         if self.loss_kind == "sampled-softmax":
-            pairwise, penalty = None, 0.0
-            if self.net.item_item is not None:
-                pairwise = self.item_item_scores(u_idx, i_idx, history_rows)[0]
-                penalty = self._item_item_penalty()
-            loss = self._sampled_softmax(u, v, b_i, i_idx, weight, rng, pairwise)
-            return loss + self.cfg.l2 * reg + penalty
+            return self._sampled_softmax(u, v, b_i, i_idx, weight, rng) + self.cfg.l2 * reg
         # softmax: every other item in the batch is a negative (sampled softmax with in-batch negatives)
         logits = u @ v.T + b_i.unsqueeze(0)
         same = i_idx.unsqueeze(0) == i_idx.unsqueeze(1)
@@ -236,22 +217,16 @@ class Trainer:
         loss = F.cross_entropy(logits, torch.arange(n, device=self.device), reduction="none")
         return (weight * loss).sum() / weight.sum() + self.cfg.l2 * reg
 
-    def _sampled_softmax(
-        self, u, v, b_i, i_idx, weight, rng: np.random.Generator, pairwise: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def _sampled_softmax(self, u, v, b_i, i_idx, weight, rng: np.random.Generator) -> torch.Tensor:
         """Softmax over the positive and `negatives` items drawn uniformly (once per batch) from the trained
         catalogue; with negatives >= the catalogue it is the exact full softmax. Uniform draws need no logQ
-        correction, unlike in-batch negatives, which over-penalise popular items. `pairwise` (rows x catalogue)
-        adds the item-item term."""
+        correction, unlike in-batch negatives, which over-penalise popular items."""
         pool = self.positive_items
         cand = pool if self.cfg.negatives >= len(pool) else rng.choice(pool, size=self.cfg.negatives, replace=False)
         cand = torch.as_tensor(cand, device=self.device)
         v_c, b_c = self.item_vectors(cand, self._keep_mask(len(cand)))
         neg = u @ v_c.T + b_c.unsqueeze(0)
         pos = (u * v).sum(-1) + b_i
-        if pairwise is not None:
-            neg = neg + pairwise[:, cand]
-            pos = pos + pairwise.gather(1, i_idx.unsqueeze(1)).squeeze(1)
         neg = neg.masked_fill(cand.unsqueeze(0) == i_idx.unsqueeze(1), -1e9)
         logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
         loss = F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long, device=self.device), reduction="none")
@@ -268,9 +243,6 @@ class Trainer:
             i_idx = torch.as_tensor(val.items, device=self.device)
             u, b_u = self.user_vectors(u_idx)
             pred = self.net.head(u, b_u, v_all[i_idx], b_all[i_idx])
-            pairwise = self.item_item_scores(u_idx) if self.net.item_item is not None else None
-            if pairwise is not None:
-                pred = pred + pairwise[0][pairwise[1], i_idx]
             if self.loss_kind == "mse":
                 target = torch.as_tensor(np.array(val.ratings), device=self.device)
                 return float(torch.sqrt(((pred - target) ** 2).mean()))
@@ -282,8 +254,6 @@ class Trainer:
                 v_all[neg.reshape(-1)],
                 b_all[neg.reshape(-1)],
             ).view(-1, 100)
-            if pairwise is not None:
-                negs = negs + pairwise[0][pairwise[1].unsqueeze(-1), neg]
             auc = ((pred.unsqueeze(-1) > negs).float() + 0.5 * (pred.unsqueeze(-1) == negs).float()).mean()
             return float(1.0 - auc)
         finally:
@@ -406,47 +376,25 @@ class Trainer:
         return np.concatenate(out_v).astype(np.float32), np.concatenate(out_b).astype(np.float32)
 
     @torch.no_grad()
-    def history_query_vectors(self) -> np.ndarray | None:
-        """Per item row, the user-tower vector of an anonymous user whose history is only that item (zero rows
-        for items outside the history vocabulary); None without a history bag."""
+    def bought_with_vectors(self) -> np.ndarray | None:
+        """Per item row, the user-tower vector of an anonymous user whose history is only that item (no ID, no
+        features): "bought with it". None without a history bag."""
         if self.history is None:
             return None
         self.net.eval()
-        slot, token = self.history
         n = self.n_items
-        cats = [torch.zeros((n, 1), dtype=torch.long, device=self.device) for _ in self.users.categorical]
-        cats[slot] = token.clamp(min=0).view(-1, 1)
+        tokens = torch.arange(1, n + 1, device=self.device).view(-1, 1)
+        cats = [torch.zeros((n, c.shape[1]), dtype=torch.long, device=self.device) for c in self.users.categorical]
         text = torch.zeros((n, self.users.text.shape[1]), device=self.device)
         numeric = torch.zeros((n, self.users.numeric.shape[1]), device=self.device)
         ids = torch.zeros(n, dtype=torch.long, device=self.device)
-        q, _ = self.net.users(ids, text, numeric, cats, torch.zeros(n, device=self.device))
-        q = q * (token >= 0).float().unsqueeze(-1)
+        q, _ = self.net.users(ids, text, numeric, cats, torch.zeros(n, device=self.device), history=(tokens, None))
         return q.cpu().numpy().astype(np.float32)
 
     @torch.no_grad()
-    def item_item_export(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """The item-item term in item-row space for serving without torch: W as items x items (zero rows for items
-        outside the history vocabulary) and every user's history as item rows (CSR indptr, items)."""
-        if self.net.item_item is None:
-            return None
-        slot, token = self.history
-        weight = self.net.item_item.weight.detach().cpu().numpy()
-        token = token.cpu().numpy()
-        in_vocab = np.flatnonzero(token >= 0)
-        matrix = np.zeros((self.n_items, weight.shape[1]), np.float32)
-        matrix[in_vocab] = weight[token[in_vocab]]
-        item_of_token = np.full(weight.shape[0], -1, np.int64)
-        item_of_token[token[in_vocab]] = in_vocab
-        tokens = self.users.categorical[slot].cpu().numpy()
-        rows = item_of_token[tokens]
-        rows[tokens <= 0] = -1
-        present = rows >= 0
-        indptr = np.concatenate([[0], np.cumsum(present.sum(1))]).astype(np.int64)
-        return matrix, indptr, rows[present].astype(np.int64)
-
-    @torch.no_grad()
-    def all_user_vectors(self, n_users: int, batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    def all_user_vectors(self, batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
         self.net.eval()
+        n_users = len(self.user_has_id)
         out_u, out_b = [], []
         for start in range(0, n_users, batch):
             idx = torch.arange(start, min(start + batch, n_users), device=self.device)

@@ -1,4 +1,8 @@
-"""The `fit` job end to end: read, split, fit, evaluate on the held-out part, save, and point `latest` at it."""
+"""The `fit` job end to end: read, split, fit, evaluate on the held-out part, save, and point `latest` at it.
+
+Splitting and held-out evaluation are the job's, not the library's: `HybridRecommender.fit` takes training and
+validation rows and never sees the test rows.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hybridrec.artifacts import point_link
-from hybridrec.config import Config
+from hybridrec.config import Config, job_settings
 from hybridrec.errors import ConfigError
 
 
@@ -17,7 +21,8 @@ class FitReport:
     model_path: Path
     metrics: dict
     data_summary: list[str]
-    recommender: object  # the fitted HybridRecommender, still holding its split (split_)
+    recommender: object  # the fitted HybridRecommender
+    split: object  # the Split the job made (test rows included: the recommender never held them)
 
 
 def model_name(cfg: Config) -> str:
@@ -29,9 +34,11 @@ def model_name(cfg: Config) -> str:
 
 
 def fit_from_config(cfg: Config, out_dir: str | Path, quiet: bool = False, resume: bool = False) -> FitReport:
-    """Train with a per-epoch checkpoint in OUT/.checkpoints (continued with resume=True), save, point latest."""
+    """Train with a per-epoch checkpoint in OUT/.checkpoints (continued with resume=True), evaluate, save, point
+    latest at the new model."""
     from hybridrec.data.readers import read_dataset
-    from hybridrec.protocols import evaluate
+    from hybridrec.data.splits import split_interactions
+    from hybridrec.evaluation.holdout import evaluate
     from hybridrec.recommender import HybridRecommender
 
     out_dir = Path(out_dir)
@@ -42,8 +49,11 @@ def fit_from_config(cfg: Config, out_dir: str | Path, quiet: bool = False, resum
     if checkpoints.is_symlink() or (checkpoints.exists() and not checkpoints.is_dir()):
         raise ConfigError(f"{checkpoints} must be a plain folder inside --out (found a link or a file)")
     checkpoint = checkpoints / f"{model_name(cfg)}.safetensors"
-    rec = HybridRecommender(cfg, quiet=quiet).fit(dataset, checkpoint=checkpoint, resume=resume)
-    metrics = evaluate(rec, rec.split_.test, rec.split_.cold_items, k=cfg.evaluate.k, seed=cfg.seed)
+    split = split_interactions(dataset.interactions, cfg.split, cfg.seed)
+    rec = HybridRecommender(cfg, quiet=quiet)
+    rec.fit(dataset, split.train, split.validation, checkpoint=checkpoint, resume=resume)
+    metrics = evaluate(rec, split.test, split.cold_items, k=cfg.evaluate.k, seed=cfg.seed)
+    result = rec.train_result_
     metrics.update(
         {
             "dataset": dataset.name,
@@ -51,22 +61,18 @@ def fit_from_config(cfg: Config, out_dir: str | Path, quiet: bool = False, resum
             "split": cfg.split.kind,
             "n_users": len(rec.users_),
             "n_items": len(rec.items_),
-            "n_train": int(len(rec.split_.train)),
-            "best_epoch": rec.train_result_.best_epoch,
-            "validation_score": rec.train_result_.best_score,  # RMSE, or 1 - sampled AUC: tune on this, not test
-            "feature_seconds": round(rec.feature_seconds_, 2),
-            "train_seconds": round(rec.train_seconds_, 2),
+            "n_train": int(len(split.train)),
+            "best_epoch": result.best_epoch,
+            "validation_score": result.best_score,  # RMSE, or 1 - sampled AUC: tune on this, not test
+            **rec.fit_stats_,
             "fit_seconds": round(time.perf_counter() - t0, 2),
-            "text_cache_hits": rec.text_cache_["hits"],
-            "text_cache_misses": rec.text_cache_["misses"],
             "seed": cfg.seed,
-            "resumed_from_epoch": rec.train_result_.resumed_from,
+            "resumed_from_epoch": result.resumed_from,
         }
     )
-    rec.metrics_ = metrics
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / model_name(cfg)
-    rec.save(target)
+    rec.save(target, metrics=metrics, job=job_settings(cfg))
     point_link(out_dir / "latest", target)
     checkpoint.unlink(missing_ok=True)  # the run is complete: nothing to resume
-    return FitReport(target, metrics, summary, rec)
+    return FitReport(target, metrics, summary, rec, split)

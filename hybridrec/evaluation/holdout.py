@@ -1,27 +1,15 @@
-"""Held-out evaluation of a fitted HybridRecommender: ratings, top-N (sampled and full ranking), cold items."""
+"""Held-out evaluation of a fitted HybridRecommender: ratings, top-N (sampled and full ranking), cold items.
+
+The library's fit never imports this: evaluation is the job's (cli/job.py) and the benchmarks'."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from hybridrec.evaluate import hit_rate_ndcg_sampled, mae, per_user_auc, ranking_metrics, rmse
+from hybridrec.evaluation.metrics import hit_rate_ndcg_sampled, mae, per_user_auc, ranking_metrics, rmse
 
 POSITIVE_RATING = 4.0  # explicit data: a rating >= 4 counts as a positive for ranking metrics
-
-
-def score_matrix(rec, user_rows: np.ndarray, item_rows: np.ndarray | None = None) -> np.ndarray:
-    """Full-head scores of users x items (all items when item_rows is None), unclipped."""
-    v = rec.item_vectors_ if item_rows is None else rec.item_vectors_[item_rows]
-    b = rec.item_bias_ if item_rows is None else rec.item_bias_[item_rows]
-    u, bu = rec.user_vectors_[user_rows], rec.user_bias_[user_rows]
-    scores = rec.global_mean_ + bu[:, None] + b[None, :] + u @ v.T
-    for term in rec.score_terms:
-        scores = scores + term.for_users(user_rows, item_rows)
-    if rec.config.model.mlp_residual:
-        n_u, n_i = scores.shape
-        scores = scores + np.reshape(rec.residual(np.repeat(u, n_i, 0), np.tile(v, (n_u, 1))), (n_u, n_i))
-    return scores
 
 
 def positives(test: pd.DataFrame, feedback: str) -> pd.DataFrame:
@@ -58,37 +46,42 @@ def _warm_ranking_metrics(rec, pos: pd.DataFrame, k: int, seed: int) -> dict:
     where = {u: j for j, u in enumerate(user_rows)}
     for u, i in zip(users, items):
         relevant[where[u]].add(int(i))
-    exclude = [rec._seen(u) for u in user_rows]
-    full = ranking_metrics(lambda rows: score_matrix(rec, user_rows[rows]), relevant, k=k, exclude=exclude)
+    exclude = [rec.seen_rows(u) for u in user_rows]
+    full = ranking_metrics(lambda rows: rec.score_matrix(user_rows[rows]), relevant, k=k, exclude=exclude)
     # NCF protocol: each test positive against 99 items the user never interacted with.
-    rng = np.random.default_rng(seed)
-    n_items = len(rec.items_)
-    neg = rng.integers(0, n_items, size=(len(users), 99))
-    user_test = pos.groupby(users)["item_id"].agg(lambda s: set(rec.items_.indices(s).tolist())).to_dict()
-    for r, u in enumerate(users):
-        taken = set(rec._seen(u).tolist()) | user_test[u]
-        for c in range(99):
-            while int(neg[r, c]) in taken:
-                neg[r, c] = rng.integers(0, n_items)
-    pos_scores = rec._score_pairs(
-        rec.user_vectors_[users],
-        rec.user_bias_[users],
-        rec.item_vectors_[items],
-        rec.item_bias_[items],
-        clip=False,
-        rows=(users, items),
-    )
-    flat_u = np.repeat(users, 99)
-    neg_scores = rec._score_pairs(
-        rec.user_vectors_[flat_u],
-        rec.user_bias_[flat_u],
-        rec.item_vectors_[neg.ravel()],
-        rec.item_bias_[neg.ravel()],
-        clip=False,
-        rows=(flat_u, neg.ravel()),
-    )
-    hr, ndcg = hit_rate_ndcg_sampled(pos_scores, neg_scores.reshape(-1, 99), k)
+    user_test = pos.groupby(users)["item_id"].agg(lambda s: rec.items_.indices(s)).to_dict()
+    taken = {u: np.union1d(rec.seen_rows(u), user_test[u]) for u in user_rows}
+    neg, has = sampled_negatives(users, taken, len(rec.items_), 99, np.random.default_rng(seed))
+    users, items, neg = users[has], items[has], neg[has]
+    if not len(users):
+        return {f"recall@{k}": full["recall"], f"ndcg@{k}": full["ndcg"]}
+    pos_scores = rec.score_pairs(users, items)
+    neg_scores = rec.score_pairs(np.repeat(users, neg.shape[1]), neg.ravel())
+    hr, ndcg = hit_rate_ndcg_sampled(pos_scores, neg_scores.reshape(-1, neg.shape[1]), k)
     return {f"hr@{k}_sampled": hr, f"ndcg@{k}_sampled": ndcg, f"recall@{k}": full["recall"], f"ndcg@{k}": full["ndcg"]}
+
+
+def sampled_negatives(
+    users: np.ndarray, taken: dict, n_items: int, count: int, rng: np.random.Generator, rounds: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
+    """`count` items per row that its user never had, drawn uniformly and redrawn in whole vectors (never a
+    Python loop per draw). Returns (rows x count negatives, which rows have them): a user who had nearly every
+    item gets an exact draw from what is left, and one who had every item is left out instead of looping forever."""
+    neg = rng.integers(0, n_items, size=(len(users), count))
+    bad = np.zeros(neg.shape, bool)
+    for _ in range(rounds):
+        bad = np.stack([np.isin(neg[r], taken[u]) for r, u in enumerate(users)]) if len(users) else bad
+        if not bad.any():
+            break
+        neg[bad] = rng.integers(0, n_items, size=int(bad.sum()))
+    has = np.ones(len(users), bool)
+    for r in np.flatnonzero(bad.any(axis=1)) if bad.any() else []:  # rare: users who had most of the catalogue
+        free = np.setdiff1d(np.arange(n_items), taken[users[r]])
+        if len(free):
+            neg[r] = rng.choice(free, size=count, replace=len(free) < count)
+        else:
+            has[r] = False
+    return neg, has
 
 
 def _cold_item_metrics(rec, pos: pd.DataFrame, cold_items: list[str], k: int) -> dict:
@@ -99,7 +92,7 @@ def _cold_item_metrics(rec, pos: pd.DataFrame, cold_items: list[str], k: int) ->
     users = rec.users_.indices(pos["user_id"])
     items = rec.items_.indices(pos["item_id"])
     user_rows = np.unique(users)
-    scores = score_matrix(rec, user_rows, cold_rows)
+    scores = rec.score_matrix(user_rows, cold_rows)
     labels = np.zeros_like(scores, dtype=np.int8)
     where = {u: j for j, u in enumerate(user_rows)}
     for u, i in zip(users, items):
@@ -124,7 +117,7 @@ def co_view_truth(items: pd.DataFrame, columns: tuple[str, ...] = ("also_buy", "
 
 def similar_precision(rec, truth: dict[str, set[str]], k: int = 10) -> float:
     """Mean precision@k of `similar_items` against a truth set per item (items with empty truth are skipped)."""
-    from hybridrec.evaluate import precision_at_k
+    from hybridrec.evaluation.metrics import precision_at_k
 
     neighbours = {item: rec.similar_items(item, k)[0] for item, rel in truth.items() if rel and item in rec.items_}
     return precision_at_k(neighbours, {i: truth[i] for i in neighbours}, k)

@@ -1,0 +1,282 @@
+"""(Dataset, training rows, optional validation rows) -> a fitted model's state, in one pass:
+features -> score terms -> towers -> vectors -> index. It never splits and never sees test rows."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from hybridrec.config import Config, model_settings
+from hybridrec.data.idmap import IdMap
+from hybridrec.index import ItemIndex
+from hybridrec.model.history import CausalHistories, UserHistory
+from hybridrec.scoring.base import SCALE_ITEMS, SCALE_USERS, FitContext, ScoreTerm, blend_scale, build_terms
+from hybridrec.scoring.towers import TowerScores, similar_queries
+
+if TYPE_CHECKING:
+    from hybridrec.data.dataset import Dataset
+    from hybridrec.features.pipeline import EntityFeatures, FeaturePipeline
+    from hybridrec.model.network import HybridNet
+    from hybridrec.model.spec import TowerSpec
+    from hybridrec.model.train import Interactions, TrainResult
+
+
+@dataclass
+class FittedModel:
+    """Everything a fit learns; the facade serves from it and artifacts.py saves it."""
+
+    feedback: str
+    rating_range: tuple[float, float] | None
+    users: IdMap
+    items: IdMap
+    towers: TowerScores
+    item_has_id: np.ndarray  # items with training interactions (the others are scored from content)
+    seen: UserHistory  # training and validation items per user: what recommend leaves out
+    terms: list[ScoreTerm]
+    index: ItemIndex
+    display: list[list]
+    net: HybridNet
+    features: FeaturePipeline
+    item_spec: TowerSpec
+    user_spec: TowerSpec
+    review_slice: tuple[int, int] | None
+    train_result: TrainResult
+    stats: dict = field(default_factory=dict)  # seconds per stage, text cache hits and misses
+
+
+def encode_rows(frame: pd.DataFrame, users: IdMap, items: IdMap, feedback: str) -> Interactions:
+    """Interactions as row indices; implicit events are weighted by log(1 + quantity) + 1."""
+    from hybridrec.model.train import Interactions
+
+    ratings = frame["rating"].to_numpy(np.float32)
+    weights = np.ones_like(ratings) if feedback == "explicit" else np.log1p(np.maximum(ratings, 0)) + 1.0
+    return Interactions(users.indices(frame["user_id"]), items.indices(frame["item_id"]), ratings, weights)
+
+
+def fit_model(
+    config: Config,
+    dataset: Dataset,
+    train: pd.DataFrame,
+    validation: pd.DataFrame | None = None,
+    quiet: bool = True,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+) -> FittedModel:
+    """Fit features on the training rows, the score terms, the towers (early stopping on `validation`), then
+    export vectors and build the index. `checkpoint`: a file for per-epoch training state (`resume` continues a
+    matching one)."""
+    import torch
+
+    from hybridrec.features.pipeline import FeaturePipeline
+    from hybridrec.model.checkpoint import Checkpointer, run_fingerprint
+    from hybridrec.model.network import HybridNet, NetShape
+    from hybridrec.model.train import Dropouts, HistoryInputs, Trainer, resolve_device, resolve_loss, seed_everything
+    from hybridrec.scoring.content_ridge import token_matrix
+
+    cfg = config
+    seed_everything(cfg.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    dataset.validate()
+    validation = train.iloc[:0] if validation is None else validation
+    items = dataset.items.reset_index(drop=True)
+    item_ids = IdMap(items["item_id"], "item")
+    user_ids = list(dataset.users["user_id"]) if dataset.users is not None else []
+    users = IdMap(user_ids + list(dataset.interactions["user_id"]) + list(train["user_id"]), "user")
+    terms = build_terms(cfg)
+    for term in terms:  # a catalogue too large for a term fails now, before any encoding
+        term.check_catalogue(len(item_ids))
+
+    t0 = time.perf_counter()
+    users_table = _aligned_users(dataset, users)
+    pipeline = FeaturePipeline(cfg.features, seed=cfg.seed, quiet=quiet)
+    pipeline.fit(
+        items[items["item_id"].isin(set(train["item_id"]))],
+        dataset.item_schema,
+        train,
+        users_table,
+        dataset.user_schema,
+    )
+    item_feats = pipeline.transform_items(items, train)
+    user_feats = _user_features(pipeline, users_table, len(users))
+    feature_seconds = time.perf_counter() - t0
+
+    tr = encode_rows(train, users, item_ids, dataset.feedback)
+    val = encode_rows(validation, users, item_ids, dataset.feedback) if len(validation) else None
+    stamps = train["timestamp"].to_numpy() if "timestamp" in train else np.zeros(len(train))
+    history = UserHistory.from_rows(tr.users, tr.items, len(users), stamps)
+    vocab_sizes = pipeline.item_spec().vocab_sizes
+    context = FitContext(
+        len(users),
+        len(item_ids),
+        tr.users,
+        tr.items,
+        history,
+        lambda: token_matrix(item_feats.categorical, list(vocab_sizes)),
+        cfg.seed,
+    )
+    t1 = time.perf_counter()
+    for term in terms:
+        term.fit(context)
+    terms_seconds = time.perf_counter() - t1
+
+    item_has_id = np.bincount(tr.items, minlength=len(item_ids)) > 0
+    user_has_id = np.bincount(tr.users, minlength=len(users)) > 0
+    if cfg.model.user_id_dropout >= 1.0:
+        user_has_id[:] = False
+    global_mean = float(train["rating"].mean()) if dataset.feedback == "explicit" else 0.0
+    bag = cfg.model.user_history
+    item_spec = pipeline.item_spec()
+    user_spec = pipeline.user_spec(
+        history_items=len(item_ids) if bag.length else 0, history_positions=bag.length if bag.position_weights else 0
+    )
+    net = HybridNet(len(users), len(item_ids), item_spec, user_spec, NetShape.of(cfg.model), global_mean)
+    loss = resolve_loss(cfg.train.loss, dataset.feedback)
+    inputs = None
+    if bag.length:
+        causal = CausalHistories.build(tr.users, tr.items, stamps, bag.length) if bag.order == "causal" else None
+        inputs = HistoryInputs(history.tokens(bag.length), causal)
+    text_dim = pipeline.encoder_.dim if pipeline.encoder_ is not None else 0
+    review_slice = (text_dim, 2 * text_dim + 1) if text_dim else None
+    item_dropout = cfg.model.id_dropout if cfg.model.variant == "hybrid" else 0.0
+    trainer = Trainer(
+        net,
+        item_feats,
+        user_feats,
+        item_has_id,
+        user_has_id,
+        cfg.train,
+        loss,
+        Dropouts(item_dropout, cfg.model.user_id_dropout, cfg.model.feature_dropout),
+        cfg.seed,
+        resolve_device(cfg.train.device),
+        slice(*review_slice) if review_slice else None,
+        inputs,
+    )
+    ckpt = None
+    if checkpoint is not None:
+        ckpt = Checkpointer(checkpoint, run_fingerprint(model_settings(cfg), (tr.users, tr.items, tr.ratings)))
+        if not resume:
+            ckpt.remove()
+    t2 = time.perf_counter()
+    result = trainer.fit(tr, val, progress=None if quiet else _print_epoch, checkpoint=ckpt)
+    train_seconds = time.perf_counter() - t2
+
+    item_vectors, item_bias = trainer.all_item_vectors()
+    weight = bag.similar_weight
+    bought_with = trainer.bought_with_vectors() if weight > 0 else None
+    user_vectors, user_bias = trainer.all_user_vectors()
+    net = trainer.net.cpu()
+    towers = TowerScores(
+        global_mean,
+        user_vectors,
+        user_bias,
+        item_vectors,
+        item_bias,
+        similar_queries(item_vectors, bought_with, weight),
+    )
+    if cfg.model.mlp_residual:
+        towers.residual = residual_scorer(net)
+    _scale_terms(terms, towers, tr.users, cfg.seed)
+    seen_rows = encode_rows(pd.concat([train, validation], ignore_index=True), users, item_ids, dataset.feedback)
+    index = ItemIndex(item_ids, item_vectors.shape[1], cfg.index.M, cfg.index.ef_construction, cfg.index.ef_search)
+    index.build(item_vectors, seed=cfg.seed)
+    return FittedModel(
+        feedback=dataset.feedback,
+        rating_range=tuple(dataset.rating_range) if dataset.rating_range else None,
+        users=users,
+        items=item_ids,
+        towers=towers,
+        item_has_id=item_has_id,
+        seen=UserHistory.distinct(seen_rows.users, seen_rows.items, len(users)),
+        terms=terms,
+        index=index,
+        display=display_rows(items),
+        net=net,
+        features=pipeline,
+        item_spec=item_spec,
+        user_spec=user_spec,
+        review_slice=review_slice,
+        train_result=result,
+        stats={
+            "feature_seconds": round(feature_seconds, 2),
+            "terms_seconds": round(terms_seconds, 2),
+            "train_seconds": round(train_seconds, 2),
+            "text_cache_hits": pipeline.cache_hits,
+            "text_cache_misses": pipeline.cache_misses,
+        },
+    )
+
+
+def residual_scorer(net: HybridNet):
+    """The network's MLP residual as a numpy function of (user vectors, item vectors)."""
+    import torch
+
+    def score(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net.residual_score(torch.as_tensor(u), torch.as_tensor(v)).numpy()
+
+    return score
+
+
+def _scale_terms(terms: list[ScoreTerm], towers: TowerScores, train_users: np.ndarray, seed: int) -> None:
+    """Fix each recommend term's factor against the towers' spread over one seeded sample of users x items."""
+    blended = [t for t in terms if t.params.recommend_weight > 0]
+    if not blended:
+        return
+    rng = np.random.default_rng(seed)
+    users = rng.permutation(np.unique(train_users))[:SCALE_USERS]
+    items = np.sort(rng.permutation(towers.n_items)[:SCALE_ITEMS])
+    tower_scores = towers.matrix(users, items)
+    for term in blended:
+        term.scale = blend_scale(tower_scores, term.score(users, items), term.params.recommend_weight)
+
+
+def _aligned_users(dataset: Dataset, users: IdMap) -> pd.DataFrame | None:
+    """The user table in IdMap order; users missing from it get empty features."""
+    if dataset.users is None or not dataset.user_schema.columns():
+        return None
+    table = dataset.users.drop_duplicates("user_id").set_index("user_id")
+    return table.reindex(users.raw_ids).reset_index(names="user_id")
+
+
+def _user_features(pipeline: FeaturePipeline, table: pd.DataFrame | None, n_users: int) -> EntityFeatures:
+    from hybridrec.features.pipeline import EntityFeatures
+
+    if table is not None:
+        return pipeline.transform_users(table)
+    empty = np.zeros((n_users, 0), np.float32)
+    return EntityFeatures(empty, empty, [])
+
+
+def display_rows(items: pd.DataFrame) -> list[list]:
+    """Title, price and category per item, for printing answers without the training data."""
+    from hybridrec.features.categorical import cell_values
+
+    def category(row) -> str:
+        for col in ("category", "subcategory", "genres", "main_cat"):
+            if col in row and cell_values(row[col]):
+                return ", ".join(cell_values(row[col])[:3])
+        return ""
+
+    out = []
+    for _, row in items.iterrows():
+        price = row.get("price")
+        try:
+            price = None if price is None or not np.isfinite(float(price)) else round(float(price), 2)
+        except (TypeError, ValueError):
+            price = None
+        title = str(row.get("title") or "") or str(row["item_id"])
+        out.append([title, price, category(row)])
+    return out
+
+
+def _print_epoch(row: dict) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"epoch {row['epoch']:>3}  train loss {row['train_loss']:.4f}  val {row['val']:.4f}")

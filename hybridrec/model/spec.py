@@ -1,0 +1,29 @@
+"""What each tower takes in: a plain record saved in model.json, with no torch import (the query path reads it)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class TowerSpec:
+    """The inputs of one tower: widths of its text and numeric blocks, its categorical vocabularies and, for the
+    user tower, the history bag (`history_items` = catalogue size, 0 = none; `history_positions` > 0 = one learned
+    weight per position of a history that long)."""
+
+    text_dim: int = 0
+    numeric_dim: int = 0
+    vocab_sizes: tuple[int, ...] = ()
+    history_items: int = 0
+    history_positions: int = 0
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "vocab_sizes": list(self.vocab_sizes)}
+
+    @classmethod
+    def from_json(cls, payload: dict) -> TowerSpec:
+        spec = cls(**{**payload, "vocab_sizes": tuple(int(v) for v in payload["vocab_sizes"])})
+        numbers = [spec.text_dim, spec.numeric_dim, spec.history_items, spec.history_positions, *spec.vocab_sizes]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**31 for n in numbers):
+            raise ValueError(f"tower spec holds a size that is not a small non-negative integer: {payload!r}")
+        return spec

@@ -1,0 +1,224 @@
+"""Score terms: plug-ins that add to the towers' score, declared in config as `model.terms`.
+
+A term is one class in its own module, registered by type name. The facade only loops over the list: it never
+knows which terms exist. Each term works on rows (never raw ids), owns its files, and validates its own
+prerequisites. How terms combine is one rule (docs/architecture.md):
+
+- recommend / predict / score matrices: towers + scale_t x term_t, with scale_t = w / (1 - w) x spread(towers) /
+  spread(term_t) fixed at fit (w = the term's `recommend_weight`);
+- similar items: (1 - sum w_t) x z(towers) + sum w_t x z(term_t), z standardised over the catalogue leaving out
+  the query (w = `similar_weight`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from hybridrec.errors import ConfigError
+
+if TYPE_CHECKING:
+    from scipy import sparse
+
+    from hybridrec.config import Config
+    from hybridrec.model.history import UserHistory
+
+# users and items sampled at fit time to put a term's scores on the towers' scale
+SCALE_USERS, SCALE_ITEMS = 1000, 5000
+
+
+@dataclass
+class TermParams:
+    """Settings every term has; a term's own parameters extend this."""
+
+    recommend_weight: float = 0.0  # share in recommend / predict / score matrices, in [0, 1)
+    similar_weight: float = 0.0  # share in similar items, in [0, 1)
+
+
+@dataclass
+class FitContext:
+    """What a term may learn from: training rows only (validation rows judge the network, they do not train)."""
+
+    n_users: int
+    n_items: int
+    users: np.ndarray  # training rows: user row per interaction
+    items: np.ndarray  # training rows: item row per interaction
+    history: UserHistory  # every user's training items, latest first
+    content_tokens: Callable[[], sparse.csr_matrix]  # items x content tokens (computed on first use)
+    seed: int
+
+
+@dataclass
+class NewItems:
+    """Items added to the catalogue without retraining (`add_items`): how many, and their content tokens."""
+
+    count: int
+    content_tokens: Callable[[], sparse.csr_matrix]
+
+
+class TermFiles:
+    """A term's own folder inside a saved model: validated reads through the model directory."""
+
+    def __init__(self, model_dir: Any, folder: str):
+        self.model_dir, self.folder = model_dir, folder
+
+    def npy(self, name: str) -> np.ndarray:
+        return self.model_dir.npy(f"{self.folder}/{name}.npy")
+
+    def json(self, name: str) -> Any:
+        return self.model_dir.json(f"{self.folder}/{name}.json")
+
+
+class ScoreTerm(ABC):
+    """One score term. Subclasses set `type` and `Params`, and register with `@register_term`."""
+
+    type: ClassVar[str]
+    Params: ClassVar[type[TermParams]] = TermParams
+
+    def __init__(self, params: TermParams):
+        self.params = params
+        self.scale = 1.0  # fixed at fit: puts the term's recommend scores on the towers' scale
+
+    @classmethod  # noqa: B027 - an optional hook
+    def check(cls, params: TermParams, config: Config) -> None:
+        """Raise ConfigError when the model's settings cannot carry this term (before any data is read)."""
+
+    def check_catalogue(self, n_items: int) -> None:  # noqa: B027 - optional hook
+        """Raise ConfigError when the catalogue is too large for this term (before features are computed)."""
+
+    @abstractmethod
+    def fit(self, ctx: FitContext) -> None:
+        """Learn from the training rows."""
+
+    @abstractmethod
+    def score(self, user_rows: np.ndarray, item_rows: np.ndarray | None = None) -> np.ndarray:
+        """Raw scores, users x items (all items when item_rows is None)."""
+
+    def similar(self, item_row: int) -> np.ndarray | None:
+        """Raw similar-item scores of one item against the catalogue; None when the term has no such view."""
+        return None
+
+    def score_new(self, user_rows: np.ndarray, new: NewItems) -> np.ndarray | None:
+        """Raw scores of users x items outside the catalogue (score_new_items); None: the term knows nothing."""
+        return None
+
+    @abstractmethod
+    def extend(self, new: NewItems) -> None:
+        """Make room for items added to the catalogue (add_items)."""
+
+    @abstractmethod
+    def save(self, folder: Path) -> None:
+        """Write the term's arrays into its own (existing, empty) folder: .npy or JSON, never pickles."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, files: TermFiles, params: TermParams, n_users: int, n_items: int) -> ScoreTerm:
+        """Read what `save` wrote, checking types and shapes against the model's sizes (ModelFileError)."""
+
+
+TERMS: dict[str, type[ScoreTerm]] = {}
+
+
+def register_term(cls: type[ScoreTerm]) -> type[ScoreTerm]:
+    """Class decorator: make a term available to `model.terms` under its `type`."""
+    TERMS[cls.type] = cls
+    return cls
+
+
+def registry() -> dict[str, type[ScoreTerm]]:
+    """Every registered term type (importing the built-in ones on first use)."""
+    from hybridrec.scoring import content_ridge, ease  # noqa: F401 - registration happens on import
+
+    return TERMS
+
+
+def parse_term(payload: Any, where: str) -> tuple[type[ScoreTerm], TermParams]:
+    """One `model.terms` entry -> its class and typed params; errors name the entry and suggest close keys."""
+    from hybridrec.config import build_section
+
+    terms = registry()
+    if not isinstance(payload, dict) or "type" not in payload:
+        raise ConfigError(f"{where}: expected a mapping with a `type` (one of {sorted(terms)}), got {payload!r}")
+    kind = payload["type"]
+    if kind not in terms:
+        close = difflib.get_close_matches(str(kind), list(terms), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f" (known: {sorted(terms)})"
+        raise ConfigError(f"{where}.type: unknown score term {kind!r}{hint}")
+    cls = terms[kind]
+    params = build_section(cls.Params, {k: v for k, v in payload.items() if k != "type"}, where)
+    for field in dataclasses.fields(params):
+        value = getattr(params, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}.{field.name}: {value!r} is not a finite number")
+    for key in ("recommend_weight", "similar_weight"):
+        value = getattr(params, key)
+        if not 0 <= value < 1:
+            raise ConfigError(f"{where}.{key}: {value!r} is out of range [0, 1)")
+    return cls, params
+
+
+def check_terms(config: Config) -> None:
+    """Validate `model.terms`: known types, typed params, each term's prerequisites, one term per type."""
+    seen: set[str] = set()
+    similar_total = 0.0
+    for k, payload in enumerate(config.model.terms):
+        where = f"model.terms[{k}]"
+        cls, params = parse_term(payload, where)
+        if cls.type in seen:
+            raise ConfigError(f"{where}: a second {cls.type!r} term; each type may appear once")
+        seen.add(cls.type)
+        try:
+            cls.check(params, config)
+        except ConfigError as exc:
+            raise ConfigError(f"{where} ({cls.type}): {exc}") from None
+        similar_total += params.similar_weight
+    if similar_total > 1.0:
+        raise ConfigError(f"model.terms: similar_weight adds up to {similar_total:g}, more than 1")
+
+
+def build_terms(config: Config) -> list[ScoreTerm]:
+    """Fresh (unfitted) terms as declared in `model.terms`."""
+    return [
+        cls(params) for cls, params in (parse_term(p, f"model.terms[{k}]") for k, p in enumerate(config.model.terms))
+    ]
+
+
+def uses_ranking_loss(config: Config) -> bool:
+    """A blend of scores ranks; explicit data with MSE predicts ratings, which a term would shift."""
+    return config.train.loss not in ("auto", "mse")
+
+
+def blend_scale(tower_scores: np.ndarray, term_scores: np.ndarray, weight: float) -> float:
+    """The factor that gives a term `weight` of the blend once both are on one spread: weight / (1 - weight) x
+    spread(towers) / spread(term), over a sample of users x items. 0 when the term is flat."""
+    tower_spread, term_spread = float(np.std(tower_scores)), float(np.std(term_scores))
+    if not np.isfinite(term_spread) or term_spread <= 0 or not np.isfinite(tower_spread):
+        return 0.0
+    return weight / (1.0 - weight) * tower_spread / term_spread
+
+
+def standardised(scores: np.ndarray, skip: int) -> np.ndarray:
+    """Scores minus their mean over the catalogue, over their spread, leaving out the query item `skip`; a flat
+    row (an item nobody bought) becomes all zeros, so it neither helps nor hurts any candidate."""
+    rest = np.delete(scores, skip).astype(np.float64)
+    spread = rest.std()
+    if not np.isfinite(spread) or spread <= 0:
+        return np.zeros(len(scores), np.float64)
+    return (np.asarray(scores, dtype=np.float64) - rest.mean()) / spread
+
+
+def blend_similar(tower_scores: np.ndarray, term_rows: list[tuple[float, np.ndarray]], row: int) -> np.ndarray:
+    """(1 - sum w) x z(towers) + sum w x z(term) for item `row`; `term_rows` = [(similar_weight, raw row)]."""
+    rest = 1.0 - sum(weight for weight, _ in term_rows)
+    blended = rest * standardised(tower_scores, row)
+    for weight, scores in term_rows:
+        blended = blended + weight * standardised(scores, row)
+    return blended
