@@ -2,7 +2,9 @@
 
 Every split is written under benchmarks/splits/<protocol>/<dataset>/<fold>/ the first time it is needed and read
 back by every model afterwards, so all models see byte-identical train / validation / test rows. The split logic
-lives here (not in hybridrec.data.splits) so that a library change can never move a benchmark split.
+lives here (not in hybridrec.data.splits) so that a library change cannot move a benchmark split; the one piece
+shared with the library is `last_per_user` (P2's leave-last-out), imported rather than copied. Split files already
+written never move; a change to that function moves P2 splits built afterwards (bump SPLIT_VERSION then).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pandas as pd
 from hybridrec.config import load_config
 from hybridrec.data.dataset import Dataset
 from hybridrec.data.readers import read_dataset
+from hybridrec.data.splits import last_per_user
 from hybridrec.features.documents import metadata_documents
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +32,7 @@ SPLITS = ROOT / "benchmarks" / "splits"
 SEED = 42
 SPLIT_VERSION = 2  # bump when a split recipe changes: old split folders are then rebuilt
 COLUMNS = ["user_id", "item_id", "rating", "timestamp", "review"]
-POSITIVE = 4.0  # explicit ratings >= 4 are positives for ranking metrics (as in hybridrec.protocols)
+POSITIVE = 4.0  # explicit ratings >= 4 are positives for ranking metrics (as in hybridrec.evaluation.holdout)
 NUMERIC_BINS = 10  # LightFM sees a numeric item column as one of this many quantile-bin tokens (NumericBins)
 RETAIL_CUTOFF = "2011-10-01"
 RETAIL_TUNING_CUTOFF = "2011-08-01"  # --tune: train before it, truth from it up to RETAIL_CUTOFF
@@ -44,7 +47,7 @@ class Source:
     """A benchmark dataset: the hybridrec config that reads it and the paths kept from that config."""
 
     key: str
-    config: str  # relative to the repository root; also the config the hybridrec adapter starts from
+    config: str  # relative to the repository root; also hybridrec's recipe where benchmarks/configs/ has none
     keep_paths: tuple[str, ...] | None = None  # drop other data.paths (e.g. ML-100K's u1 fold) when given
 
 
@@ -239,18 +242,6 @@ def p1_split(dataset: str, fold: str) -> BenchSplit:
 
 
 # P2 ----------------------------------------------------------------------------------------------------------------
-def _last_per_user(df: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
-    """Mask of each user's latest row (seeded tie-break) for users with two or more rows."""
-    order = rng.permutation(len(df))
-    by_time = order[np.argsort(df["timestamp"].to_numpy()[order], kind="stable")]
-    rows = pd.Series(by_time, index=df["user_id"].to_numpy()[by_time])
-    grouped = rows.groupby(level=0, sort=False)
-    last = grouped.last()[grouped.size() >= 2]
-    mask = np.zeros(len(df), dtype=bool)
-    mask[last.to_numpy(dtype=np.int64)] = True
-    return mask
-
-
 def _sampled_negatives(test: pd.DataFrame, items: np.ndarray, seen: dict, rng: np.random.Generator) -> pd.DataFrame:
     """99 items per test row drawn uniformly from the items its user never interacted with (NCF protocol)."""
     negs = []
@@ -269,9 +260,9 @@ def p2_split(dataset: str) -> BenchSplit:
         df = _sorted(ds.interactions)
         df["rating"] = 1.0  # implicit view: every rating is a positive interaction
         rng = np.random.default_rng(SEED)
-        test = _last_per_user(df, rng)
+        test = last_per_user(df, rng)
         train = df[~test].reset_index(drop=True)
-        val = _last_per_user(train, rng)
+        val = last_per_user(train, rng)
         test_df = df[test].reset_index(drop=True)
         items = np.array(sorted(ds.items["item_id"]))
         neg = _sampled_negatives(test_df, items, df.groupby("user_id")["item_id"].agg(set).to_dict(), rng)
@@ -399,7 +390,7 @@ def p4_split(dataset: str) -> BenchSplit:
     def build() -> BenchSplit:
         if dataset == "online-retail":
             return _retail_split(RETAIL_CUTOFF)
-        from hybridrec.protocols import co_view_truth
+        from hybridrec.evaluation.holdout import co_view_truth
 
         ds = load(dataset)
         df = _sorted(ds.interactions)
@@ -407,7 +398,7 @@ def p4_split(dataset: str) -> BenchSplit:
         truth = {"precision@10": {k: sorted(v) for k, v in sorted(co_view_truth(ds.items).items()) if v}}
         info = {
             "recipe": "all reviews are training data (validation = random 10% of pairs); truth = also_buy ∪ "
-            "also_view restricted to reviewed items (hybridrec.protocols.co_view_truth)",
+            "also_view restricted to reviewed items (hybridrec.evaluation.holdout.co_view_truth)",
         }
         return BenchSplit("P4", dataset, "all", df[~val], df[val], df.iloc[:0], truth=truth, info=info)
 
@@ -421,7 +412,7 @@ def tuning_split(split: BenchSplit) -> BenchSplit:
     rng = np.random.default_rng(SEED + 7)
     train = split.train.reset_index(drop=True)
     if split.protocol == "P2":
-        val = _last_per_user(train, rng)
+        val = last_per_user(train, rng)
         test = split.validation.reset_index(drop=True)
         everything = pd.concat([split.train, split.validation, split.test])
         items = np.array(sorted(everything["item_id"].unique()))

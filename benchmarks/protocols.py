@@ -1,4 +1,4 @@
-"""P1-P4: fit a model on a split's files and score it with hybridrec.evaluate's metric functions.
+"""P1-P4: fit a model on a split's files and score it with hybridrec.evaluation.metrics' functions.
 
 Each runner returns a result dict (metrics, timings) for one (protocol, dataset, model); the runner never sees
 model internals, only the adapter interface in benchmarks.adapters.base.
@@ -14,7 +14,7 @@ import pandas as pd
 
 from benchmarks import data
 from benchmarks.adapters.base import Context, Model
-from hybridrec.evaluate import (
+from hybridrec.evaluation.metrics import (
     hit_rate_ndcg_sampled,
     mae,
     per_user_auc,

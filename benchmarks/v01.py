@@ -16,10 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from hybridrec_cli.job import fit_from_config
+
 from hybridrec.config import load_config
 from hybridrec.data.readers import read_dataset
-from hybridrec.job import fit_from_config
-from hybridrec.protocols import co_view_truth, similar_precision
+from hybridrec.evaluation.holdout import co_view_truth, similar_precision
 from hybridrec.recommender import HybridRecommender
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ import pandas as pd
 from scipy import sparse
 
 from hybridrec.data.dataset import Dataset
-from hybridrec.evaluate import recall_ndcg_at_k, top_k_indices
+from hybridrec.evaluation.metrics import recall_ndcg_at_k, top_k_indices
 
 THREADS = 2
 # LightFM and implicit's BPR update shared weights from several threads at once (Hogwild SGD): on more than one

@@ -7,7 +7,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
 from benchmarks.adapters.base import MatrixModel
-from hybridrec.closed_form import closed_form_weights
+from hybridrec.scoring.ease import closed_form_weights
 
 
 class Popularity(MatrixModel):

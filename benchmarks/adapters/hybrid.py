@@ -1,7 +1,8 @@
-"""hybridrec through its public API only: the dataset's config from configs/, a given Split, HybridRecommender."""
+"""hybridrec through its public API only: a recipe from benchmarks/configs/ or configs/, HybridRecommender."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,15 +12,31 @@ from benchmarks.data import ROOT, SOURCES
 from hybridrec.config import load_config
 
 VARIANTS = {"hybridrec": "hybrid", "hybridrec-id": "id-only", "hybridrec-content": "content-only"}
-KIND = {"P1": "random", "P2": "leave-last-out", "P3": "cold-items", "P4": "time"}
-# A protocol-specific config beside the dataset's (configs/movielens-100k-cold.yaml for P3) wins when it exists.
+# A protocol recipe in benchmarks/configs/ (movielens-100k-cold.yaml for P3) wins over the dataset's configs/ file.
+RECIPES = ROOT / "benchmarks" / "configs"
 SUFFIX = {"P2": "-topn", "P3": "-cold", "P4": "-similar"}
+# score terms a variant leaves out: the content ridge is content; EASE is "bought with it", i.e. behaviour
+DROPPED_TERMS = {"hybrid": (), "id-only": ("content_ridge",), "content-only": ("ease",)}
 
 
 def config_path(protocol: str, dataset_key: str) -> Path:
     base = ROOT / SOURCES[dataset_key].config
-    special = base.with_name(base.stem + SUFFIX.get(protocol, "") + base.suffix)
-    return special if protocol in SUFFIX and special.is_file() else base
+    recipe = RECIPES / f"{base.stem}{SUFFIX.get(protocol, '')}.yaml"
+    return recipe if protocol in SUFFIX and recipe.is_file() else base
+
+
+def variant_overrides(path: Path, variant: str, overrides: list[str]) -> list[str]:
+    """The overrides that make the recipe at `path` (with the user's `overrides`) a `variant` model: its score
+    terms without the ones the variant leaves out, and for content-only no "bought with it" share in similar items.
+    They are applied in the same load_config as the variant, so the result is validated as the variant."""
+    terms = load_config(path, overrides).model.terms
+    kept = [t for t in terms if t["type"] not in DROPPED_TERMS[variant]]
+    extra = [f"model.variant={variant}"]
+    if len(kept) != len(terms):
+        extra.append(f"model.terms={json.dumps(kept)}")  # JSON is YAML: the override parses back to the list
+    if variant == "content-only":
+        extra.append("model.user_history.similar_weight=0")
+    return extra
 
 
 class HybridRec(Model):
@@ -34,27 +51,16 @@ class HybridRec(Model):
 
     def fit(self, train, items, ctx):
         from hybridrec.config import dump_config
-        from hybridrec.data.splits import Split
         from hybridrec.recommender import HybridRecommender
 
-        overrides = [f"model.variant={self.params['variant']}", f"seed={ctx.seed}", *self.params["overrides"]]
-        if self.params["variant"] == "id-only":  # the content ridge is content: not part of the id-only variant
-            overrides.append("model.content_ridge_weight=0")
-        if self.params["variant"] == "content-only":  # and "bought with it" is behaviour: not part of content-only
-            overrides += ["model.similar_history_weight=0", "model.similar_closed_form_weight=0"]
         path = config_path(ctx.protocol, ctx.dataset_key)
+        overrides = [f"seed={ctx.seed}", *self.params["overrides"]]
+        overrides += variant_overrides(path, self.params["variant"], overrides)
         cfg = load_config(path, overrides)  # model/train/features only: the data comes from the split files
         if ctx.quick:
             cfg.train.epochs = min(cfg.train.epochs, 8)
-        dataset = ctx.dataset
-        split = Split(
-            train=train,
-            validation=ctx.validation,
-            test=dataset.interactions.iloc[:0],
-            cold_items=list(ctx.cold_items),
-            kind=KIND[ctx.protocol],
-        )
-        self.rec_ = HybridRecommender(cfg).fit(dataset, split=split)
+        # cold items are the catalogue's items without training rows: the split files already leave them out
+        self.rec_ = HybridRecommender(cfg).fit(ctx.dataset, train=train, validation=ctx.validation)
         full = dump_config(cfg)
         self.params["config_file"] = str(path.relative_to(ROOT))
         self.params["config"] = {k: full[k] for k in ("model", "train", "features")}
@@ -65,10 +71,8 @@ class HybridRec(Model):
         return np.asarray(self.rec_.predict(list(user_ids), list(item_ids)), dtype=np.float64)
 
     def score(self, user_ids, item_ids):
-        from hybridrec.protocols import score_matrix
-
         rec = self.rec_
-        return score_matrix(rec, rec.users_.indices(list(user_ids)), rec.items_.indices(list(item_ids)))
+        return rec.score_matrix(rec.users_.indices(list(user_ids)), rec.items_.indices(list(item_ids)))
 
     def similar(self, item_id, k):
         return list(self.rec_.similar_items(item_id, k)[0])
