@@ -5,7 +5,8 @@
     python -m benchmarks.run --protocol all --quick
     python -m benchmarks.run --report          # only rebuild RESULTS.md from results.jsonl
 
-Needs ../shared/data (the configs in configs/ point there) and the `bench` extra (see benchmarks/README.md).
+Needs ../shared/data (the configs in configs/ and benchmarks/configs/ point there) and the `bench` extra (see
+benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -87,9 +88,8 @@ def versions() -> dict:
 def git_state() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "hybridrec", "configs"], cwd=ROOT, capture_output=True, text=True
-        )
+        paths = ["hybridrec", "configs", "benchmarks/configs"]  # the library and every recipe it may read
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *paths], cwd=ROOT, capture_output=True, text=True)
         return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except OSError:
         return "unknown"
