@@ -281,8 +281,7 @@ def load_model(cls, path: str | Path):
     from hybridrec.data.idmap import IdMap
     from hybridrec.index import ItemIndex
     from hybridrec.model.history import UserHistory
-    from hybridrec.model.spec import TowerSpec
-    from hybridrec.model.train import TrainResult
+    from hybridrec.model.spec import TowerSpec, TrainResult
     from hybridrec.scoring.base import TermFiles, parse_term, registry
     from hybridrec.scoring.towers import TowerScores
 
@@ -358,7 +357,11 @@ def load_model(cls, path: str | Path):
         raise ModelFileError(f"{where}: the index holds vectors of width {rec.index_.dim}, the model {dim}")
     rec.fit_stats_ = {}
     manifest = md.manifest
-    rec.origin_ = {"model": str(md.root), "created": manifest.get("created"), "version": manifest.get("hybridrec_version")}
+    rec.origin_ = {
+        "model": str(md.root),
+        "created": manifest.get("created"),
+        "version": manifest.get("hybridrec_version"),
+    }
     return rec
 
 

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from hybridrec.data.dataset import Dataset
     from hybridrec.features.pipeline import EntityFeatures, FeaturePipeline
     from hybridrec.model.network import HybridNet
-    from hybridrec.model.spec import TowerSpec
-    from hybridrec.model.train import Interactions, TrainResult
+    from hybridrec.model.spec import TowerSpec, TrainResult
+    from hybridrec.model.train import Interactions
 
 
 @dataclass

@@ -239,7 +239,9 @@ class HybridRecommender:
         return self._clip(self.score_pairs(u, i))
 
     def _clip(self, scores: np.ndarray) -> np.ndarray:
-        if self.feedback_ == "explicit" and self.rating_range_:
+        """Ratings are clipped to the rating range; ranking scores (a ranking loss, a blend) are not."""
+        ranking = self.config.train.loss not in ("auto", "mse") or self._recommend_terms()
+        if self.feedback_ == "explicit" and self.rating_range_ and not ranking:
             scores = np.clip(scores, *self.rating_range_)
         return scores.astype(np.float32)
 
@@ -312,7 +314,7 @@ class HybridRecommender:
         else:  # an average user: zero vector and bias
             zero = np.zeros((len(items), vecs.shape[1]), np.float32)
             scores = self.towers_.for_vectors(zero, np.zeros(len(items), np.float32), vecs, bias)[None]
-        scores = self._clip(scores) if not self._recommend_terms() else scores  # a blend is a ranking score
+        scores = self._clip(scores)
         rows = []
         for j, item_id in enumerate(items["item_id"]):
             nb_ids, nb_sims = self.index_.query(vecs[j], k_neighbours)

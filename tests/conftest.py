@@ -32,14 +32,15 @@ DEMO_RATINGS_CSV = REPO / "data" / "demo" / "ratings.csv"
 class DemoModel:
     """The demo fitted by `fit_from_config` into a session tmp dir; `rec` is the in-memory fitted recommender."""
 
-    def __init__(self, out_dir: Path, path: Path, cache_dir: Path, config, metrics: dict, rec):
+    def __init__(self, out_dir: Path, path: Path, cache_dir: Path, config, metrics: dict, rec, split):
         self.out_dir = out_dir  # the fit's output folder
         self.path = path  # out_dir / "demo": the published model (a symlink to its version folder)
         self.latest = out_dir / "latest"
         self.cache_dir = cache_dir  # the text-embedding cache this session uses (never the repo's)
         self.config = config  # hybridrec.config.Config
         self.metrics = metrics
-        self.rec = rec  # hybridrec.recommender.HybridRecommender (has split_); shared, so never mutate it
+        self.rec = rec  # hybridrec.recommender.HybridRecommender; shared, so never mutate it
+        self.split = split  # the fit job's split (train, validation, test)
 
     def load(self):
         """A fresh recommender loaded from disk: use this for anything that mutates (add_items, save)."""
@@ -67,13 +68,23 @@ def demo_dataset():
     return read_dataset(load_config(DEMO_CONFIG))
 
 
+def demo_split(dataset, *overrides: str):
+    """The default config's split of `dataset` (what the fit job would hold out)."""
+    from hybridrec.config import load_config
+    from hybridrec.data.splits import split_interactions
+
+    cfg = load_config(DEMO_CONFIG, list(overrides))
+    return split_interactions(dataset.interactions, cfg.split, cfg.seed)
+
+
 def fit_demo(dataset, cache: Path, *overrides: str):
-    """A quick fit (2 epochs) of the default config with `overrides` on `dataset`."""
+    """A quick fit (2 epochs) of the default config with `overrides` on the training rows of `demo_split`."""
     from hybridrec.config import load_config
     from hybridrec.recommender import HybridRecommender
 
     cfg = load_config(DEMO_CONFIG, quick_fit_overrides(cache, "train.epochs=2", *overrides))
-    return HybridRecommender(cfg).fit(dataset)
+    split = demo_split(dataset, *overrides)
+    return HybridRecommender(cfg).fit(dataset, split.train, split.validation)
 
 
 @pytest.fixture(scope="session")
@@ -93,12 +104,12 @@ def text_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def demo_model(tmp_path_factory: pytest.TempPathFactory, text_cache_dir: Path) -> DemoModel:
     """Fit the bundled demo once (default config) and keep the in-memory recommender as well as the saved one."""
     from hybridrec.config import load_config
-    from hybridrec.job import fit_from_config
+    from hybridrec_cli.job import fit_from_config
 
     out = tmp_path_factory.mktemp("demo-model")
     cfg = load_config(DEMO_CONFIG, quick_fit_overrides(text_cache_dir))
     report = fit_from_config(cfg, out, quiet=True)
-    return DemoModel(out, report.model_path, text_cache_dir, cfg, report.metrics, report.recommender)
+    return DemoModel(out, report.model_path, text_cache_dir, cfg, report.metrics, report.recommender, report.split)
 
 
 @pytest.fixture(scope="session")

@@ -268,9 +268,9 @@ def kill_saves(work: Path, kills: int, rng: random.Random, log, pad_mb: float = 
     target = work / "models" / "demo"
     rec = HybridRecommender.load(target)
     rec.net, rec.features  # noqa: B018 - load torch weights and features once, before forking
-    rec.metrics_ = dict(rec.metrics_, padding=["x" * 1000] * int(pad_mb * 1000))  # a bigger save to hit
+    metrics = dict(rec.metrics_, padding=["x" * 1000] * int(pad_mb * 1000))  # a bigger save to hit
     t0 = time.monotonic()
-    rec.save(target)
+    rec.save(target, metrics=metrics)
     save_time = time.monotonic() - t0
     baseline = answers(target)
     log(f"one save takes {save_time:.2f} s")

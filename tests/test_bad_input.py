@@ -38,7 +38,7 @@ from hybridrec.data.dataset import Dataset
 from hybridrec.data.newitems import read_new_items
 from hybridrec.data.readers import read_dataset
 from hybridrec.errors import ConfigError, DataError, HybridrecError, ModelFileError, QueryError
-from hybridrec.job import model_name
+from hybridrec_cli.job import model_name
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 CAMPAIGN = Tally()
@@ -614,8 +614,8 @@ CONFIG_CASES: list[Case] = [
     Case("config", "non-UTF-8 YAML", "error", lambda t: config_file(t, b"name: caf\xe9\n"), ("config.yaml", "YAML")),
     Case("config", "malformed YAML", "error", lambda t: config_file(t, "name: x\ndata: [unclosed\n  a: : b\n"),
          ("config.yaml", "not valid YAML")),
-    Case("config", "newer format_version", "error", lambda t: config_file(t, "format_version: 2\n"),
-         ("format_version 2 is not supported",)),
+    Case("config", "newer format_version", "error", lambda t: config_file(t, "format_version: 3\n"),
+         ("format_version 3 is not supported",)),
     Case("config", "override without '='", "error", lambda t: config_file(t, "name: x\n", "train.epochs"),
          ("must look like key.sub=value",)),
     Case("config", "override into a number", "error", lambda t: config_file(t, "seed: 3\n", "seed.x=1"),

@@ -16,7 +16,7 @@ from hybridrec.config import load_config
 from hybridrec.data.readers import read_dataset
 from hybridrec.data.splits import split_interactions
 from hybridrec.errors import ConfigError, ModelFileError
-from hybridrec.protocols import evaluate, score_matrix
+from hybridrec.evaluation.holdout import evaluate, score_matrix
 from hybridrec.recommender import HybridRecommender
 
 

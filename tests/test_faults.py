@@ -179,8 +179,11 @@ def test_queries_never_see_a_half_written_model(demo_model, tmp_path):
     target = tmp_path / "models" / "demo"
     first = demo_model.load()
     second = demo_model.load()
-    second.item_vectors_ = np.ascontiguousarray(second.item_vectors_[::-1])  # a different, consistent model
-    second._build_index()
+    from hybridrec.index import ItemIndex
+
+    flipped = np.ascontiguousarray(second.towers_.item_vectors[::-1])  # a different, consistent model
+    second.towers_.item_vectors = flipped
+    second.index_ = ItemIndex(second.items_, flipped.shape[1]).build(flipped)
     first.save(target)
     expected = {digest(answers(target))}
     second.save(target)

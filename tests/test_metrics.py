@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from hybridrec.config import SplitConfig
 from hybridrec.data.splits import split_interactions
-from hybridrec.evaluate import (
+from hybridrec.evaluation.metrics import (
     hit_rate_ndcg_sampled,
     mae,
     per_user_auc,

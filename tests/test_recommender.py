@@ -25,7 +25,14 @@ from hybridrec.recommender import HybridRecommender
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "configs" / "default.yaml"
 VIDEO = "Video Cables & Adapters"
-TIMING_KEYS = {"feature_seconds", "train_seconds", "fit_seconds", "text_cache_hits", "text_cache_misses"}
+TIMING_KEYS = {
+    "feature_seconds",
+    "terms_seconds",
+    "train_seconds",
+    "fit_seconds",
+    "text_cache_hits",
+    "text_cache_misses",
+}
 
 NEW_ITEM = {
     "item_id": "NEW1",
@@ -113,7 +120,7 @@ def test_similar_items_rejects_unknown_ids_and_nonpositive_k(loaded):
 # ------------------------------------------------------------------------------------------------ save / load
 def test_saved_model_answers_exactly_like_the_fitted_one(demo_model, loaded):
     rec = demo_model.rec
-    pairs = rec.split_.test.head(300)
+    pairs = demo_model.split.test.head(300)
     np.testing.assert_array_equal(
         loaded.predict(pairs["user_id"], pairs["item_id"]), rec.predict(pairs["user_id"], pairs["item_id"])
     )
@@ -159,7 +166,7 @@ def test_a_save_that_fails_midway_leaves_the_previous_model(demo_model, loaded, 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("hybridrec.recommender.write_manifest", boom)
+    monkeypatch.setattr("hybridrec.artifacts.write_manifest", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         demo_model.rec.save(target)
     assert target.resolve() == before
@@ -261,7 +268,7 @@ def test_score_new_items_rejects_unknown_users_and_add_items_rejects_known_ids(d
 # ------------------------------------------------------------------------------------------------ recommend
 def test_recommend_excludes_training_items_and_sorts_by_score(demo_model):
     rec = demo_model.rec
-    train, validation = rec.split_.train, rec.split_.validation
+    train, validation = demo_model.split.train, demo_model.split.validation
     n_items = len(rec.items_)
     for user in train["user_id"].drop_duplicates().head(10):
         trained = set(train.loc[train["user_id"] == user, "item_id"])
@@ -288,7 +295,7 @@ def test_recommend_rejects_unknown_users_and_nonpositive_k(loaded):
 # ------------------------------------------------------------------------------------------------ determinism
 @pytest.fixture(scope="module")
 def three_epoch_fits(demo_model, tmp_path_factory):
-    from hybridrec.job import fit_from_config
+    from hybridrec_cli.job import fit_from_config
 
     cfg = load_config(DEMO_CONFIG, demo_model.overrides("train.epochs=3"))
     out = tmp_path_factory.mktemp("three-epochs")
@@ -301,7 +308,8 @@ def test_same_config_and_seed_give_identical_metrics_and_vectors(three_epoch_fit
     assert drop(a.metrics) == drop(b.metrics)
     assert "rmse" in a.metrics
     np.testing.assert_array_equal(
-        HybridRecommender.load(a.model_path).item_vectors_, HybridRecommender.load(b.model_path).item_vectors_
+        HybridRecommender.load(a.model_path).towers_.item_vectors,
+        HybridRecommender.load(b.model_path).towers_.item_vectors,
     )
 
 
@@ -314,10 +322,10 @@ def test_a_different_seed_gives_different_item_vectors(demo_model, three_epoch_f
     # Same split (so the same text documents hit the cache); only the seed of initialisation and training differs.
     split = split_interactions(dataset.interactions, cfg.split, cfg.seed)
     other_cfg = load_config(DEMO_CONFIG, demo_model.overrides("train.epochs=3", "seed=7"))
-    other = HybridRecommender(other_cfg).fit(dataset, split=split)
-    base = HybridRecommender.load(a.model_path).item_vectors_
-    assert base.shape == other.item_vectors_.shape
-    assert not np.allclose(base, other.item_vectors_, atol=1e-3)
+    other = HybridRecommender(other_cfg).fit(dataset, split.train, split.validation)
+    base = HybridRecommender.load(a.model_path).towers_.item_vectors
+    assert base.shape == other.towers_.item_vectors.shape
+    assert not np.allclose(base, other.towers_.item_vectors, atol=1e-3)
 
 
 def test_new_items_without_an_id_and_boolean_k_are_query_errors(demo_model):

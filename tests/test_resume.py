@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import DEMO_CONFIG, quick_fit_overrides
 
-import hybridrec.recommender as recommender_module
+import hybridrec.fitting as fitting_module
 from hybridrec.config import load_config
 from hybridrec.data.readers import read_dataset
 from hybridrec.errors import ModelFileError
@@ -41,15 +41,15 @@ def test_resumed_fit_matches_an_uninterrupted_one(setup, tmp_path, monkeypatch, 
             raise Killed
 
     ckpt = tmp_path / "run.safetensors"
-    monkeypatch.setattr(recommender_module, "_print_epoch", die_in_epoch_3)
+    monkeypatch.setattr(fitting_module, "_print_epoch", die_in_epoch_3)
     with pytest.raises(Killed):
         HybridRecommender(cfg, quiet=False).fit(dataset, checkpoint=ckpt)
     assert ckpt.is_file()
     resumed = HybridRecommender(cfg, quiet=False).fit(dataset, checkpoint=ckpt, resume=True)
     assert resumed.train_result_.resumed_from == 2
     assert [r["epoch"] for r in resumed.train_result_.history] == [1, 2, 3, 4]
-    np.testing.assert_allclose(resumed.item_vectors_, whole.item_vectors_, atol=1e-6)
-    np.testing.assert_allclose(resumed.user_bias_, whole.user_bias_, atol=1e-6)
+    np.testing.assert_allclose(resumed.towers_.item_vectors, whole.towers_.item_vectors, atol=1e-6)
+    np.testing.assert_allclose(resumed.towers_.user_bias, whole.towers_.user_bias, atol=1e-6)
 
 
 def test_a_checkpoint_of_another_run_is_not_resumed(setup, tmp_path, monkeypatch):
@@ -101,7 +101,7 @@ def test_cli_fit_killed_with_sigkill_resumes(text_cache_dir, tmp_path):
 
 def test_checkpoints_never_follow_a_link_out_of_the_output_folder(tmp_path):
     from hybridrec.errors import ConfigError
-    from hybridrec.job import fit_from_config
+    from hybridrec_cli.job import fit_from_config
 
     (tmp_path / "out").mkdir()
     (tmp_path / "outside").mkdir()

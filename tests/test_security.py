@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from hybridrec.artifacts import point_link
 from hybridrec.config import config_from_dict, load_config
 from hybridrec.errors import ConfigError, ModelFileError
-from hybridrec.job import fit_from_config, model_name
+from hybridrec_cli.job import fit_from_config, model_name
 from hybridrec.recommender import HybridRecommender
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -52,7 +52,7 @@ def split_interactions(interactions: pd.DataFrame, cfg: SplitConfig, seed: int) 
     if cfg.kind == "random":
         test_mask = _random_pairs(df, cfg.test_fraction, rng, "test")
     elif cfg.kind == "leave-last-out":
-        test_mask = _last_per_user(df, rng)
+        test_mask = last_per_user(df, rng)
         if not test_mask.any():
             raise DataError("leave-last-out split: no user has two or more interactions, test would be empty")
     elif cfg.kind == "time":
@@ -117,7 +117,7 @@ def _random_pairs(df: pd.DataFrame, fraction: float, rng: np.random.Generator, p
     return chosen[codes]
 
 
-def _last_per_user(df: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
+def last_per_user(df: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
     """Mask of the latest row of every user with two or more rows, so each keeps one behind.
 
     Rows are shuffled before a stable sort by timestamp, so equal timestamps are broken by the seed.
@@ -199,7 +199,7 @@ def _validation_mask(train: pd.DataFrame, cfg: SplitConfig, rng: np.random.Gener
     if cfg.kind in ("random", "given"):
         return _random_pairs(train, frac, rng, "validation")
     if cfg.kind == "leave-last-out":
-        mask = _last_per_user(train, rng)
+        mask = last_per_user(train, rng)
         if not mask.any():
             raise DataError("leave-last-out split: no user has two training interactions left for validation")
         return mask

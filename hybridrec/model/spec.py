@@ -1,8 +1,10 @@
-"""What each tower takes in: a plain record saved in model.json, with no torch import (the query path reads it)."""
+"""Plain records a saved model keeps (what each tower takes in, how training went), with no torch import: the
+query path reads them."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass(frozen=True)
@@ -27,3 +29,12 @@ class TowerSpec:
         if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**31 for n in numbers):
             raise ValueError(f"tower spec holds a size that is not a small non-negative integer: {payload!r}")
         return spec
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: float = math.inf
+    stopped_early: bool = False
+    resumed_from: int = 0  # the epoch a resumed run continued after (0: not resumed)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import copy
-import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,6 +15,7 @@ from hybridrec.features.pipeline import EntityFeatures
 from hybridrec.model.checkpoint import Checkpointer
 from hybridrec.model.history import CausalHistories
 from hybridrec.model.network import HybridNet
+from hybridrec.model.spec import TrainResult
 
 
 def resolve_device(name: str) -> torch.device:
@@ -77,15 +77,6 @@ class HistoryInputs:
 
     tokens: np.ndarray
     causal: CausalHistories | None = None
-
-
-@dataclass
-class TrainResult:
-    history: list[dict] = field(default_factory=list)
-    best_epoch: int = 0
-    best_score: float = math.inf
-    stopped_early: bool = False
-    resumed_from: int = 0  # the epoch a resumed run continued after (0: not resumed)
 
 
 class Trainer:

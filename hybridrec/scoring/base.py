@@ -175,6 +175,8 @@ def check_terms(config: Config) -> None:
         if cls.type in seen:
             raise ConfigError(f"{where}: a second {cls.type!r} term; each type may appear once")
         seen.add(cls.type)
+        if params.similar_weight > 0 and cls.similar is ScoreTerm.similar:
+            raise ConfigError(f"{where}.similar_weight: a {cls.type!r} term has no similar-items view; set it to 0")
         try:
             cls.check(params, config)
         except ConfigError as exc:
