@@ -125,8 +125,9 @@ def fit(
     """
 
     def job():
-        from hybridrec.config import load_config
         from hybridrec_cli.job import fit_from_config
+
+        from hybridrec.config import load_config
 
         overrides = [f"data.paths.{kv}" for kv in (data or [])] + list(set_ or [])
         if seed is not None:

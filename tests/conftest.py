@@ -103,8 +103,9 @@ def text_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory: pytest.TempPathFactory, text_cache_dir: Path) -> DemoModel:
     """Fit the bundled demo once (default config) and keep the in-memory recommender as well as the saved one."""
-    from hybridrec.config import load_config
     from hybridrec_cli.job import fit_from_config
+
+    from hybridrec.config import load_config
 
     out = tmp_path_factory.mktemp("demo-model")
     cfg = load_config(DEMO_CONFIG, quick_fit_overrides(text_cache_dir))

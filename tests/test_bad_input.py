@@ -27,6 +27,7 @@ import pandas as pd
 import pytest
 import yaml
 from hardening import Tally, attempt, time_limit
+from hybridrec_cli.job import model_name
 from hybridrec_cli.main import app
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -38,7 +39,6 @@ from hybridrec.data.dataset import Dataset
 from hybridrec.data.newitems import read_new_items
 from hybridrec.data.readers import read_dataset
 from hybridrec.errors import ConfigError, DataError, HybridrecError, ModelFileError, QueryError
-from hybridrec_cli.job import model_name
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 CAMPAIGN = Tally()

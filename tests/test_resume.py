@@ -100,8 +100,9 @@ def test_cli_fit_killed_with_sigkill_resumes(text_cache_dir, tmp_path):
 
 
 def test_checkpoints_never_follow_a_link_out_of_the_output_folder(tmp_path):
-    from hybridrec.errors import ConfigError
     from hybridrec_cli.job import fit_from_config
+
+    from hybridrec.errors import ConfigError
 
     (tmp_path / "out").mkdir()
     (tmp_path / "outside").mkdir()

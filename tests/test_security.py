@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hardening import rewrite_checksum, time_limit
+from hybridrec_cli.job import fit_from_config, model_name
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hybridrec.artifacts import point_link
 from hybridrec.config import config_from_dict, load_config
 from hybridrec.errors import ConfigError, ModelFileError
-from hybridrec_cli.job import fit_from_config, model_name
 from hybridrec.recommender import HybridRecommender
 
 ROOT = Path(__file__).resolve().parents[1]
