@@ -138,47 +138,10 @@ def test_similar_by_history_queries_the_index_with_the_bought_with_vector(
             ("model.user_history.order=causal", "model.user_history.length=20", "train.loss=mse"),
             r"model\.user_history\.order: causal needs .* ranking train\.loss",
         ),
-        (("model.user_history.order=newest",), r"model\.user_history\.order: 'newest' is not one of"),
-        (("model.user_history.similar_weight=0.5",), r"model\.user_history\.similar_weight: needs"),
-        (("model.user_history=20",), r"model\.user_history: expected a mapping"),  # the 0.1 spelling
         (("train.average_last=3",), "train.average_last"),
         (("train.average_last=8", "train.early_stopping=false", "train.epochs=5"), "train.average_last"),
-        (
-            ("model.terms=[{type: eas, l2: 50}]",),
-            r"model\.terms\[0\]\.type: unknown score term 'eas'; did you mean 'ease'",
-        ),
-        (
-            ("model.terms=[{type: content_ridge, recomend_weight: 0.5}]",),
-            r"unknown config key 'model\.terms\[0\]\.recomend_weight'; did you mean 'model\.terms\[0\]\.recommend_weight'",
-        ),
-        (("model.terms=[{l2: 50}]",), r"model\.terms\[0\]: expected a mapping with a `type`"),
-        (
-            ("model.terms=[{type: ease, similar_weight: 0.2}, {type: ease, l2: 9}]",),
-            r"model\.terms\[1\]: a second 'ease' term",
-        ),
-        (
-            ("model.terms=[{type: ease, similar_weight: 0.6}, {type: content_ridge, similar_weight: 0.6}]",),
-            "similar_weight adds up to 1.2",
-        ),
-        (("model.item_item=true",), r"unknown config key 'model\.item_item'"),  # removed in 0.2
-        (("train.min_rating=4",), r"unknown config key 'train\.min_rating'"),  # removed in 0.2
     ],
-    ids=[
-        "causal-no-history",
-        "causal-mse",
-        "unknown-order",
-        "bought-with-no-history",
-        "history-as-a-number",
-        "average-with-early-stopping",
-        "average-more-than-epochs",
-        "unknown-term",
-        "unknown-term-key",
-        "term-without-type",
-        "term-twice",
-        "similar-weights-above-one",
-        "item-item-removed",
-        "min-rating-removed",
-    ],
+    ids=["causal-no-history", "causal-mse", "average-with-early-stopping", "average-more-than-epochs"],
 )
 def test_an_option_without_its_prerequisites_is_a_config_error(overrides, message):
     with pytest.raises(ConfigError, match=message):
