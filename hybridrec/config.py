@@ -147,6 +147,12 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @typing.overload
+    def data_path(self, key: str, required: typing.Literal[True] = ...) -> Path: ...
+
+    @typing.overload
+    def data_path(self, key: str, required: bool) -> Path | None: ...
+
     def data_path(self, key: str, required: bool = True) -> Path | None:
         """A data path by key, resolved against the config's folder; missing key is a ConfigError."""
         raw = self.data.paths.get(key)
@@ -185,7 +191,7 @@ def build_section(cls: type, payload: Any, where: str) -> Any:
             raise ConfigError(f"unknown config key {dotted!r}{hint}")
         hint_type = hints[key]
         if dataclasses.is_dataclass(hint_type):
-            kwargs[key] = build_section(hint_type, value, dotted)
+            kwargs[key] = build_section(typing.cast(type, hint_type), value, dotted)
         else:
             kwargs[key] = _coerce(value, hint_type, dotted)
     return cls(**kwargs)

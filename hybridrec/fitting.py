@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -188,7 +188,7 @@ def fit_model(
     index.build(item_vectors, seed=cfg.seed)
     return FittedModel(
         feedback=dataset.feedback,
-        rating_range=tuple(dataset.rating_range) if dataset.rating_range else None,
+        rating_range=cast("tuple[float, float]", tuple(dataset.rating_range)) if dataset.rating_range else None,
         users=users,
         items=item_ids,
         towers=towers,

@@ -41,6 +41,7 @@ class ItemIndex:
 
     def add(self, vectors: np.ndarray, rows: np.ndarray) -> None:
         """Insert new items (rows already added to the IdMap) without rebuilding."""
+        assert self._index is not None  # built or loaded
         needed = len(self) + len(rows)
         if needed > self._index.get_max_elements():
             self._index.resize_index(max(needed, 2 * self._index.get_max_elements()))
@@ -53,11 +54,14 @@ class ItemIndex:
         k = min(k, len(self))
         if k == 0:
             return np.zeros((len(vectors), 0), np.int64), np.zeros((len(vectors), 0), np.float32)
+        assert self._index is not None  # len(self) > 0
         self._index.set_ef(max(self.ef_search, k))
         labels, distances = self._index.knn_query(np.ascontiguousarray(vectors, dtype=np.float32), k=k)
         return labels.astype(np.int64), (1.0 - distances).astype(np.float32)
 
-    def query(self, vector: np.ndarray, k: int, exclude: set[str] = frozenset()) -> tuple[list[str], np.ndarray]:
+    def query(
+        self, vector: np.ndarray, k: int, exclude: set[str] | frozenset[str] = frozenset()
+    ) -> tuple[list[str], np.ndarray]:
         """Top-k raw ids for one vector, skipping `exclude` (for example the query item itself)."""
         rows, sims = self.query_rows(vector.reshape(1, -1), k + len(exclude))
         keep = [j for j, r in enumerate(rows[0]) if self.ids.raw(r) not in exclude][:k]
@@ -65,6 +69,7 @@ class ItemIndex:
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
+        assert self._index is not None  # built or loaded
         self._index.save_index(str(folder / "items.hnsw"))
         meta = {"dim": self.dim, "M": self.M, "ef_construction": self.ef_construction, "ef_search": self.ef_search}
         (folder / "index.json").write_text(json.dumps(meta | {"count": len(self)}))

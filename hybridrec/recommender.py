@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from hybridrec.data.dataset import Dataset
-    from hybridrec.features.pipeline import EntityFeatures
+    from hybridrec.features.pipeline import EntityFeatures, FeaturePipeline
     from hybridrec.fitting import FittedModel
+    from hybridrec.model.network import HybridNet
 
 DISPLAY_COLUMNS = ("title", "price", "category")
 # recommend() scores the whole catalogue up to this many items; past it, a candidate pool of at least
@@ -61,8 +62,8 @@ class HybridRecommender:
     def __init__(self, config: Config | None = None, quiet: bool = True):
         self.config = config or Config()
         self.quiet = quiet
-        self._net = None
-        self._features = None
+        self._net: HybridNet | None = None
+        self._features: FeaturePipeline | None = None
         self._model_dir = None  # the ModelDir a loaded model reads its network and features from
         self._matcher: TitleMatcher | None = None
 

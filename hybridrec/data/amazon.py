@@ -150,7 +150,7 @@ def _related(record: dict, key_2018: str, key_2014: str) -> list[str]:
 
 
 def _description(record: dict) -> str:
-    parts = []
+    parts: list[Any] = []
     for key in ("description", "feature"):
         raw = record.get(key)
         parts += raw if isinstance(raw, list) else [raw]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -79,7 +80,7 @@ class Dataset:
     user_schema: FeatureSchema = field(default_factory=lambda: FeatureSchema(title=None))
     feedback: Literal["explicit", "implicit"] = "explicit"
     rating_range: tuple[float, float] | None = (1.0, 5.0)
-    reports: list[ReadReport] = field(default_factory=list)
+    reports: Sequence[ReadReport] = field(default_factory=list)
 
     def validate(self) -> Dataset:
         """Check the canonical columns and types; a reader bug or a bad table surfaces here, named."""

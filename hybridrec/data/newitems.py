@@ -19,8 +19,8 @@ def read_new_items(path: str | Path) -> pd.DataFrame:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not UTF-8 text") from None
+        bad_line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{bad_line}: not UTF-8 text") from None
     if not text.strip():
         raise DataError(f"{path}: empty file")
     is_csv = path.suffix.lower() not in (".jsonl", ".json", ".ndjson")
@@ -50,9 +50,9 @@ def read_new_items(path: str | Path) -> pd.DataFrame:
     if frame.empty:
         raise DataError(f"{path}: no items (only a header)")
     ids = [normalize_id(v) if _is_scalar(v) else "" for v in frame["item_id"]]
-    for line, value in zip(lines, ids, strict=True):
+    for line_no, value in zip(lines, ids, strict=True):
         if not value:
-            raise DataError(f"{path}:{line}: item_id is missing or not a single value")
+            raise DataError(f"{path}:{line_no}: item_id is missing or not a single value")
     frame["item_id"] = ids
     return frame
 

@@ -42,7 +42,7 @@ def _warm_ranking_metrics(rec, pos: pd.DataFrame, k: int, seed: int) -> dict:
     users = rec.users_.indices(pos["user_id"])
     items = rec.items_.indices(pos["item_id"])
     user_rows = np.unique(users)
-    relevant = [set() for _ in user_rows]
+    relevant: list[set[int]] = [set() for _ in user_rows]
     where = {u: j for j, u in enumerate(user_rows)}
     for u, i in zip(users, items):
         relevant[where[u]].add(int(i))

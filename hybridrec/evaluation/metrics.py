@@ -6,10 +6,12 @@ Nothing here imports torch or a model: callers turn predictions into arrays (or 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 
 ScoreSource = np.ndarray | Callable[[np.ndarray], np.ndarray]
+Key = TypeVar("Key", bound=Hashable)  # Mapping keys are invariant: one TypeVar lets any id type through
 
 
 def _pair(y_true: Sequence[float] | np.ndarray, y_pred: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -194,8 +196,8 @@ def per_user_auc(scores_by_user: Mapping[Hashable, tuple[np.ndarray, np.ndarray]
 
 
 def precision_at_k(
-    neighbours: Mapping[Hashable, Sequence[Hashable]],
-    truth: Mapping[Hashable, Collection[Hashable]],
+    neighbours: Mapping[Key, Sequence[Hashable]],
+    truth: Mapping[Key, Collection[Hashable]],
     k: int = 10,
 ) -> float:
     """Mean |top-k neighbours ∩ truth| / k over items with a non-empty truth set (similar-items quality).

@@ -53,6 +53,7 @@ class EmbeddingCache:
             keys.update({h: start + i for i, h in enumerate(missing)})
             vectors = fresh if vectors is None else np.concatenate([vectors, fresh.astype(vectors.dtype)])
             self._store(keys, vectors)
+        assert vectors is not None  # cached or just encoded (only empty `texts` on an empty cache leave None)
         return np.asarray(vectors[[keys[h] for h in hashes]], dtype=np.float32)
 
     def _store(self, keys: dict[str, int], vectors: np.ndarray) -> None:

@@ -16,7 +16,7 @@ from hybridrec.features.cache import EmbeddingCache
 from hybridrec.features.categorical import MAX_VALUES, Vocabulary
 from hybridrec.features.documents import metadata_documents, review_documents
 from hybridrec.features.numeric import NumericBins, NumericScaler
-from hybridrec.features.text import TfidfSvdEncoder, make_text_encoder
+from hybridrec.features.text import SentenceTransformerEncoder, TfidfSvdEncoder, make_text_encoder
 from hybridrec.features.words import MAX_WORDS, WORDS, with_words
 from hybridrec.model.spec import TowerSpec
 
@@ -113,7 +113,7 @@ class FeaturePipeline:
         self.user_schema_: FeatureSchema | None = None
         self.items_: TabularFeatures | None = None
         self.users_: TabularFeatures | None = None
-        self.encoder_ = None
+        self.encoder_: TfidfSvdEncoder | SentenceTransformerEncoder | None = None
         self.text_dim_ = 0
         self.cache_hits = self.cache_misses = 0  # texts served from / added to the embedding cache
 
@@ -134,7 +134,9 @@ class FeaturePipeline:
             self.items_ = TabularFeatures.fit(with_words(items, item_schema), tabular, self.cfg, {WORDS: MAX_WORDS})
         else:
             self.items_ = TabularFeatures.fit(items, item_schema, self.cfg)
-        self.users_ = TabularFeatures.fit(users, user_schema, self.cfg, user_limits) if self.user_schema_ else None
+        self.users_ = (
+            TabularFeatures.fit(users, self.user_schema_, self.cfg, user_limits) if self.user_schema_ else None
+        )
         self.encoder_ = make_text_encoder(
             self.cfg.text_encoder,
             self.cfg.text_model,
@@ -159,6 +161,7 @@ class FeaturePipeline:
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """Encode through the on-disk cache: repeated fits and repeated queries re-encode nothing."""
+        assert self.encoder_ is not None  # only called with a text encoder
         cache = EmbeddingCache(self.cfg.cache_dir, self.encoder_.key)
         out = cache.encode(self.encoder_, texts, show_progress=not self.quiet)
         self.cache_hits += cache.hits
@@ -167,6 +170,7 @@ class FeaturePipeline:
 
     def transform_items(self, items: pd.DataFrame, train: pd.DataFrame | None = None) -> EntityFeatures:
         """Arrays for item rows; `train` supplies review text (None for brand-new items: they have none)."""
+        assert self.items_ is not None and self.item_schema_ is not None  # fitted or loaded
         text = np.zeros((len(items), 0), np.float32)
         if self.encoder_ is not None:
             meta = self.encode_texts(metadata_documents(items, self.item_schema_, self.cfg.max_document_chars))
@@ -197,6 +201,7 @@ class FeaturePipeline:
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
+        assert self.items_ is not None and self.item_schema_ is not None  # fitted or loaded
         payload = {
             "item_schema": self.item_schema_.__dict__,
             "user_schema": self.user_schema_.__dict__ if self.user_schema_ else None,

@@ -80,6 +80,7 @@ class SentenceTransformerEncoder:
     def dim(self) -> int:
         if self._dim is None:
             self._load()
+        assert self._dim is not None  # set by _load
         return int(self._dim)
 
     def encode(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
@@ -147,6 +148,7 @@ class TfidfSvdEncoder:
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "tfidf.json").write_text(json.dumps({"vocabulary": self.vocabulary_, "key": self.key}))
+        assert self.idf_ is not None and self.components_ is not None  # saved only once fitted
         np.save(folder / "tfidf_idf.npy", self.idf_, allow_pickle=False)
         np.save(folder / "tfidf_components.npy", self.components_, allow_pickle=False)
 

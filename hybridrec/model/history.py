@@ -72,7 +72,9 @@ class UserHistory:
         user_rows = np.asarray(user_rows, dtype=np.int64)
         starts, ends = self.indptr[user_rows], self.indptr[user_rows + 1]
         lengths = ends - starts
-        columns = np.concatenate([self.items[s:e] for s, e in zip(starts, ends)]) if len(user_rows) else []
+        columns: np.ndarray | list[int] = (
+            np.concatenate([self.items[s:e] for s, e in zip(starts, ends)]) if len(user_rows) else []
+        )
         per_user = 1.0 / np.sqrt(np.maximum(lengths, 1)) if per_sqrt_length else np.ones(len(lengths))
         weights = np.repeat(per_user, lengths).astype(np.float32)
         row_starts = np.concatenate([[0], np.cumsum(lengths)])

@@ -50,8 +50,10 @@ class HybridNet(nn.Module):
         self.register_buffer("global_mean", torch.tensor(float(global_mean)))
         self.residual = nn.Sequential(nn.Linear(3 * d, h), nn.GELU(), nn.Linear(h, 1)) if shape.mlp_residual else None
         if self.residual is not None:  # starts as the plain dot product: the residual learns only what it adds
-            nn.init.zeros_(self.residual[-1].weight)
-            nn.init.zeros_(self.residual[-1].bias)
+            last = self.residual[-1]
+            assert isinstance(last, nn.Linear)  # Sequential items are typed as Module
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def head(self, u: torch.Tensor, b_u: torch.Tensor, v: torch.Tensor, b_i: torch.Tensor) -> torch.Tensor:
         """Score rows of (user, item) pairs from tower outputs (scoring/towers.py holds the formula)."""

@@ -35,6 +35,7 @@ class ContentEncoder(nn.Module):
         self.numeric = nn.Sequential(nn.Linear(numeric_dim, hidden), nn.GELU()) if numeric_dim else None
         self.bags = nn.ModuleList(nn.Embedding(size, hidden, padding_idx=0) for size in vocab_sizes)
         for bag in self.bags:
+            assert isinstance(bag, nn.Embedding)  # ModuleList items are typed as Module
             nn.init.normal_(bag.weight, std=0.05)
             with torch.no_grad():
                 bag.weight[0].zero_()

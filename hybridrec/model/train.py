@@ -141,7 +141,7 @@ class Trainer:
         keep = self.user_has_id[idx]
         if self.net.training and 0 < self.dropouts.user_id < 1:
             keep = keep * (torch.rand(len(idx), device=self.device) >= self.dropouts.user_id).float()
-        bag = None
+        bag: tuple[torch.Tensor, torch.Tensor | None] | None = None
         if self.history is not None and history_rows is not None:
             bag = (history_rows, None)
         elif self.history is not None:
@@ -156,6 +156,7 @@ class Trainer:
 
     def _causal_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """(len(rows), length) history tokens of those training rows, PAD past the start of the timeline."""
+        assert self.causal is not None  # called only under `order: causal`
         tokens, starts, ends = self.causal
         idx = starts[rows].unsqueeze(1) + torch.arange(self.causal_length, device=rows.device)
         return torch.where(idx < ends[rows].unsqueeze(1), tokens[idx], 0)
@@ -213,8 +214,8 @@ class Trainer:
         catalogue; with negatives >= the catalogue it is the exact full softmax. Uniform draws need no logQ
         correction, unlike in-batch negatives, which over-penalise popular items."""
         pool = self.positive_items
-        cand = pool if self.cfg.negatives >= len(pool) else rng.choice(pool, size=self.cfg.negatives, replace=False)
-        cand = torch.as_tensor(cand, device=self.device)
+        rows = pool if self.cfg.negatives >= len(pool) else rng.choice(pool, size=self.cfg.negatives, replace=False)
+        cand = torch.as_tensor(rows, device=self.device)
         v_c, b_c = self.item_vectors(cand, self._keep_mask(len(cand)))
         neg = u @ v_c.T + b_c.unsqueeze(0)
         pos = (u * v).sum(-1) + b_i
@@ -293,7 +294,8 @@ class Trainer:
             total = 0.0
             for start in range(0, len(train), self.cfg.batch_size):
                 batch = order[start : start + self.cfg.batch_size]
-                loss = self._batch_loss(*(t[batch] for t in tensors), rng, rows=batch)
+                users, items, ratings, weights = (t[batch] for t in tensors)
+                loss = self._batch_loss(users, items, ratings, weights, rng, rows=batch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

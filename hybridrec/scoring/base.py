@@ -12,6 +12,7 @@ prerequisites. How terms combine is one rule (docs/architecture.md):
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import difflib
 import math
@@ -81,7 +82,7 @@ class ScoreTerm(ABC):
     """One score term. Subclasses set `type` and `Params`, and register with `@register_term`."""
 
     type: ClassVar[str]
-    Params: ClassVar[type[TermParams]] = TermParams
+    Params: ClassVar[builtins.type[TermParams]] = TermParams  # builtins: `type` here is the ClassVar above
 
     def __init__(self, params: TermParams):
         self.params = params

@@ -99,7 +99,8 @@ class ContentRidgeTerm(ScoreTerm):
         self.history: UserHistory | None = None
 
     @classmethod
-    def check(cls, params: ContentRidgeParams, config) -> None:
+    def check(cls, params: TermParams, config) -> None:
+        assert isinstance(params, ContentRidgeParams)  # built from cls.Params
         if params.l2 <= 0:
             raise ConfigError(f"l2: {params.l2!r} must be > 0")
         if config.model.variant == "id-only":
@@ -156,7 +157,8 @@ class ContentRidgeTerm(ScoreTerm):
             np.save(folder / f"{name}.npy", np.asarray(array), allow_pickle=False)
 
     @classmethod
-    def load(cls, files: TermFiles, params: ContentRidgeParams, n_users: int, n_items: int) -> ContentRidgeTerm:
+    def load(cls, files: TermFiles, params: TermParams, n_users: int, n_items: int) -> ContentRidgeTerm:
+        assert isinstance(params, ContentRidgeParams)  # built from cls.Params
         from scipy import sparse
 
         projection = files.npy("projection")

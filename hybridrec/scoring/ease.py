@@ -50,7 +50,8 @@ class EaseTerm(ScoreTerm):
         self.history: UserHistory | None = None
 
     @classmethod
-    def check(cls, params: EaseParams, config) -> None:
+    def check(cls, params: TermParams, config) -> None:
+        assert isinstance(params, EaseParams)  # built from cls.Params
         if params.l2 <= 0:
             raise ConfigError(f"l2: {params.l2!r} must be > 0")
         if config.model.variant == "content-only" and params.similar_weight > 0:
@@ -93,7 +94,8 @@ class EaseTerm(ScoreTerm):
         np.save(folder / "history_items.npy", self.history.items, allow_pickle=False)
 
     @classmethod
-    def load(cls, files: TermFiles, params: EaseParams, n_users: int, n_items: int) -> EaseTerm:
+    def load(cls, files: TermFiles, params: TermParams, n_users: int, n_items: int) -> EaseTerm:
+        assert isinstance(params, EaseParams)  # built from cls.Params
         term = cls(params)
         weights = files.npy("weights")
         history = UserHistory(files.npy("history_indptr"), files.npy("history_items"))
