@@ -207,11 +207,11 @@ def test_a_term_type_may_appear_once(write):
         load_config(write(model(terms=terms)))
 
 
-def test_similar_weights_adding_to_more_than_1_are_refused(write):
-    terms = [{"type": "ease", "similar_weight": 0.6}, {"type": "content_ridge", "similar_weight": 0.5}]
-    with pytest.raises(ConfigError, match="similar_weight adds up to 1.1, more than 1"):
+def test_a_similar_weight_on_a_term_with_no_similar_view_is_refused(write):
+    terms = [{"type": "ease", "similar_weight": 0.6}, {"type": "content_ridge", "similar_weight": 0.3}]
+    with pytest.raises(ConfigError, match=r"model\.terms\[1\]\.similar_weight: a 'content_ridge' term has no similar"):
         load_config(write(model(terms=terms)))
-    terms[1]["similar_weight"] = 0.3
+    terms[1]["similar_weight"] = 0.0
     assert len(load_config(write(model(terms=terms))).model.terms) == 2
 
 

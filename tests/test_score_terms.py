@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import demo_split, fit_demo, similar_items_follow
+from conftest import DEMO_CONFIG, demo_split, fit_demo, similar_items_follow
 
 from hybridrec.artifacts import ModelDir, write_manifest
 from hybridrec.errors import ModelFileError, NotFittedError
@@ -102,6 +102,9 @@ EXTRA: dict[str, tuple[str, ...]] = {}
 
 
 def term_overrides(kind: str, recommend: float = 0.3, similar: float = 0.3) -> list[str]:
+    """A term with both weights; a term with no similar-items view gets none (the config refuses one)."""
+    if registry()[kind].similar is ScoreTerm.similar:
+        similar = 0.0
     spec = f"{{type: {kind}, recommend_weight: {recommend}, similar_weight: {similar}}}"
     return [f"model.terms=[{spec}]", *RANKING, *EXTRA.get(kind, ())]
 
@@ -413,3 +416,13 @@ def test_an_unfitted_recommender_refuses_queries_and_save(demo_dataset, tmp_path
     with pytest.raises(NotFittedError):
         rec.save(tmp_path / "model")
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_similar_weights_adding_to_more_than_1_are_refused():
+    from hybridrec.config import load_config
+    from hybridrec.errors import ConfigError
+
+    terms = "model.terms=[{type: ease, similar_weight: 0.6}, {type: popularity, similar_weight: %s}]"
+    with pytest.raises(ConfigError, match="similar_weight adds up to 1.1, more than 1"):
+        load_config(DEMO_CONFIG, [terms % 0.5])
+    assert len(load_config(DEMO_CONFIG, [terms % 0.3]).model.terms) == 2
