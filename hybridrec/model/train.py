@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -179,35 +180,14 @@ class Trainer:
     def _batch_loss(
         self, u_idx, i_idx, rating, weight, rng: np.random.Generator, rows: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """`rows`: the batch's training row numbers, which pick each row's own history under `order: causal`."""
-        n = len(i_idx)
+        """The configured loss of one batch. `rows`: the batch's training row numbers, which pick each row's own
+        history under `order: causal`."""
         history_rows = self._causal_rows(rows) if self.causal is not None and rows is not None else None
-        targets = None if self.loss_kind == "mse" else i_idx
-        if self.loss_kind == "bpr":
-            n_neg = max(1, self.cfg.negatives)
-            neg = torch.as_tensor(rng.choice(self.positive_items, size=n * n_neg), device=self.device)
-            u, b_u, v_all, b_all = self._towers(u_idx, torch.cat([i_idx, neg]), targets, history_rows)
-            v, b_i = v_all[:n], b_all[:n]
-        else:
-            u, b_u, v, b_i = self._towers(u_idx, i_idx, targets, history_rows)
-        reg = (u.pow(2).sum(-1) + v.pow(2).sum(-1) + b_u.pow(2) + b_i.pow(2)).mean()
-        if self.loss_kind == "mse":
-            pred = self.net.head(u, b_u, v, b_i)
-            return (weight * (pred - rating).pow(2)).sum() / weight.sum() + self.cfg.l2 * reg
-        if self.loss_kind == "bpr":
-            pos = self.net.head(u, b_u, v, b_i)
-            u_rep, bu_rep = u.repeat_interleave(n_neg, 0), b_u.repeat_interleave(n_neg, 0)
-            negs = self.net.head(u_rep, bu_rep, v_all[n:], b_all[n:]).view(-1, n_neg)
-            loss = -F.logsigmoid(pos.unsqueeze(-1) - negs).mean(-1)
-            return (weight * loss).sum() / weight.sum() + self.cfg.l2 * reg
-        if self.loss_kind == "sampled-softmax":
-            return self._sampled_softmax(u, v, b_i, i_idx, weight, rng) + self.cfg.l2 * reg
-        # softmax: every other item in the batch is a negative (sampled softmax with in-batch negatives)
-        logits = u @ v.T + b_i.unsqueeze(0)
-        same = i_idx.unsqueeze(0) == i_idx.unsqueeze(1)
-        logits = logits.masked_fill(same & ~torch.eye(n, dtype=torch.bool, device=self.device), -1e9)
-        loss = F.cross_entropy(logits, torch.arange(n, device=self.device), reduction="none")
-        return (weight * loss).sum() / weight.sum() + self.cfg.l2 * reg
+        return LOSSES[self.loss_kind](self, Batch(u_idx, i_idx, rating, weight, history_rows, rng))
+
+    def penalty(self, u: torch.Tensor, b_u: torch.Tensor, v: torch.Tensor, b_i: torch.Tensor) -> torch.Tensor:
+        """train.l2 on the embeddings and biases the batch touched."""
+        return self.cfg.l2 * (u.pow(2).sum(-1) + v.pow(2).sum(-1) + b_u.pow(2) + b_i.pow(2)).mean()
 
     def _sampled_softmax(self, u, v, b_i, i_idx, weight, rng: np.random.Generator) -> torch.Tensor:
         """Softmax over the positive and `negatives` items drawn uniformly (once per batch) from the trained
@@ -395,3 +375,68 @@ class Trainer:
             out_u.append(u.cpu().numpy())
             out_b.append(b.cpu().numpy())
         return np.concatenate(out_u).astype(np.float32), np.concatenate(out_b).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------------- losses
+# One function per `train.loss`: (trainer, batch) -> the batch's loss, penalty included. A new loss is one function
+# here, its name in LOSSES and in config.CHOICES["train.loss"].
+
+
+@dataclass
+class Batch:
+    """One mini-batch of training rows as tensors; `history_rows` (order: causal) replaces each row's bag."""
+
+    users: torch.Tensor
+    items: torch.Tensor
+    ratings: torch.Tensor
+    weights: torch.Tensor
+    history_rows: torch.Tensor | None
+    rng: np.random.Generator
+
+
+def weighted_mean(loss: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return (weight * loss).sum() / weight.sum()
+
+
+def mse_loss(t: Trainer, b: Batch) -> torch.Tensor:
+    """Explicit ratings: squared error of the head's prediction (the user's bag keeps the rated item)."""
+    u, b_u, v, b_i = t._towers(b.users, b.items, None, b.history_rows)
+    pred = t.net.head(u, b_u, v, b_i)
+    return weighted_mean((pred - b.ratings).pow(2), b.weights) + t.penalty(u, b_u, v, b_i)
+
+
+def bpr_loss(t: Trainer, b: Batch) -> torch.Tensor:
+    """Each positive against `train.negatives` items drawn uniformly from the trained catalogue."""
+    n, n_neg = len(b.items), max(1, t.cfg.negatives)
+    neg = torch.as_tensor(b.rng.choice(t.positive_items, size=n * n_neg), device=t.device)
+    u, b_u, v_all, b_all = t._towers(b.users, torch.cat([b.items, neg]), b.items, b.history_rows)
+    v, b_i = v_all[:n], b_all[:n]
+    pos = t.net.head(u, b_u, v, b_i)
+    negs = t.net.head(u.repeat_interleave(n_neg, 0), b_u.repeat_interleave(n_neg, 0), v_all[n:], b_all[n:])
+    loss = -F.logsigmoid(pos.unsqueeze(-1) - negs.view(-1, n_neg)).mean(-1)
+    return weighted_mean(loss, b.weights) + t.penalty(u, b_u, v, b_i)
+
+
+def in_batch_softmax_loss(t: Trainer, b: Batch) -> torch.Tensor:
+    """Softmax where every other item of the batch is a negative."""
+    n = len(b.items)
+    u, b_u, v, b_i = t._towers(b.users, b.items, b.items, b.history_rows)
+    logits = u @ v.T + b_i.unsqueeze(0)
+    same = b.items.unsqueeze(0) == b.items.unsqueeze(1)
+    logits = logits.masked_fill(same & ~torch.eye(n, dtype=torch.bool, device=t.device), -1e9)
+    loss = F.cross_entropy(logits, torch.arange(n, device=t.device), reduction="none")
+    return weighted_mean(loss, b.weights) + t.penalty(u, b_u, v, b_i)
+
+
+def sampled_softmax_loss(t: Trainer, b: Batch) -> torch.Tensor:
+    """Softmax over the positive and negatives shared by the batch (Trainer._sampled_softmax)."""
+    u, b_u, v, b_i = t._towers(b.users, b.items, b.items, b.history_rows)
+    return t._sampled_softmax(u, v, b_i, b.items, b.weights, b.rng) + t.penalty(u, b_u, v, b_i)
+
+
+LOSSES: dict[str, Callable[[Trainer, Batch], torch.Tensor]] = {
+    "mse": mse_loss,
+    "bpr": bpr_loss,
+    "softmax": in_batch_softmax_loss,
+    "sampled-softmax": sampled_softmax_loss,
+}
