@@ -70,7 +70,9 @@ class ModelDir:
             raise ModelFileError(
                 f"{self.requested}: a hybridrec 0.1 model (format version 1); refit it with this version: hybridrec fit"
             )
-        if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION or version < 2:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 2:
+            raise ModelFileError(f"{manifest_path}: corrupted (format version {version!r} is not a known version)")
+        if version > FORMAT_VERSION:
             raise ModelFileError(
                 f"{manifest_path}: model format version {version} is newer than this hybridrec reads "
                 f"(version {FORMAT_VERSION}); upgrade hybridrec"
