@@ -151,7 +151,20 @@ class HybridRecommender:
 
     def similar_items(self, item_id: str, k: int = 10) -> tuple[list[str], np.ndarray]:
         """The k items nearest to `item_id`: by the index (the towers' query vectors) or, when a term has a
-        similar weight, by the exact blend over the catalogue. Returns (raw ids, scores)."""
+        similar weight, by the exact blend over the catalogue.
+
+        Parameters
+        ----------
+        item_id : str
+            A catalogue item's raw id (QueryError when unknown).
+        k : int
+            How many neighbours (the item itself is never one).
+
+        Returns
+        -------
+        (list of str, ndarray)
+            Raw ids, best first, and their scores (cosine, or the standardised blend).
+        """
         self._check_fitted()
         _check_k(k)
         row = self.items_.index(item_id)
@@ -231,8 +244,19 @@ class HybridRecommender:
         return scores
 
     def predict(self, user_ids, item_ids) -> np.ndarray:
-        """Predicted ratings (explicit, clipped to the rating range) or scores (implicit) for aligned lists of raw
-        user and item ids."""
+        """Scores for aligned lists of raw user and item ids.
+
+        Parameters
+        ----------
+        user_ids, item_ids : sequences of str
+            Equal-length lists of known ids.
+
+        Returns
+        -------
+        ndarray of float32
+            Ratings clipped to the rating range when the model predicts ratings (explicit data, MSE, no
+            recommend terms); otherwise ranking scores.
+        """
         self._check_fitted()
         u, i = self.users_.indices(user_ids), self.items_.indices(item_ids)
         if len(u) != len(i):
@@ -256,7 +280,23 @@ class HybridRecommender:
     ) -> tuple[list[str], np.ndarray]:
         """Top-k items for a user. Past EXACT_RECOMMEND_ITEMS items: candidates from the ANN index by the user
         vector plus the best items by bias and by each recommend term, then an exact re-score of the blend.
-        `exact=True` scores the whole catalogue at any size."""
+
+        Parameters
+        ----------
+        user_id : str
+            A raw user id known to the model (QueryError otherwise).
+        k : int
+            How many items.
+        exclude_seen : bool
+            Leave out the user's training and validation items.
+        exact : bool
+            Score the whole catalogue at any size.
+
+        Returns
+        -------
+        (list of str, ndarray)
+            Raw item ids, best first, and their blended scores (unclipped).
+        """
         self._check_fitted()
         _check_k(k)
         row = self.users_.index(user_id)
@@ -285,7 +325,19 @@ class HybridRecommender:
     def score_new_items(self, items: pd.DataFrame, user_ids=None, k_neighbours: int = 5) -> pd.DataFrame:
         """Scores for items with no interactions, from content alone, and their nearest catalogue items.
 
-        One row per (item, user) when user_ids are given, else one row per item scored for an average user.
+        Parameters
+        ----------
+        items : DataFrame
+            `item_id`, `title` and any metadata columns the model was fitted with (missing ones count as missing).
+        user_ids : list of str, optional
+            Score for these users; None scores for an average user (zero vector and bias).
+        k_neighbours : int
+            Nearest catalogue items to list per new item.
+
+        Returns
+        -------
+        DataFrame
+            One row per (item, user): item_id, title, user_id, score, neighbours, neighbour_similarities.
         """
         import pandas as pd
 
@@ -333,7 +385,18 @@ class HybridRecommender:
         return pd.DataFrame(rows)
 
     def add_items(self, items: pd.DataFrame) -> HybridRecommender:
-        """Put new items into the catalogue, the index and every term from their content, without retraining."""
+        """Put new items into the catalogue, the index and every term from their content, without retraining.
+
+        Parameters
+        ----------
+        items : DataFrame
+            As for `score_new_items`; ids must be new to the catalogue.
+
+        Returns
+        -------
+        HybridRecommender
+            self (call `save` to keep the change).
+        """
         from hybridrec.fitting import display_rows
 
         self._check_fitted()
