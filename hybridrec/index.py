@@ -23,6 +23,7 @@ class ItemIndex:
         self.ef_construction = ef_construction
         self.ef_search = ef_search
         self._index: hnswlib.Index | None = None
+        self.deleted: set[int] = set()  # rows retired with mark_deleted: never returned, still counted in len()
 
     def build(self, vectors: np.ndarray, seed: int = 100) -> ItemIndex:
         index = hnswlib.Index(space="cosine", dim=self.dim)
@@ -39,6 +40,20 @@ class ItemIndex:
     def __len__(self) -> int:
         return 0 if self._index is None else self._index.get_current_count()
 
+    def mark_deleted(self, rows: np.ndarray) -> None:
+        """Retire items (remove_items): hnswlib keeps them in the graph for routing but never returns them; the
+        mark is saved in its file. Marking a retired row again is a no-op."""
+        assert self._index is not None  # built or loaded
+        for row in np.asarray(rows, np.int64):
+            if int(row) in self.deleted:
+                continue
+            try:
+                self._index.mark_deleted(int(row))
+            except RuntimeError as exc:  # already marked in the file: the same state
+                if "already deleted" not in str(exc):
+                    raise
+            self.deleted.add(int(row))
+
     def add(self, vectors: np.ndarray, rows: np.ndarray) -> None:
         """Insert new items (rows already added to the IdMap) without rebuilding."""
         assert self._index is not None  # built or loaded
@@ -51,8 +66,8 @@ class ItemIndex:
         """(rows, cosine similarities) for a batch of query vectors, k clamped to the index size."""
         if k <= 0:
             raise QueryError(f"k must be positive, got {k}")
-        k = min(k, len(self))
-        if k == 0:
+        k = min(k, len(self) - len(self.deleted))
+        if k <= 0:
             return np.zeros((len(vectors), 0), np.int64), np.zeros((len(vectors), 0), np.float32)
         assert self._index is not None  # len(self) > 0
         self._index.set_ef(max(self.ef_search, k))

@@ -111,6 +111,17 @@ class ScoreTerm(ABC):
         """Raw scores of users x items outside the catalogue (score_new_items); None: the term knows nothing."""
         return None
 
+    def score_history(
+        self,
+        item_rows_per_user: list[np.ndarray],
+        item_rows: np.ndarray | None = None,
+        weights: list[np.ndarray] | None = None,
+    ) -> np.ndarray | None:
+        """Raw scores, users x items, of users the model does not know, given each one's items (rows of the
+        catalogue; `weights`: one per item, 1 = as a known user's item counts). None: the term cannot score from
+        a history (an unknown user then gets nothing from it)."""
+        return None
+
     @abstractmethod
     def extend(self, new: NewItems) -> None:
         """Make room for items added to the catalogue (add_items)."""
@@ -197,6 +208,30 @@ def build_terms(config: Config) -> list[ScoreTerm]:
 def uses_ranking_loss(config: Config) -> bool:
     """A blend of scores ranks; explicit data with MSE predicts ratings, which a term would shift."""
     return config.train.loss not in ("auto", "mse")
+
+
+def history_matrix(
+    item_rows_per_user: list[np.ndarray], n_items: int, weights: list[np.ndarray] | None = None
+) -> sparse.csr_matrix:
+    """Users x items, one row per given history: each distinct item once with its weight (1 when none is given),
+    the form a known user's history takes in the closed-form terms (UserHistory.distinct)."""
+    from scipy import sparse
+
+    rows, cols, vals = [], [], []
+    for u, items in enumerate(item_rows_per_user):
+        items = np.asarray(items, np.int64)
+        w = np.ones(len(items), np.float32) if weights is None else np.asarray(weights[u], np.float32)
+        items, first = np.unique(items, return_index=True)
+        rows.append(np.full(len(items), u, np.int64))
+        cols.append(items)
+        vals.append(w[first])
+    if not rows:
+        return sparse.csr_matrix((0, n_items), dtype=np.float32)
+    return sparse.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(len(item_rows_per_user), n_items),
+        dtype=np.float32,
+    )
 
 
 def blend_scale(tower_scores: np.ndarray, term_scores: np.ndarray, weight: float) -> float:

@@ -26,6 +26,7 @@ from hybridrec.scoring.base import (
     ScoreTerm,
     TermFiles,
     TermParams,
+    history_matrix,
     register_term,
     uses_ranking_loss,
 )
@@ -132,6 +133,17 @@ class ContentRidgeTerm(ScoreTerm):
         assert self.tokens is not None
         tokens = self.tokens if item_rows is None else self.tokens[np.asarray(item_rows)]
         return self.for_tokens(user_rows, tokens)
+
+    def score_history(
+        self,
+        item_rows_per_user: list[np.ndarray],
+        item_rows: np.ndarray | None = None,
+        weights: list[np.ndarray] | None = None,
+    ) -> np.ndarray:
+        assert self.projection is not None and self.tokens is not None
+        profiles = np.asarray(history_matrix(item_rows_per_user, len(self.projection), weights) @ self.projection)
+        tokens = self.tokens if item_rows is None else self.tokens[np.asarray(item_rows)]
+        return np.asarray((tokens @ profiles.astype(np.float32).T).T, dtype=np.float32)
 
     def score_new(self, user_rows: np.ndarray, new: NewItems) -> np.ndarray:
         return self.for_tokens(user_rows, new.content_tokens())

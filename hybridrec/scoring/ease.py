@@ -14,7 +14,15 @@ import numpy as np
 
 from hybridrec.errors import ConfigError, ModelFileError
 from hybridrec.model.history import UserHistory
-from hybridrec.scoring.base import FitContext, NewItems, ScoreTerm, TermFiles, TermParams, register_term
+from hybridrec.scoring.base import (
+    FitContext,
+    NewItems,
+    ScoreTerm,
+    TermFiles,
+    TermParams,
+    history_matrix,
+    register_term,
+)
 
 # items x items float64 Gram matrix and its inverse: past this they no longer fit a laptop
 MAX_ITEMS = 20_000
@@ -75,6 +83,17 @@ class EaseTerm(ScoreTerm):
     def score(self, user_rows: np.ndarray, item_rows: np.ndarray | None = None) -> np.ndarray:
         assert self.weights is not None and self.history is not None
         had = self.history.sparse(user_rows, len(self.weights))
+        cols = self.weights if item_rows is None else self.weights[:, item_rows]
+        return np.asarray(had @ cols, dtype=np.float32)
+
+    def score_history(
+        self,
+        item_rows_per_user: list[np.ndarray],
+        item_rows: np.ndarray | None = None,
+        weights: list[np.ndarray] | None = None,
+    ) -> np.ndarray:
+        assert self.weights is not None
+        had = history_matrix(item_rows_per_user, len(self.weights), weights)
         cols = self.weights if item_rows is None else self.weights[:, item_rows]
         return np.asarray(had @ cols, dtype=np.float32)
 

@@ -70,9 +70,12 @@ class TowerScores:
 
     def matrix(self, user_rows: np.ndarray, item_rows: np.ndarray | None = None) -> np.ndarray:
         """users x items (all items when item_rows is None)."""
+        return self.for_users(self.user_vectors[user_rows], self.user_bias[user_rows], item_rows)
+
+    def for_users(self, u: np.ndarray, b_u: np.ndarray, item_rows: np.ndarray | None = None) -> np.ndarray:
+        """users x items for given user vectors and biases (users the tables do not hold, such as unknown users)."""
         v = self.item_vectors if item_rows is None else self.item_vectors[item_rows]
         b = self.item_bias if item_rows is None else self.item_bias[item_rows]
-        u, b_u = self.user_vectors[user_rows], self.user_bias[user_rows]
         scores = head_matrix(self.global_mean, b_u, b, u, v)
         if self.residual is not None:
             n_u, n_i = scores.shape
