@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from hybridrec_cli.serve import register as register_serving
 
 from hybridrec.errors import HybridrecError
 
@@ -321,6 +322,9 @@ def info(model: ModelOpt = DEFAULT_MODEL, as_json: JsonOpt = False, debug: Debug
         _metrics_table("metrics", metrics)
 
     _run(debug, job)
+
+
+register_serving(app, _run, DEFAULT_MODEL)  # `serve` and `export` (cli/serve.py)
 
 
 def main() -> None:  # pragma: no cover
