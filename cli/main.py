@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from hybridrec_cli.practitioner import register as register_practitioner
 from hybridrec_cli.serve import register as register_serving
 
 from hybridrec.errors import HybridrecError
@@ -192,32 +193,6 @@ def similar(
     _run(debug, job)
 
 
-@app.command()
-def recommend(
-    user_id: Annotated[str, typer.Argument(help="A user id from the training data.")],
-    model: ModelOpt = DEFAULT_MODEL,
-    k: KOpt = 10,
-    include_seen: Annotated[bool, typer.Option("--include-seen", help="Also return items the user had.")] = False,
-    as_json: JsonOpt = False,
-    debug: DebugOpt = False,
-) -> None:
-    """Top-k recommendations for a user.
-
-    Example: hybridrec recommend U0001 -k 5
-    """
-
-    def job():
-        rec = _load(model)
-        ids, scores = rec.recommend(user_id, k, exclude_seen=not include_seen)
-        rows = _item_rows(rec, ids, scores)
-        if as_json:
-            typer.echo(json.dumps({"user_id": user_id, "results": rows}))
-            return
-        _item_table(f"recommendations for {user_id}", rows)
-
-    _run(debug, job)
-
-
 @app.command("score-new")
 def score_new(
     file: Annotated[Path, typer.Argument(help="New items as JSON lines or CSV with item_id, title, ...")],
@@ -325,6 +300,7 @@ def info(model: ModelOpt = DEFAULT_MODEL, as_json: JsonOpt = False, debug: Debug
 
 
 register_serving(app, _run, DEFAULT_MODEL)  # `serve` and `export` (cli/serve.py)
+register_practitioner(app, _run, DEFAULT_MODEL)  # `recommend`, `remove`, `explain` (cli/practitioner.py)
 
 
 def main() -> None:  # pragma: no cover

@@ -242,6 +242,7 @@ def save_model(rec, path: str | Path, metrics: dict, job: dict | None) -> Path:
             arrays["item_queries"] = towers.item_queries
         for name, array in arrays.items():
             np.save(staged / "vectors" / f"{name}.npy", np.asarray(array), allow_pickle=False)
+        save_query_state(rec, staged / "vectors")
         components = []
         for term in rec.terms_:
             folder = f"terms/{term.type}"
@@ -358,6 +359,7 @@ def load_model(cls, path: str | Path):
     if rec.index_.dim != dim:
         raise ModelFileError(f"{where}: the index holds vectors of width {rec.index_.dim}, the model {dim}")
     rec.fit_stats_ = {}
+    load_query_state(md, rec, n_users, n_items, dim)
     manifest = md.manifest
     rec.origin_ = {
         "model": str(md.root),
@@ -398,6 +400,78 @@ def _check_array(where: Path, name: str, array: np.ndarray, shape: tuple, kind) 
         raise ModelFileError(f"{where}: vectors/{name}.npy is {array.dtype} {array.shape}, expected {shape}")
     if kind is np.floating and not np.all(np.isfinite(array)):
         raise ModelFileError(f"{where}: vectors/{name}.npy holds values that are not finite")
+
+
+def save_query_state(rec, folder: Path) -> None:
+    """What queries beyond known users read (hybridrec/queries.py, explain.py): the retired-item mask, training
+    interactions per item, the user tower's bag per user, the users' feature inputs, the items' content effects."""
+    arrays = {"retired": rec.retired_, "item_counts": rec.item_counts_}
+    if rec.bag_ is not None:
+        arrays |= {"bag_indptr": rec.bag_.indptr, "bag_items": rec.bag_.items}
+    inputs = rec.user_inputs_
+    if inputs is not None and (inputs.numeric.shape[1] or inputs.categorical):
+        arrays["user_numeric"] = inputs.numeric
+        arrays |= {f"user_categorical_{k}": codes for k, codes in enumerate(inputs.categorical)}
+    if rec.content_effects_ is not None:
+        arrays["content_effects"] = rec.content_effects_.deltas
+        _write_json(folder / "content_groups.json", rec.content_effects_.names)
+    for name, array in arrays.items():
+        np.save(folder / f"{name}.npy", np.asarray(array), allow_pickle=False)
+
+
+def load_query_state(md: ModelDir, rec, n_users: int, n_items: int, dim: int) -> None:
+    """Read and check what save_query_state wrote; a model saved before these files has nothing retired, item
+    counts of 1 per trained item, and explanations without the bag or content effects."""
+    from hybridrec.explain import ContentEffects
+    from hybridrec.features.pipeline import EntityFeatures
+    from hybridrec.model.history import UserHistory
+
+    where = md.root
+
+    def optional(name: str) -> np.ndarray | None:
+        return md.npy(f"vectors/{name}.npy") if md.has(f"vectors/{name}.npy") else None
+
+    retired = optional("retired")
+    if retired is not None:
+        _check_array(where, "retired", retired, (n_items,), np.bool_)
+    rec.retired_ = retired.copy() if retired is not None else np.zeros(n_items, bool)
+    rec.index_.mark_deleted(np.flatnonzero(rec.retired_))
+    counts = optional("item_counts")
+    if counts is not None:
+        _check_array(where, "item_counts", counts, (n_items,), np.integer)
+        if (counts < 0).any():
+            raise ModelFileError(f"{where}: vectors/item_counts.npy holds negative counts")
+    rec.item_counts_ = counts.astype(np.int64) if counts is not None else rec.item_has_id_.astype(np.int64)
+    rec.bag_ = None
+    indptr, items = optional("bag_indptr"), optional("bag_items")
+    if indptr is not None and items is not None:
+        rec.bag_ = UserHistory(indptr.astype(np.int64), items.astype(np.int64))
+        problem = rec.bag_.check(n_users, n_items)
+        if problem:
+            raise ModelFileError(f"{where}: the history bag: {problem}")
+    spec = rec.user_spec_
+    numeric = optional("user_numeric")
+    rec.user_inputs_ = None
+    if not spec.numeric_dim and not spec.vocab_sizes:
+        rec.user_inputs_ = EntityFeatures(np.zeros((n_users, 0), np.float32), np.zeros((n_users, 0), np.float32), [])
+    elif numeric is not None:
+        _check_array(where, "user_numeric", numeric, (n_users, spec.numeric_dim), np.floating)
+        codes = []
+        for k, size in enumerate(spec.vocab_sizes):
+            array = md.npy(f"vectors/user_categorical_{k}.npy")
+            _check_array(where, f"user_categorical_{k}", array, (n_users, None), np.integer)
+            if array.size and (array.min() < 0 or array.max() >= size):
+                raise ModelFileError(f"{where}: vectors/user_categorical_{k}.npy holds codes outside its vocabulary")
+            codes.append(array.astype(np.int64))
+        rec.user_inputs_ = EntityFeatures(np.zeros((n_users, 0), np.float32), numeric.astype(np.float32), codes)
+    rec.content_effects_ = None
+    deltas = optional("content_effects")
+    if deltas is not None:
+        names = md.json("vectors/content_groups.json")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ModelFileError(f"{where}: vectors/content_groups.json is not a list of names")
+        _check_array(where, "content_effects", deltas, (n_items, len(names), dim + 1), np.floating)
+        rec.content_effects_ = ContentEffects(names, deltas.astype(np.float32))
 
 
 def _lazy_residual(rec, u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from hybridrec.scoring.towers import TowerScores, similar_queries
 
 if TYPE_CHECKING:
     from hybridrec.data.dataset import Dataset
+    from hybridrec.explain import ContentEffects
     from hybridrec.features.pipeline import EntityFeatures, FeaturePipeline
     from hybridrec.model.network import HybridNet
     from hybridrec.model.spec import TowerSpec, TrainResult
@@ -47,6 +48,11 @@ class FittedModel:
     review_slice: tuple[int, int] | None
     train_result: TrainResult
     stats: dict = field(default_factory=dict)  # seconds per stage, text cache hits and misses
+    # what queries beyond known users need (queries.fit_state): popularity, the bag, user inputs, content effects
+    item_counts: np.ndarray | None = None
+    bag: UserHistory | None = None
+    user_inputs: EntityFeatures | None = None
+    content_effects: ContentEffects | None = None
 
 
 def encode_rows(frame: pd.DataFrame, users: IdMap, items: IdMap, feedback: str) -> Interactions:
@@ -186,6 +192,9 @@ def fit_model(
     seen_rows = encode_rows(pd.concat([train, validation], ignore_index=True), users, item_ids, dataset.feedback)
     index = ItemIndex(item_ids, item_vectors.shape[1], cfg.index.M, cfg.index.ef_construction, cfg.index.ef_search)
     index.build(item_vectors, seed=cfg.seed)
+    from hybridrec.queries import fit_state
+
+    extras = fit_state(cfg, pipeline, net, item_feats, user_feats, item_has_id, review_slice, tr.items, history)
     return FittedModel(
         feedback=dataset.feedback,
         rating_range=cast("tuple[float, float]", tuple(dataset.rating_range)) if dataset.rating_range else None,
@@ -203,6 +212,7 @@ def fit_model(
         user_spec=user_spec,
         review_slice=review_slice,
         train_result=result,
+        **extras,
         stats={
             "feature_seconds": round(feature_seconds, 2),
             "terms_seconds": round(terms_seconds, 2),

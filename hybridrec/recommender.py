@@ -118,6 +118,11 @@ class HybridRecommender:
         self.fit_stats_ = fitted.stats
         self._net, self._features = fitted.net, fitted.features
         self._matcher = None
+        self.retired_ = np.zeros(len(fitted.items), bool)
+        counts = fitted.item_counts
+        self.item_counts_ = counts if counts is not None else fitted.item_has_id.astype(np.int64)
+        self.bag_, self.user_inputs_ = fitted.bag, fitted.user_inputs
+        self.content_effects_ = fitted.content_effects
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "towers_"):
@@ -172,7 +177,9 @@ class HybridRecommender:
             return self.index_.query(self.towers_.query_vector(row), k, exclude={self.items_.raw(row)})
         scores = self.similar_scores(item_id)
         scores[row] = -np.inf
+        scores[self.retired_] = -np.inf
         top = np.argsort(-scores, kind="stable")[:k]
+        top = top[np.isfinite(scores[top])]
         return self.items_.raws(top), scores[top].astype(np.float32)
 
     def similar_scores(self, item_id: str) -> np.ndarray:
@@ -276,51 +283,158 @@ class HybridRecommender:
         return self.seen_.of(user_row)
 
     def recommend(
-        self, user_id: str, k: int = 10, exclude_seen: bool = True, exact: bool = False
+        self,
+        user_id: str | None = None,
+        k: int = 10,
+        exclude_seen: bool = True,
+        exact: bool = False,
+        *,
+        history: list | dict | None = None,
+        user_features: dict | None = None,
+        items: list[str] | None = None,
+        exclude: list[str] | None = None,
     ) -> tuple[list[str], np.ndarray]:
-        """Top-k items for a user. Past EXACT_RECOMMEND_ITEMS items: candidates from the ANN index by the user
-        vector plus the best items by bias and by each recommend term, then an exact re-score of the blend.
+        """Top-k items for a known user, for a user the model never saw (from their items and features), or for
+        nobody in particular. Past EXACT_RECOMMEND_ITEMS items: candidates from the ANN index by the user vector
+        plus the best items by bias and by each recommend term, then an exact re-score of the blend.
+
+        Who is scored:
+
+        - a `user_id` the model knows: its own vector and history (`history` and `user_features` are ignored);
+        - otherwise, with `history` and/or `user_features`: a user the model never saw, scored with no retraining.
+          The user tower runs with the ID part hidden, the history bag made of `history` (most recent first, the
+          order given; with `model.user_history.length` > 0) and the features through the fitted pipeline; each
+          score term that can score a history (EASE, content ridge) scores it. A model with neither a history bag,
+          user features nor such a term ranks such a user by the item biases (the history is still excluded);
+        - nobody (no `user_id`, no history, no features): the fallback, the catalogue's most popular items (most
+          training interactions; ties by item bias), with those counts as the scores;
+        - an unknown `user_id` with nothing else: QueryError (a mistyped id is not silently a stranger).
 
         Parameters
         ----------
-        user_id : str
-            A raw user id known to the model (QueryError otherwise).
+        user_id : str, optional
+            A raw user id.
         k : int
             How many items.
         exclude_seen : bool
-            Leave out the user's training and validation items.
+            Leave out the user's training and validation items (for an unknown user: the `history` items).
         exact : bool
             Score the whole catalogue at any size.
+        history : list of str or dict, optional
+            Item ids, most recent first, or {item id: rating or weight}. Weights (finite, > 0) scale each item in
+            the score terms, relative to each other; the tower's bag is an unweighted mean, as in training. An
+            unknown id is a QueryError naming it.
+        user_features : dict, optional
+            {user feature column: value}, for models fitted with user features (age, occupation...); columns not
+            given count as missing.
+        items : list of str, optional
+            Allow-list: answer only from these items (scored exactly).
+        exclude : list of str, optional
+            Deny-list: never answer these items.
 
         Returns
         -------
         (list of str, ndarray)
-            Raw item ids, best first, and their blended scores (unclipped).
+            Raw item ids, best first, and their blended scores (unclipped); retired items (`remove_items`) are
+            never answered.
         """
+        from hybridrec.queries import recommend
+
         self._check_fitted()
         _check_k(k)
-        row = self.users_.index(user_id)
-        seen = self.seen_rows(row) if exclude_seen else np.zeros(0, np.int64)
-        n_items = len(self.items_)
-        terms = self._recommend_terms()
-        # each term over the catalogue, once: it picks candidates and scores them
-        term_scores = [term.scale * term.score(np.array([row]))[0] for term in terms]
-        if exact or n_items <= EXACT_RECOMMEND_ITEMS:
-            candidates = np.arange(n_items)
-        else:
-            pool = min(n_items, max(MIN_CANDIDATES, 20 * k) + len(seen))
-            ann_rows, _ = self.index_.query_rows(self.towers_.user_vectors[row : row + 1], pool)
-            strongest = [self.towers_.item_bias, *term_scores]
-            tops = [np.argpartition(-scores, min(pool, n_items - 1))[:pool] for scores in strongest]
-            candidates = np.union1d(ann_rows[0], np.concatenate(tops))
-        candidates = np.setdiff1d(candidates, seen, assume_unique=False)
-        if not len(candidates):
-            return [], np.zeros(0, np.float32)
-        scores = self.towers_.matrix(np.array([row]), candidates)[0]
-        for term in term_scores:
-            scores = scores + term[candidates]
-        top = np.argsort(-scores, kind="stable")[:k]
-        return self.items_.raws(candidates[top]), scores[top]
+        return recommend(
+            self,
+            user_id,
+            k,
+            exclude_seen,
+            exact,
+            history,
+            user_features,
+            items,
+            exclude,
+            EXACT_RECOMMEND_ITEMS,
+            MIN_CANDIDATES,
+        )
+
+    def recommend_batch(
+        self,
+        user_ids: list[str],
+        k: int = 10,
+        items: list[str] | None = None,
+        exclude: list[str] | None = None,
+        exclude_seen: bool = True,
+    ) -> pd.DataFrame:
+        """Top-k for many known users at once, scored in blocks of users (one matrix product per block).
+
+        The whole catalogue (or the allow-list) is scored exactly, so on catalogues up to EXACT_RECOMMEND_ITEMS
+        the answers equal `recommend` for each user; past it `recommend` re-scores a candidate pool instead.
+
+        Parameters
+        ----------
+        user_ids : list of str
+            Known user ids (every unknown one is named in one QueryError); repeats are answered again.
+        k : int
+            How many items per user.
+        items, exclude : list of str, optional
+            Allow-list and deny-list, as in `recommend`.
+        exclude_seen : bool
+            Leave out each user's training and validation items.
+
+        Returns
+        -------
+        DataFrame
+            Columns user_id, rank (1 = best), item_id, score (unclipped), users in the order given; a user with
+            fewer than k items left gets fewer rows.
+        """
+        from hybridrec.queries import recommend_batch
+
+        self._check_fitted()
+        _check_k(k)
+        return recommend_batch(self, user_ids, k, items, exclude, exclude_seen)
+
+    def remove_items(self, item_ids: list[str]) -> HybridRecommender:
+        """Retire items without refitting: no query answers them from now on (recommend, recommend_batch,
+        similar items, free text); the index marks them deleted. They stay known ids, so a history may still
+        name them. Retiring an item twice does nothing; `add_items` refuses a retired id (refit to bring it back).
+
+        Parameters
+        ----------
+        item_ids : list of str
+            Catalogue item ids (an unknown one is a QueryError and nothing is retired).
+
+        Returns
+        -------
+        HybridRecommender
+            self (call `save` to keep the change: the retired mask and the index are saved with the model).
+        """
+        from hybridrec.queries import remove_items
+
+        self._check_fitted()
+        remove_items(self, item_ids)
+        return self
+
+    def explain(self, user_id: str, item_id: str) -> dict:
+        """Why `user_id` gets `item_id`: the score split into parts that add up to it, and what moved them.
+
+        Parameters
+        ----------
+        user_id, item_id : str
+            A known user and a catalogue item.
+
+        Returns
+        -------
+        dict
+            `score` (the unclipped blend), `parts` (global_mean, user_bias, item_bias, dot_item_id and
+            dot_item_content: <u, v> split by the item vector's ID and content halves, mlp_residual when present,
+            term:<type> per recommend term at its scale; they sum to `score`), `item_bias_split`, `behaviour`
+            (per source, the user's history items that moved the score most: history_bag = how much the score
+            drops without the item; ease / content_ridge = the item's share of that term's part) and `content`
+            (per item feature group, how much the score drops when the group's input is zeroed).
+        """
+        from hybridrec.explain import explain
+
+        self._check_fitted()
+        return explain(self, user_id, item_id)
 
     def score_new_items(self, items: pd.DataFrame, user_ids=None, k_neighbours: int = 5) -> pd.DataFrame:
         """Scores for items with no interactions, from content alone, and their nearest catalogue items.
@@ -403,7 +517,9 @@ class HybridRecommender:
         items = _check_new_items(items)
         clash = [i for i in items["item_id"] if i in self.items_]
         if clash:
-            raise QueryError(f"item id {clash[0]!r} is already in the catalogue")
+            retired = self.retired_[self.items_.index(clash[0])]
+            why = "was retired (remove_items); refit to bring it back" if retired else "is already in the catalogue"
+            raise QueryError(f"item id {clash[0]!r} {why}")
         feats = self.features.transform_items(items, train=None)
         vecs, bias = self._content_vectors(items, feats=feats)
         new = self._new_items(len(items), feats)
@@ -412,10 +528,27 @@ class HybridRecommender:
         for term in self.terms_:
             term.extend(new)
         self.item_has_id_ = np.concatenate([self.item_has_id_, np.zeros(len(rows), bool)])
+        self._extend_query_state(feats, int(rows[0]))
         self.display_ = self.display_ + display_rows(items)
         self._matcher = None
         self.index_.add(vecs, rows)
         return self
+
+    def _extend_query_state(self, feats: EntityFeatures, first_row: int) -> None:
+        """New items are not retired, had no training interactions, and get their content effects (explain)."""
+        from hybridrec.explain import ContentEffects, content_effects, feature_groups
+
+        count = len(feats)
+        self.retired_ = np.concatenate([self.retired_, np.zeros(count, bool)])
+        self.item_counts_ = np.concatenate([self.item_counts_, np.zeros(count, np.int64)])
+        if self.content_effects_ is not None:
+            groups = feature_groups(self.features, self.review_slice_)
+            new = content_effects(self.net, feats, np.zeros(count, bool), self.review_slice_, groups, first_row)
+            if new is not None and new.names == self.content_effects_.names:
+                deltas = np.concatenate([self.content_effects_.deltas, new.deltas])
+                self.content_effects_ = ContentEffects(self.content_effects_.names, deltas)
+            else:
+                self.content_effects_ = None
 
     def vector_of(self, item_id: str) -> np.ndarray:
         """The fused vector the index holds for an item."""
