@@ -30,7 +30,8 @@ TIMING_KEYS = {"feature_seconds", "train_seconds", "fit_seconds", "text_cache_hi
 
 def fit(config: str, out: Path, overrides: list[str]) -> dict:
     cfg = load_config(ROOT / config, overrides)
-    return fit_from_config(cfg, out, quiet=True).metrics
+    report = fit_from_config(cfg, out, quiet=True)
+    return {**report.metrics, **report.run}  # held-out metrics and the run's bookkeeping (fit_seconds, ...)
 
 
 def movielens(out: Path, overrides: list[str]) -> list[dict]:

@@ -77,8 +77,30 @@ def _fmt_price(price) -> str:
     return "" if price is None else f"{price:,.2f}"
 
 
-def _metrics_table(title: str, metrics: dict) -> None:
-    _table(title, ["metric", "value"], [[k, f"{v:.4f}" if isinstance(v, float) else v] for k, v in metrics.items()])
+def _fmt_value(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else "" if v is None else str(v)
+
+
+def _metrics_table(title: str, metrics: dict, baseline: dict | None = None, run: dict | None = None) -> None:
+    """Held-out metrics (beside the popularity baseline when there is one), then the bookkeeping apart."""
+    if baseline:
+        rows = [[k, _fmt_value(v), _fmt_value(baseline.get(k))] for k, v in metrics.items()]
+        caption = "baseline: the most popular training items for everyone; a rating is the item's mean"
+        _table(title, ["metric", "model", "popularity baseline"], rows, caption=caption)
+    else:
+        _table(title, ["metric", "value"], [[k, _fmt_value(v)] for k, v in metrics.items()])
+    if run:
+        _table("run", ["field", "value"], [[k, _fmt_value(v)] for k, v in run.items()])
+
+
+def _metrics_record(saved: dict) -> tuple[dict, dict, dict]:
+    """(metrics, baseline, run) of a model's metrics.json; a model saved before the split keeps everything in
+    one flat record: its floats other than the bookkeeping ones are its metrics."""
+    if isinstance(saved.get("metrics"), dict):
+        return saved["metrics"], saved.get("baseline") or {}, saved.get("run") or {}
+    bookkeeping = ("validation_score", "fit_seconds", "feature_seconds", "terms_seconds", "train_seconds")
+    metrics = {k: v for k, v in saved.items() if isinstance(v, float) and k not in bookkeeping}
+    return metrics, {}, {k: v for k, v in saved.items() if k not in metrics}
 
 
 ITEM_COLUMNS = ["rank", "item_id", "title", "price", "category", "score"]
@@ -90,6 +112,11 @@ def _item_rows(rec, ids: list[str], scores) -> list[dict]:
         {"rank": rank, **rec.item_info(item_id), "score": round(float(score), 4)}
         for rank, (item_id, score) in enumerate(zip(ids, scores), 1)
     ]
+
+
+def _neighbours(row) -> str:
+    """'Title (ID); Title (ID)': nearest catalogue items as people read them."""
+    return "; ".join(f"{title} ({item_id})" for item_id, title in zip(row.neighbours, row.neighbour_titles))
 
 
 def _item_table(title: str, rows: list[dict]) -> None:
@@ -128,6 +155,7 @@ def fit(
 
     def job():
         from hybridrec_cli.job import fit_from_config
+        from hybridrec_cli.progress import fit_display
 
         from hybridrec.config import load_config
 
@@ -136,15 +164,15 @@ def fit(
             overrides.append(f"seed={seed}")
         cfg = load_config(config, overrides)
         Path(out).mkdir(parents=True, exist_ok=True)  # an unusable --out fails now, not after training
-        report = fit_from_config(cfg, out, quiet=quiet, resume=resume)
+        with fit_display(quiet):  # progress on stderr: a live bar on a terminal, plain lines elsewhere
+            report = fit_from_config(cfg, out, quiet=quiet, resume=resume)
         if as_json:
-            typer.echo(json.dumps({"model": str(report.model_path), "metrics": report.metrics}))
+            payload = {"model": str(report.model_path), "metrics": report.metrics}
+            typer.echo(json.dumps(payload | {"baseline": report.baseline, "run": report.run}))
             return
-        if not quiet:
-            for line in report.data_summary:
-                typer.echo(line, err=True)
-        _metrics_table("held-out metrics", report.metrics)
+        _metrics_table("held-out metrics", report.metrics, report.baseline, report.run)
         typer.echo(f"model saved to {report.model_path} (also {Path(out) / 'latest'})")
+        typer.echo(f"report: {report.model_path / 'report.html'}")
 
     _run(debug, job)
 
@@ -225,7 +253,7 @@ def score_new(
                 "new items",
                 ["item_id", "title", "user", "score", "nearest items"],
                 [
-                    [r.item_id, r.title, r.user_id or "(average user)", f"{r.score:.3f}", ", ".join(r.neighbours)]
+                    [r.item_id, r.title, r.user_id or "(average user)", f"{r.score:.3f}", _neighbours(r)]
                     for r in scored.itertuples()
                 ],
             )
@@ -248,20 +276,21 @@ def evaluate(
     """
 
     def job():
+        from hybridrec_cli.job import held_out
+
         from hybridrec.config import load_config
         from hybridrec.data.readers import read_dataset
         from hybridrec.data.splits import split_interactions
-        from hybridrec.evaluation.holdout import evaluate as run_eval
 
         rec = _load(model)
         cfg = load_config(config) if config else rec.config
         dataset = read_dataset(cfg)
         split = split_interactions(dataset.interactions, cfg.split, cfg.seed)
-        metrics = run_eval(rec, split.test, split.cold_items, k=cfg.evaluate.k, seed=cfg.seed)
+        metrics, baseline, counts = held_out(rec, split, cfg.evaluate.k, cfg.seed)
         if as_json:
-            typer.echo(json.dumps(metrics))
+            typer.echo(json.dumps({"metrics": metrics, "baseline": baseline, "run": counts}))
             return
-        _metrics_table("held-out metrics", metrics)
+        _metrics_table("held-out metrics", metrics, baseline, counts)
 
     _run(debug, job)
 
@@ -287,20 +316,45 @@ def info(model: ModelOpt = DEFAULT_MODEL, as_json: JsonOpt = False, debug: Debug
             "dim": int(rec.towers_.item_vectors.shape[1]),
             "terms": [term.type for term in rec.terms_],
             "text_encoder": rec.config.features.text_encoder,
-            "metrics": rec.metrics_,
+        }
+        metrics, baseline, run = _metrics_record(rec.metrics_ if isinstance(rec.metrics_, dict) else {})
+        result = rec.train_result_
+        training = {
+            "metric": result.metric,
+            "best_epoch": result.best_epoch,
+            "stopped_early": result.stopped_early,
+            "history": result.history,
         }
         if as_json:
-            typer.echo(json.dumps(summary))
+            record = {"metrics": metrics, "baseline": baseline, "run": run, "training": training}
+            typer.echo(json.dumps(summary | record))
             return
-        metrics = summary.pop("metrics")
         _table("model", ["field", "value"], [[k, v] for k, v in summary.items()])
-        _metrics_table("metrics", metrics)
+        _metrics_table("held-out metrics", metrics, baseline, run)
+        _history_table(result)
 
     _run(debug, job)
 
 
 register_serving(app, _run, DEFAULT_MODEL)  # `serve` and `export` (cli/serve.py)
 register_practitioner(app, _run, DEFAULT_MODEL)  # `recommend`, `remove`, `explain` (cli/practitioner.py)
+
+
+def _history_table(result) -> None:
+    """The per-epoch training history saved in the model; the kept epoch is starred."""
+    from hybridrec.progress import metric_label
+
+    if not result.history:
+        return
+    val = metric_label(result.metric) if result.metric else "val"
+    columns = ["epoch", "train loss"] + ([] if result.metric == "train loss" else [val]) + ["seconds"]
+    rows = []
+    for r in result.history:
+        row = [f"{r['epoch']}{' *' if r['epoch'] == result.best_epoch else ''}", f"{r['train_loss']:.4f}"]
+        row += [] if result.metric == "train loss" else [f"{r['val']:.4f}"]
+        rows.append(row + [f"{r['seconds']:.1f}" if "seconds" in r else ""])
+    stop = "stopped early" if result.stopped_early else "ran every epoch"
+    _table("training", columns, rows, caption=f"* the kept epoch; {stop}")
 
 
 def main() -> None:  # pragma: no cover

@@ -200,14 +200,20 @@ def point_link(link: Path, target: Path) -> None:
 VECTOR_FILES = ("item_vectors", "item_bias", "user_vectors", "user_bias", "item_has_id", "seen_indptr", "seen_items")
 
 
-def save_model(rec, path: str | Path, metrics: dict, job: dict | None) -> Path:
-    """Write every component into a fresh folder, then swap `path` to it in one rename."""
+def save_model(
+    rec, path: str | Path, metrics: dict, job: dict | None, extra_files: dict[str, bytes | str] | None = None
+) -> Path:
+    """Write every component into a fresh folder, then swap `path` to it in one rename.
+
+    `extra_files` (plain names, such as the fit's report.html) are written into the folder and the manifest with
+    the rest; a re-save of a loaded model keeps the ones it had (EXTRA_FILES) unless given new ones."""
     from hybridrec import __version__
     from hybridrec.config import model_settings
 
     target = model_link(path)
     staged = staging_dir(target)
     job = job if job is not None else getattr(rec, "job_", None)  # a re-save (add_items) keeps the job's record
+    extra = _extra_files(rec, extra_files)
     try:
         _write_json(staged / "config.json", model_settings(rec.config))
         if job is not None:
@@ -255,8 +261,15 @@ def save_model(rec, path: str | Path, metrics: dict, job: dict | None) -> Path:
         result = rec.train_result_
         _write_json(
             staged / "training.json",
-            {"history": result.history, "best_epoch": result.best_epoch, "stopped_early": result.stopped_early},
+            {
+                "history": result.history,
+                "best_epoch": result.best_epoch,
+                "stopped_early": result.stopped_early,
+                "metric": result.metric,
+            },
         )
+        for name, content in extra.items():
+            (staged / name).write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
         write_manifest(
             staged,
             {"name": job.get("name") if job else None, "hybridrec_version": __version__, "components": components},
@@ -265,6 +278,23 @@ def save_model(rec, path: str | Path, metrics: dict, job: dict | None) -> Path:
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
+
+
+EXTRA_FILES = ("report.html",)  # files beside the components that a re-save carries over
+
+
+def _extra_files(rec, given: dict[str, bytes | str] | None) -> dict[str, bytes | str]:
+    """The extra files to write: plain names only (never a component's, never a path), and a loaded model's own
+    ones when none are given."""
+    extra: dict[str, bytes | str] = dict(given or {})
+    for name in extra:
+        if name not in EXTRA_FILES:
+            raise ModelFileError(f"extra model file {name!r}: only {', '.join(EXTRA_FILES)} may be added")
+    source = getattr(rec, "_model_dir", None)
+    for name in EXTRA_FILES:
+        if name not in extra and source is not None and source.has(name):
+            extra[name] = source.path(name).read_bytes()
+    return extra
 
 
 def _write_json(path: Path, payload) -> None:
@@ -325,6 +355,7 @@ def load_model(cls, path: str | Path):
             history=list(training["history"]),
             best_epoch=int(training["best_epoch"]),
             stopped_early=bool(training["stopped_early"]),
+            metric=str(training.get("metric", "")),  # absent in models saved before 0.2's progress display
         )
         components = md.manifest.get("components", [])
         if not isinstance(components, list):

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 import pandas as pd
 
-from hybridrec.config import Config, model_settings
+from hybridrec.config import Config, TrainConfig, model_settings
 from hybridrec.data.idmap import IdMap
 from hybridrec.index import ItemIndex
 from hybridrec.model.history import CausalHistories, UserHistory
+from hybridrec.progress import epoch_message, event, fit_output, get_logger, metric_label, stop_message
 from hybridrec.scoring.base import SCALE_ITEMS, SCALE_USERS, FitContext, ScoreTerm, blend_scale, build_terms
 from hybridrec.scoring.towers import TowerScores, similar_queries
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from hybridrec.model.network import HybridNet
     from hybridrec.model.spec import TowerSpec, TrainResult
     from hybridrec.model.train import Interactions
+
+LOG = get_logger("fit")
 
 
 @dataclass
@@ -73,6 +76,21 @@ def fit_model(
     checkpoint: str | Path | None = None,
     resume: bool = False,
 ) -> FittedModel:
+    """Fit a model; progress goes to the `hybridrec.*` loggers (printed to stderr when `quiet` is False and
+    logging is not configured: hybridrec/progress.py)."""
+    with fit_output(quiet):
+        return _fit_model(config, dataset, train, validation, quiet, checkpoint, resume)
+
+
+def _fit_model(
+    config: Config,
+    dataset: Dataset,
+    train: pd.DataFrame,
+    validation: pd.DataFrame | None,
+    quiet: bool,
+    checkpoint: str | Path | None,
+    resume: bool,
+) -> FittedModel:
     """Fit features on the training rows, the score terms, the towers (early stopping on `validation`), then
     export vectors and build the index. `checkpoint`: a file for per-epoch training state (`resume` continues a
     matching one)."""
@@ -100,6 +118,7 @@ def fit_model(
 
     t0 = time.perf_counter()
     users_table = _aligned_users(dataset, users)
+    event(LOG, f"features: {len(items):,} items, text encoder {cfg.features.text_encoder}", "encode")
     pipeline = FeaturePipeline(cfg.features, seed=cfg.seed, quiet=quiet)
     pipeline.fit(
         items[items["item_id"].isin(set(train["item_id"]))],
@@ -127,6 +146,8 @@ def fit_model(
         cfg.seed,
     )
     t1 = time.perf_counter()
+    if terms:
+        LOG.info(f"score terms: fitting {', '.join(term.type for term in terms)}")
     for term in terms:
         term.fit(context)
     terms_seconds = time.perf_counter() - t1
@@ -170,7 +191,15 @@ def fit_model(
         if not resume:
             ckpt.remove()
     t2 = time.perf_counter()
-    result = trainer.fit(tr, val, progress=None if quiet else _print_epoch, checkpoint=ckpt)
+    metric = ("rmse" if loss == "mse" else "1-AUC") if val is not None else "train loss"
+    stopping = f"early stopping on {metric_label(metric)}" if cfg.train.early_stopping else "no early stopping"
+    event(LOG, f"training: up to {cfg.train.epochs} epochs, loss {loss}, {stopping}", "train", total=cfg.train.epochs)
+    result = trainer.fit(tr, val, progress=EpochReport(cfg.train, metric), checkpoint=ckpt)
+    result.metric = metric
+    if result.resumed_from:
+        LOG.info(f"resumed from the checkpoint after epoch {result.resumed_from}")
+    averaged = 0 if cfg.train.early_stopping else min(cfg.train.average_last, cfg.train.epochs)
+    LOG.info(stop_message(result, cfg.train.patience, averaged))
     train_seconds = time.perf_counter() - t2
 
     item_vectors, item_bias = trainer.all_item_vectors()
@@ -269,7 +298,7 @@ def display_rows(items: pd.DataFrame) -> list[list]:
     from hybridrec.features.categorical import cell_values
 
     def category(row) -> str:
-        for col in ("category", "subcategory", "genres", "main_cat"):
+        for col in ("category_path", "category", "subcategory", "genres", "main_cat"):  # a reader's path first
             if col in row and cell_values(row[col]):
                 return ", ".join(cell_values(row[col])[:3])
         return ""
@@ -286,7 +315,22 @@ def display_rows(items: pd.DataFrame) -> list[list]:
     return out
 
 
-def _print_epoch(row: dict) -> None:
-    from rich.console import Console
+class EpochReport:
+    """The trainer's per-epoch callback: adds the epoch count, the metric's name and the ETA (from the mean time
+    per epoch so far) to the row and hands it to `_print_epoch`, looked up at call time so tests can patch it."""
 
-    Console(stderr=True).print(f"epoch {row['epoch']:>3}  train loss {row['train_loss']:.4f}  val {row['val']:.4f}")
+    def __init__(self, settings: TrainConfig, metric: str):
+        self.epochs, self.metric, self.sooner = settings.epochs, metric, settings.early_stopping
+        self.seconds: list[float] = []
+
+    def __call__(self, row: dict) -> None:
+        self.seconds.append(float(row.get("seconds", 0.0)))
+        eta = (self.epochs - row["epoch"]) * float(np.mean(self.seconds))
+        _print_epoch({**row, "epochs": self.epochs, "metric": self.metric, "eta": eta, "sooner": self.sooner})
+
+
+def _print_epoch(row: dict) -> None:
+    """Log one finished epoch (an INFO line, which also moves a display's bar)."""
+    message = epoch_message(row, row["epochs"], row["metric"], row["eta"], row["sooner"])
+    info = message.split("  ", 2)[-1]  # the bar already shows 'epoch i/N'
+    event(LOG, message, "train", done=row["epoch"], total=row["epochs"], unit="epochs", info=info)

@@ -129,17 +129,24 @@ class HybridRecommender:
             raise NotFittedError("this recommender is not fitted: call fit() or HybridRecommender.load()")
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path, metrics: dict | None = None, job: dict | None = None) -> Path:
+    def save(
+        self,
+        path: str | Path,
+        metrics: dict | None = None,
+        job: dict | None = None,
+        extra_files: dict[str, bytes | str] | None = None,
+    ) -> Path:
         """Write the model atomically (artifacts.py): a dying save leaves the previous model loadable.
 
-        `metrics` (held-out figures) and `job` (the job's settings) are stored beside it. Returns the version folder.
+        `metrics` (the fit job's {"metrics", "baseline", "run"} record) and `job` (the job's settings) are stored
+        beside it, and `extra_files` (the fit's report.html) inside it. Returns the version folder.
         """
         from hybridrec.artifacts import save_model
 
         self._check_fitted()
         if metrics is not None:
             self.metrics_ = metrics
-        return save_model(self, path, getattr(self, "metrics_", {}), job)
+        return save_model(self, path, getattr(self, "metrics_", {}), job, extra_files)
 
     @classmethod
     def load(cls, path: str | Path) -> HybridRecommender:
@@ -276,6 +283,12 @@ class HybridRecommender:
         if self.feedback_ == "explicit" and self.rating_range_ and not ranking:
             scores = np.clip(scores, *self.rating_range_)
         return scores.astype(np.float32)
+
+    def clip_ratings(self, scores) -> np.ndarray:
+        """Scores as people read them: predicted ratings clipped to the rating range when the model predicts
+        ratings (explicit data, MSE, no recommend terms); ranking scores unchanged. Order is kept (ties at a bound
+        stay in the model's order)."""
+        return self._clip(np.asarray(scores, dtype=np.float64))
 
     def seen_rows(self, user_row: int) -> np.ndarray:
         """Item rows the user had in training or validation (what recommend leaves out)."""
@@ -451,7 +464,8 @@ class HybridRecommender:
         Returns
         -------
         DataFrame
-            One row per (item, user): item_id, title, user_id, score, neighbours, neighbour_similarities.
+            One row per (item, user): item_id, title, user_id, score, neighbours (ids), neighbour_titles,
+            neighbour_similarities.
         """
         import pandas as pd
 
@@ -493,6 +507,7 @@ class HybridRecommender:
                         "user_id": user,
                         "score": float(scores[n, j]),
                         "neighbours": nb_ids,
+                        "neighbour_titles": [self.display_[self.items_.index(i)][0] for i in nb_ids],
                         "neighbour_similarities": [round(float(s), 4) for s in nb_sims],
                     }
                 )

@@ -164,7 +164,7 @@ def test_info_json_describes_the_model(model):
 def test_evaluate_json_reports_the_fit_rmse_given_the_config(model):
     result = invoke("evaluate", "--model", model, "--config", DEMO_CONFIG, "--json")
     assert_ok(result)
-    metrics = json.loads(result.stdout)
+    metrics = json.loads(result.stdout)["metrics"]
     saved = json.loads(invoke("info", "--model", model, "--json").stdout)["metrics"]
     assert metrics["rmse"] == pytest.approx(saved["rmse"], abs=1e-6)
 
@@ -173,7 +173,7 @@ def test_evaluate_json_rereads_the_data_with_the_models_own_config(model, tmp_pa
     monkeypatch.chdir(tmp_path)  # the saved config must find its data from any working directory
     result = invoke("evaluate", "--model", model, "--json")
     assert_ok(result)
-    assert "rmse" in json.loads(result.stdout)
+    assert "rmse" in json.loads(result.stdout)["metrics"]
 
 
 def test_score_new_jsonl_for_a_user(model, new_items_files):

@@ -33,7 +33,18 @@ _SPACE = re.compile(r"\s+")
 _PRICE = re.compile(r"^\$\s*([\d,]+(?:\.\d+)?)$")
 _PRICE_RANGE = re.compile(r"^\$\s*([\d,]+(?:\.\d+)?)\s*-\s*\$\s*([\d,]+(?:\.\d+)?)$")
 
-ITEM_COLUMNS = ["item_id", "title", "description", "brand", "category", "price", "also_buy", "also_view"]
+ITEM_COLUMNS = [
+    "item_id",
+    "title",
+    "description",
+    "brand",
+    "category",
+    "category_path",
+    "price",
+    "also_buy",
+    "also_view",
+]
+MAX_CATEGORY_CHARS = 60  # a longer "category" is product text the 2018 scrape leaked into the list
 
 
 def clean_text(value: Any) -> str:
@@ -142,6 +153,25 @@ def _categories(record: dict) -> list[str]:
     return list_value(raw if isinstance(raw, list) else [raw] if raw else [], clean=clean_text)
 
 
+def category_path(record: dict) -> str:
+    """The metadata's category path as one display string, "Gift Cards > Gift Card Accessories": the 2018
+    `category` list (2014: the first path of `categories`), HTML-cleaned, repeated levels merged, and cut at the
+    first entry that is no category name (2018 scrapes leak HTML fragments and product sentences into the list).
+    Display only: the `category` feature column is `_categories`."""
+    raw = record.get("category")
+    if raw is None and isinstance(record.get("categories"), list) and record["categories"]:
+        first = record["categories"][0]
+        raw = first if isinstance(first, list) else [first]
+    path: list[str] = []
+    for value in raw if isinstance(raw, list) else [raw] if raw else []:
+        name = clean_text(value)
+        if not name or len(name) > MAX_CATEGORY_CHARS or name[-1] in ".!?":
+            break
+        if not path or path[-1] != name:
+            path.append(name)
+    return " > ".join(path)
+
+
 def _related(record: dict, key_2018: str, key_2014: str) -> list[str]:
     raw = record.get(key_2018)
     if raw is None and isinstance(record.get("related"), dict):
@@ -183,6 +213,7 @@ def read_meta(path: Path, wanted: set[str], report: SourceReport) -> pd.DataFram
             "description": _description(record),
             "brand": clean_text(record.get("brand")),
             "category": _categories(record),
+            "category_path": category_path(record),
             "price": price,
             "also_buy": _related(record, "also_buy", "also_bought"),
             "also_view": _related(record, "also_view", "also_viewed"),
@@ -220,7 +251,17 @@ def _items_table(interactions: pd.DataFrame, meta: pd.DataFrame | None) -> tuple
 
 
 def _empty_item(item: str) -> dict:
-    return dict(item_id=item, title="", description="", brand="", category=[], price=np.nan, also_buy=[], also_view=[])
+    return dict(
+        item_id=item,
+        title="",
+        description="",
+        brand="",
+        category=[],
+        category_path="",
+        price=np.nan,
+        also_buy=[],
+        also_view=[],
+    )
 
 
 def read_amazon(reviews: Path | str, meta: Path | str | None = None, max_bad_fraction: float = 0.05) -> Dataset:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
+
+from hybridrec.progress import Rate, get_logger
 
 
 def _text_hash(text: str) -> str:
@@ -39,20 +43,24 @@ class EmbeddingCache:
             return {}, None
         return keys, vectors
 
-    def encode(self, encoder, texts: list[str], show_progress: bool = False) -> np.ndarray:
-        """Vectors for `texts`, encoding only those not cached yet and storing them for next time."""
+    def encode(self, encoder, texts: list[str], label: str = "") -> np.ndarray:
+        """Vectors for `texts`, encoding only those not cached yet and storing them for next time. `label` names
+        the texts for progress output (empty: none)."""
         keys, vectors = self._load()
         hashes = [_text_hash(t) for t in texts]
         missing = list(dict.fromkeys(h for h in hashes if h not in keys))
         self.misses += len(missing)
-        self.hits += len(set(hashes)) - len(missing)
+        cached = len(set(hashes)) - len(missing)
+        self.hits += cached
         if missing:
             by_hash = dict(zip(hashes, texts))
-            fresh = encoder.encode([by_hash[h] for h in missing], show_progress=show_progress)
+            fresh = _encode_chunks(encoder, [by_hash[h] for h in missing], label, cached)
             start = 0 if vectors is None else len(vectors)
             keys.update({h: start + i for i, h in enumerate(missing)})
             vectors = fresh if vectors is None else np.concatenate([vectors, fresh.astype(vectors.dtype)])
             self._store(keys, vectors)
+        elif hashes:
+            LOG.log(_level(label), f"{label or 'texts'}: {len(set(hashes)):,} texts, all from the embedding cache")
         assert vectors is not None  # cached or just encoded (only empty `texts` on an empty cache leave None)
         return np.asarray(vectors[[keys[h] for h in hashes]], dtype=np.float32)
 
@@ -67,3 +75,29 @@ class EmbeddingCache:
         # vectors first: a reader pairing new keys with old vectors would see a length mismatch and rebuild.
         os.replace(tmp_vec, self.folder / "vectors.npy")
         os.replace(tmp_keys, self.folder / "keys.json")
+
+
+# ----------------------------------------------------------------------------------------------------- progress
+LOG = get_logger("features")
+CHUNK = 256  # texts per encoder call: the progress display moves after each
+
+
+def _encode_chunks(encoder, texts: list[str], label: str, cached: int) -> np.ndarray:
+    """Encode in chunks of CHUNK texts, with a progress record (texts/s) after each and one summary line: INFO for
+    a named `label` (a fit's item texts), DEBUG for queries."""
+    rate = Rate(LOG, "encode", f"encoding {label or 'texts'}", len(texts))
+    rate.advance(0)
+    start = time.perf_counter()
+    blocks = []
+    for lo in range(0, len(texts), CHUNK):
+        blocks.append(np.asarray(encoder.encode(texts[lo : lo + CHUNK]), np.float32))
+        rate.advance(len(blocks[-1]))
+    seconds = time.perf_counter() - start
+    from_cache = f"; {cached:,} more from the embedding cache" if cached else ""
+    speed = f"{rate.per_second:,.0f} texts/s"
+    LOG.log(_level(label), f"{label or 'texts'}: encoded {len(texts):,} texts in {seconds:.1f} s ({speed}){from_cache}")
+    return np.concatenate(blocks) if blocks else np.zeros((0, int(encoder.dim)), np.float32)
+
+
+def _level(label: str) -> int:
+    return logging.INFO if label else logging.DEBUG

@@ -159,11 +159,11 @@ class FeaturePipeline:
         cfg = self.cfg
         return review_documents(list(items["item_id"]), train, cfg.max_reviews_per_item, cfg.max_document_chars)
 
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
+    def encode_texts(self, texts: list[str], label: str = "") -> np.ndarray:
         """Encode through the on-disk cache: repeated fits and repeated queries re-encode nothing."""
         assert self.encoder_ is not None  # only called with a text encoder
         cache = EmbeddingCache(self.cfg.cache_dir, self.encoder_.key)
-        out = cache.encode(self.encoder_, texts, show_progress=not self.quiet)
+        out = cache.encode(self.encoder_, texts, label)
         self.cache_hits += cache.hits
         self.cache_misses += cache.misses
         return out
@@ -173,12 +173,13 @@ class FeaturePipeline:
         assert self.items_ is not None and self.item_schema_ is not None  # fitted or loaded
         text = np.zeros((len(items), 0), np.float32)
         if self.encoder_ is not None:
-            meta = self.encode_texts(metadata_documents(items, self.item_schema_, self.cfg.max_document_chars))
+            documents = metadata_documents(items, self.item_schema_, self.cfg.max_document_chars)
+            meta = self.encode_texts(documents, "item metadata" if train is not None else "")
             reviews = self._reviews(items, train)
             has = np.array([bool(r) for r in reviews])
             review_vecs = np.zeros_like(meta)
             if has.any():
-                review_vecs[has] = self.encode_texts([r for r in reviews if r])
+                review_vecs[has] = self.encode_texts([r for r in reviews if r], "item reviews")  # only in a fit
             text = np.concatenate([meta, review_vecs, has[:, None].astype(np.float32)], axis=1)
         if any(v.column == WORDS for v in self.items_.vocabularies):  # fitted with features.title_words
             items = with_words(items, self.item_schema_)

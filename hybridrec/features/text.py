@@ -60,11 +60,9 @@ class SentenceTransformerEncoder:
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: models are local paths or bundled
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
 
-            if self.quiet:
-                from transformers.utils import logging as hf_logging
-
-                hf_logging.disable_progress_bar()
+            hf_logging.disable_progress_bar()  # progress is hybridrec's own (hybridrec/progress.py), quiet or not
             path = _resolve_model_path(self.model_name)
             try:
                 self._model = SentenceTransformer(path, device=self.device)

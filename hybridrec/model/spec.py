@@ -38,3 +38,4 @@ class TrainResult:
     best_score: float = math.inf
     stopped_early: bool = False
     resumed_from: int = 0  # the epoch a resumed run continued after (0: not resumed)
+    metric: str = ""  # what `val` in history is: "rmse", "1-AUC" or "train loss" (no validation rows)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -270,6 +271,7 @@ class Trainer:
         for epoch in range(first_epoch, self.cfg.epochs + 1):
             if result.stopped_early:
                 break
+            started = time.perf_counter()
             order = torch.as_tensor(rng.permutation(len(train)), device=self.device)
             total = 0.0
             for start in range(0, len(train), self.cfg.batch_size):
@@ -283,6 +285,7 @@ class Trainer:
             row = {"epoch": epoch, "train_loss": total / len(train)}
             score = self.validation_score(val) if val is not None and len(val) else total / len(train)
             row["val"] = score
+            row["seconds"] = round(time.perf_counter() - started, 3)  # training and validation of this epoch
             result.history.append(row)
             if progress is not None:
                 progress(row)
