@@ -85,7 +85,7 @@ def _metrics_table(title: str, metrics: dict, baseline: dict | None = None, run:
     """Held-out metrics (beside the popularity baseline when there is one), then the bookkeeping apart."""
     if baseline:
         rows = [[k, _fmt_value(v), _fmt_value(baseline.get(k))] for k, v in metrics.items()]
-        caption = "baseline: the most popular training items for everyone; a rating is the item's mean"
+        caption = "baseline: the most popular training items; ratings: the item's mean"
         _table(title, ["metric", "model", "popularity baseline"], rows, caption=caption)
     else:
         _table(title, ["metric", "value"], [[k, _fmt_value(v)] for k, v in metrics.items()])
@@ -112,6 +112,11 @@ def _item_rows(rec, ids: list[str], scores) -> list[dict]:
         {"rank": rank, **rec.item_info(item_id), "score": round(float(score), 4)}
         for rank, (item_id, score) in enumerate(zip(ids, scores), 1)
     ]
+
+
+def _neighbours(row) -> str:
+    """'Title (ID); Title (ID)': nearest catalogue items as people read them."""
+    return "; ".join(f"{title} ({item_id})" for item_id, title in zip(row.neighbours, row.neighbour_titles))
 
 
 def _neighbours(row) -> str:
@@ -155,6 +160,7 @@ def fit(
 
     def job():
         from hybridrec_cli.job import fit_from_config
+        from hybridrec_cli.progress import fit_display
         from hybridrec_cli.progress import fit_display
 
         from hybridrec.config import load_config
@@ -338,6 +344,23 @@ def info(model: ModelOpt = DEFAULT_MODEL, as_json: JsonOpt = False, debug: Debug
 
 register_serving(app, _run, DEFAULT_MODEL)  # `serve` and `export` (cli/serve.py)
 register_practitioner(app, _run, DEFAULT_MODEL)  # `recommend`, `remove`, `explain` (cli/practitioner.py)
+
+
+def _history_table(result) -> None:
+    """The per-epoch training history saved in the model; the kept epoch is starred."""
+    from hybridrec.progress import metric_label
+
+    if not result.history:
+        return
+    val = metric_label(result.metric) if result.metric else "val"
+    columns = ["epoch", "train loss"] + ([] if result.metric == "train loss" else [val]) + ["seconds"]
+    rows = []
+    for r in result.history:
+        row = [f"{r['epoch']}{' *' if r['epoch'] == result.best_epoch else ''}", f"{r['train_loss']:.4f}"]
+        row += [] if result.metric == "train loss" else [f"{r['val']:.4f}"]
+        rows.append(row + [f"{r['seconds']:.1f}" if "seconds" in r else ""])
+    stop = "stopped early" if result.stopped_early else "ran every epoch"
+    _table("training", columns, rows, caption=f"* the kept epoch; {stop}")
 
 
 def _history_table(result) -> None:

@@ -111,7 +111,7 @@ def stop_message(result: TrainResult, patience: int, averaged: int = 0) -> str:
     if best is not None:
         kept += f" ({metric_label(result.metric)} {best['val']:.4f})"
     if result.stopped_early:
-        return f"stopped early after epoch {last}: no gain in {patience} epochs; {kept}"
+        return f"stopped early after epoch {last}: no gain in {patience} epoch{'' if patience == 1 else 's'}; {kept}"
     return f"trained {last} epochs; {kept}"
 
 

@@ -144,7 +144,7 @@ def _line_chart(xs: list[int], ys: list[float], label: str, best: int, width: in
 
     out = [
         f'<svg class="chart" role="img" aria-label="{escape(label)} per epoch" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
+        f'viewBox="0 0 {width} {height}">',
         f'<text class="title" x="{left}" y="18">{escape(label)} per epoch</text>',
     ]
     for t in _ticks(lo, hi):
@@ -249,7 +249,7 @@ def _item_map(rec, width: int = 760, height: int = 560) -> str:
     pts = (xy - lo) / span
     out = [
         f'<svg class="map" role="img" aria-label="item map" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+        f'viewBox="0 0 {width} {height}">'
     ]
     order = np.argsort([k in colour for k in keys], kind="stable")  # "other" first, coloured on top
     for j in order:
@@ -273,7 +273,7 @@ def _item_map(rec, width: int = 760, height: int = 560) -> str:
     shown = f"{len(rows):,} of {n:,} items" if len(rows) < n else f"all {n:,} items"
     note = (
         f'<p class="muted">The fused item vectors (content and behaviour) projected on their first two principal '
-        f"components; {shown}, coloured by category. Items close together are recommended alike. Hover a point "
+        f"components; {shown}, coloured by category. Items close together are close for the model. Hover a point "
         "for its title.</p>"
     )
     return f'<div class="legend">{"".join(legend)}</div>{"".join(out)}{note}'
