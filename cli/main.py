@@ -119,11 +119,6 @@ def _neighbours(row) -> str:
     return "; ".join(f"{title} ({item_id})" for item_id, title in zip(row.neighbours, row.neighbour_titles))
 
 
-def _neighbours(row) -> str:
-    """'Title (ID); Title (ID)': nearest catalogue items as people read them."""
-    return "; ".join(f"{title} ({item_id})" for item_id, title in zip(row.neighbours, row.neighbour_titles))
-
-
 def _item_table(title: str, rows: list[dict]) -> None:
     _table(
         title,
@@ -160,7 +155,6 @@ def fit(
 
     def job():
         from hybridrec_cli.job import fit_from_config
-        from hybridrec_cli.progress import fit_display
         from hybridrec_cli.progress import fit_display
 
         from hybridrec.config import load_config
@@ -344,23 +338,6 @@ def info(model: ModelOpt = DEFAULT_MODEL, as_json: JsonOpt = False, debug: Debug
 
 register_serving(app, _run, DEFAULT_MODEL)  # `serve` and `export` (cli/serve.py)
 register_practitioner(app, _run, DEFAULT_MODEL)  # `recommend`, `remove`, `explain` (cli/practitioner.py)
-
-
-def _history_table(result) -> None:
-    """The per-epoch training history saved in the model; the kept epoch is starred."""
-    from hybridrec.progress import metric_label
-
-    if not result.history:
-        return
-    val = metric_label(result.metric) if result.metric else "val"
-    columns = ["epoch", "train loss"] + ([] if result.metric == "train loss" else [val]) + ["seconds"]
-    rows = []
-    for r in result.history:
-        row = [f"{r['epoch']}{' *' if r['epoch'] == result.best_epoch else ''}", f"{r['train_loss']:.4f}"]
-        row += [] if result.metric == "train loss" else [f"{r['val']:.4f}"]
-        rows.append(row + [f"{r['seconds']:.1f}" if "seconds" in r else ""])
-    stop = "stopped early" if result.stopped_early else "ran every epoch"
-    _table("training", columns, rows, caption=f"* the kept epoch; {stop}")
 
 
 def _history_table(result) -> None:
