@@ -75,15 +75,17 @@ class Server:
         return self.rec(str(self.link.resolve().parent / version))
 
 
-def _start(link: Path, log: Path, *extra: str) -> Server:
+def _start(link: Path, log: Path, cache: Path, *extra: str) -> Server:
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "HYBRIDREC_TOKEN"} | {"HYBRIDREC_TOKEN": TOKEN}
+    # the token from the environment; queries' text cache in the session's tmp folder, never the checkout's
+    env = os.environ | {"HYBRIDREC_TOKEN": TOKEN, "HYBRIDREC_CACHE_DIR": str(cache)}
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
             [_exe(), "serve", "--model", str(link), "--port", str(port), "--reload-interval", "0.5", *extra],
             stdout=fh,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=log.parent,
         )
     server = Server(link, port, log, proc)
     deadline = time.monotonic() + START_TIMEOUT
@@ -118,7 +120,7 @@ def server(demo_model, tmp_path_factory):
     models.mkdir()
     demo_model.load().save(models / "demo")
     point_link(models / "latest", models / "demo")
-    srv = _start(models / "latest", root / "server.log")
+    srv = _start(models / "latest", root / "server.log", demo_model.cache_dir)
     try:
         yield srv
     finally:
