@@ -29,22 +29,22 @@ class FitDisplay(logging.Handler):
         self.live = bool(isatty and isatty()) if live is None else live
         self._last_plain = 0.0
         self._phase: str | None = None
+        self.task = None  # one task per phase, made when the phase starts
         self.progress = None
         if self.live:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
             console = Console(file=self.stream, force_terminal=True, highlight=False)
             self.progress = Progress(
                 SpinnerColumn(),
                 TextColumn("[bold]{task.description:<8}"),
                 BarColumn(),
-                MofNCompleteColumn(),
+                TextColumn("{task.fields[count]}"),  # "64/218", or nothing for a phase without a count
                 TextColumn("{task.fields[info]}"),
                 console=console,
                 transient=True,
             )
-            self.task = self.progress.add_task("start", total=None, info="")
             self.progress.start()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -73,15 +73,19 @@ class FitDisplay(logging.Handler):
         self.stream.flush()
 
     def _update(self, fields: dict) -> None:
-        """Move the bar: a new phase resets it; `done`/`total`/`info` fill it."""
+        """Move the bar: a new phase replaces it; `done`/`total`/`info` fill it."""
         phase = fields.get("phase")
         if not phase or self.progress is None:
             return
         total, done = fields.get("total"), fields.get("done")
-        if phase != self._phase:
+        if phase != self._phase or self.task is None:
             self._phase = phase
-            self.progress.reset(self.task, total=total, completed=done or 0, description=phase, info="")
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task = self.progress.add_task(phase, total=total, completed=done or 0, info="", count="")
         changes: dict = {"info": fields.get("info") or ""}
+        if total is not None:
+            changes["count"] = f"{done or 0:,}/{total:,}"
         if total is not None:
             changes["total"] = total
         if done is not None:

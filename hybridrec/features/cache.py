@@ -79,7 +79,7 @@ class EmbeddingCache:
 
 # ----------------------------------------------------------------------------------------------------- progress
 LOG = get_logger("features")
-CHUNK = 256  # texts per encoder call: the progress display moves after each
+CHUNK = 256  # texts per encoder call at most (about 20 calls for fewer texts): the display moves after each
 
 
 def _encode_chunks(encoder, texts: list[str], label: str, cached: int) -> np.ndarray:
@@ -89,8 +89,9 @@ def _encode_chunks(encoder, texts: list[str], label: str, cached: int) -> np.nda
     rate.advance(0)
     start = time.perf_counter()
     blocks = []
-    for lo in range(0, len(texts), CHUNK):
-        blocks.append(np.asarray(encoder.encode(texts[lo : lo + CHUNK]), np.float32))
+    chunk = min(CHUNK, max(32, -(-len(texts) // 20)))
+    for lo in range(0, len(texts), chunk):
+        blocks.append(np.asarray(encoder.encode(texts[lo : lo + chunk]), np.float32))
         rate.advance(len(blocks[-1]))
     seconds = time.perf_counter() - start
     from_cache = f"; {cached:,} more from the embedding cache" if cached else ""
