@@ -10,7 +10,6 @@ in flight finishes on the model it began with; no request waits for a load or fa
 from __future__ import annotations
 
 import hmac
-import inspect
 import logging
 import math
 import re
@@ -49,7 +48,6 @@ class Served:
     rec: HybridRecommender
     root: Path  # the version folder the model link resolved to
     loaded_at: str
-    recommend_options: frozenset[str]  # keyword arguments this version of `recommend` takes
 
     @property
     def version(self) -> str:
@@ -62,8 +60,7 @@ def load_served(root: Path) -> Served:
 
     rec = HybridRecommender.load(root)
     warm(rec)
-    options = frozenset(inspect.signature(rec.recommend).parameters)
-    return Served(rec, root, time.strftime("%Y-%m-%dT%H:%M:%S"), options)
+    return Served(rec, root, time.strftime("%Y-%m-%dT%H:%M:%S"))
 
 
 def warm(rec: HybridRecommender) -> None:
@@ -196,6 +193,7 @@ class RecommendRequest(BaseModel):
 
 class RecommendResponse(BaseModel):
     user_id: str | None
+    kind: str = Field(description="known (a user the model knows), unknown (scored from history/features), popular")
     known_user: bool
     results: list[RankedItem]
     model: str
@@ -231,6 +229,7 @@ class ScoreNewResponse(BaseModel):
 
 class ItemResponse(ItemOut):
     in_training: bool = Field(description="The item had interactions at fit time (else it ranks by content)")
+    retired: bool = Field(description="Retired by remove_items: no query answers it")
     model: str
 
 
@@ -371,30 +370,25 @@ def create_app(
 
     def _recommend(m: Served, req: RecommendRequest) -> RecommendResponse:
         rec = m.rec
-        options: dict[str, Any] = {}
-        if req.history is not None:
-            options["history"] = _history(req.history)
-        if req.user_features is not None:
-            options["user_features"] = req.user_features
-        if req.items is not None:
-            options["items"] = req.items
-        if req.exclude is not None:
-            options["exclude"] = req.exclude
-        unsupported = sorted(set(options) - m.recommend_options)
-        if unsupported:
-            raise HTTPException(501, f"this hybridrec version's recommend takes no {', '.join(unsupported)}")
-        if req.user_id is None and "history" not in options and "user_features" not in options:
-            if "history" not in m.recommend_options:
-                raise HTTPException(422, "give a user_id")
         known = req.user_id is not None and req.user_id in rec.users_
-        described = bool(options.keys() & {"history", "user_features"})
-        if req.user_id is not None and not known and not described:
-            raise QueryError(f"unknown user id {req.user_id!r}")
-        # an unknown id with a history or features is a new user: scored from what the request says about them
-        user: Any = req.user_id if known else None
-        ids, scores = rec.recommend(user, req.k, exclude_seen=req.exclude_seen, **options)
+        history = None if req.history is None else _history(req.history)
+        described = bool(history) or bool(req.user_features)
+        # an unknown id with a history or features is a new user, scored from what the request says about them;
+        # an unknown id with nothing else is the library's QueryError (a 404), never silently a stranger
+        user: Any = req.user_id if known or not described else None
+        ids, scores = rec.recommend(
+            user,
+            req.k,
+            exclude_seen=req.exclude_seen,
+            history=history,
+            user_features=req.user_features,
+            items=req.items,
+            exclude=req.exclude,
+        )
+        kind = "known" if known else ("unknown" if described else "popular")
+        shown = scores if kind == "popular" else rec.clip_ratings(scores)  # as `hybridrec recommend` shows them
         return RecommendResponse(
-            user_id=req.user_id, known_user=known, results=_ranked(rec, ids, scores), model=m.version
+            user_id=req.user_id, kind=kind, known_user=known, results=_ranked(rec, ids, shown), model=m.version
         )
 
     @app.post("/recommend", response_model=RecommendResponse, dependencies=Auth)
@@ -457,8 +451,13 @@ def create_app(
         """One catalogue item's display fields."""
         rec = m.rec
         info = _display(rec, item_id)
-        in_training = bool(rec.item_has_id_[rec.items_.index(item_id)])
-        return ItemResponse(**info.model_dump(), in_training=in_training, model=m.version)
+        row = rec.items_.index(item_id)
+        return ItemResponse(
+            **info.model_dump(),
+            in_training=bool(rec.item_has_id_[row]),
+            retired=bool(rec.retired_[row]),
+            model=m.version,
+        )
 
     return app
 

@@ -131,18 +131,16 @@ def _ranked(answer: dict) -> tuple[list[str], np.ndarray]:
     return [r["item_id"] for r in answer["results"]], np.array([r["score"] for r in answer["results"]])
 
 
+def _shown(rec: HybridRecommender, answer: tuple[list[str], np.ndarray]) -> tuple[list[str], np.ndarray]:
+    """A recommend answer as the service (and `hybridrec recommend`) shows it: ratings clipped to the range."""
+    return answer[0], rec.clip_ratings(answer[1])
+
+
 def _same(answer: dict, expected: tuple[list[str], np.ndarray], atol: float = 1e-5) -> None:
     ids, scores = _ranked(answer)
     assert ids == list(expected[0])
     assert np.allclose(scores, np.asarray(expected[1], dtype=np.float64), atol=atol)
     assert [r["rank"] for r in answer["results"]] == list(range(1, len(ids) + 1))
-
-
-def _supports(*names: str) -> bool:
-    """Whether this checkout's recommend takes these keywords (the unknown-user and rules API)."""
-    import inspect
-
-    return set(names) <= set(inspect.signature(HybridRecommender.recommend).parameters)
 
 
 # ------------------------------------------------------------------------------------------------ answers
@@ -197,14 +195,14 @@ def test_recommend_known_user_get_and_post_equal_the_library(server):
         posted = c.post("/recommend", json={"user_id": "U0001", "k": 5}).json()
         with_seen = c.post("/recommend", json={"user_id": "U0007", "k": 8, "exclude_seen": False}).json()
     rec = server.rec_of(got["model"])
-    _same(got, rec.recommend("U0001", 5))
-    assert posted == got and got["known_user"] is True and got["user_id"] == "U0001"
-    _same(with_seen, rec.recommend("U0007", 8, exclude_seen=False))
+    _same(got, _shown(rec, rec.recommend("U0001", 5)))
+    assert posted == got and got["known_user"] is True and got["user_id"] == "U0001" and got["kind"] == "known"
+    _same(with_seen, _shown(rec, rec.recommend("U0007", 8, exclude_seen=False)))
+    assert with_seen["results"][0]["score"] <= 5.0  # a predicted rating, clipped to the 1-5 range
     seen = set(rec.items_.raws(rec.seen_rows(rec.users_.index("U0001"))))
     assert seen and not seen & set(_ranked(got)[0])
 
 
-@pytest.mark.skipif(not _supports("items", "exclude"), reason="recommend takes no allow/deny lists yet")
 def test_recommend_allow_and_deny_lists_equal_the_library(server):
     allow = [f"D{n:04d}" for n in range(1, 60)]
     with server.client() as c:
@@ -214,15 +212,14 @@ def test_recommend_allow_and_deny_lists_equal_the_library(server):
         allowed = c.post("/recommend", json={"user_id": "U0002", "k": 5, "items": allow}).json()
         allowed_get = c.get("/recommend", params={"user_id": "U0002", "k": 5, "items": ",".join(allow)}).json()
     rec = server.rec_of(ranked["model"])
-    _same(denied, rec.recommend("U0002", 5, exclude=deny))
+    _same(denied, _shown(rec, rec.recommend("U0002", 5, exclude=deny)))
     assert not set(deny) & set(_ranked(denied)[0])
     # independently: the best 5 of the allowed unseen items by the library's exact scores
-    _same(allowed, rec.recommend("U0002", 5, items=allow))
+    _same(allowed, _shown(rec, rec.recommend("U0002", 5, items=allow)))
     assert set(_ranked(allowed)[0]) <= set(allow)
     assert allowed_get == allowed
 
 
-@pytest.mark.skipif(not _supports("history", "user_features"), reason="recommend takes no history yet")
 def test_recommend_unknown_users_equal_the_library(server):
     history = ["D0031", "D0168", "D0056"]
     with server.client() as c:
@@ -235,12 +232,13 @@ def test_recommend_unknown_users_equal_the_library(server):
         ).json()
         nobody = c.post("/recommend", json={"k": 4}).json()
     rec = server.rec_of(by_ids["model"])
-    _same(by_ids, rec.recommend(history=history, k=6), atol=1e-4)
-    assert by_get == by_ids and by_ids["known_user"] is False
+    _same(by_ids, _shown(rec, rec.recommend(history=history, k=6)), atol=1e-4)
+    assert by_get == by_ids and by_ids["known_user"] is False and by_ids["kind"] == "unknown"
     assert not set(history) & set(_ranked(by_ids)[0])  # the user's own items are seen items
-    assert _ranked(named)[0] == _ranked(by_ids)[0] and named["known_user"] is False
-    _same(weighted, rec.recommend(history={"D0031": 5.0, "D0168": 1.0}, k=6), atol=1e-4)
-    _same(nobody, rec.recommend(k=4))
+    assert _ranked(named)[0] == _ranked(by_ids)[0] and named["kind"] == "unknown"
+    _same(weighted, _shown(rec, rec.recommend(history={"D0031": 5.0, "D0168": 1.0}, k=6)), atol=1e-4)
+    _same(nobody, rec.recommend(k=4))  # popularity counts, not ratings: not clipped
+    assert nobody["kind"] == "popular" and nobody["results"][0]["score"] > 5
     # the documented fallback, computed here from the training rows' item counts: the most popular items
     counts = rec.item_counts_
     assert [counts[rec.items_.index(i)] for i in _ranked(nobody)[0]] == sorted(counts, reverse=True)[:4]
@@ -283,6 +281,7 @@ def test_items_show_display_fields(server):
         "category": info["category"],
     }
     assert body["in_training"] is bool(rec.item_has_id_[rec.items_.index("D0031")])
+    assert body["retired"] is False
 
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -317,7 +316,6 @@ def test_bad_requests_get_a_clear_4xx(server, method, path, kwargs, status, frag
     assert fragment in response.text
 
 
-@pytest.mark.skipif(not _supports("items"), reason="recommend takes no allow-list yet")
 def test_unknown_ids_in_lists_are_404(server):
     with server.client() as c:
         response = c.post("/recommend", json={"user_id": "U0001", "items": ["D0031", "NOPE-7"]})
@@ -375,6 +373,8 @@ def test_a_model_swap_under_load_fails_no_request(server, demo_dataset, demo_mod
     each answer equals the library's for the version it names, and the answers switch to the new model."""
     old_version = server.link.resolve().name
     other = fit_demo(demo_dataset, demo_model.cache_dir, "seed=7")  # fitted before the clock starts
+    retired = other.similar_items("D0031", 1)[0][0]  # the new model's best answer, retired: it must vanish
+    other.remove_items([retired])
     requests = [("/similar", {"q": "D0031", "k": 5}), ("/recommend", {"user_id": "U0001", "k": 5})]
     answers: list[tuple[int, str, dict]] = []
     failures: list[str] = []
@@ -419,14 +419,17 @@ def test_a_model_swap_under_load_fails_no_request(server, demo_dataset, demo_mod
     old, new = server.rec_of(old_version), server.rec_of(new_root.name)
     expected = {
         "/similar": {v: r.similar_items("D0031", 5) for v, r in ((old_version, old), (new_root.name, new))},
-        "/recommend": {v: r.recommend("U0001", 5) for v, r in ((old_version, old), (new_root.name, new))},
+        "/recommend": {v: _shown(r, r.recommend("U0001", 5)) for v, r in ((old_version, old), (new_root.name, new))},
     }
     for _, path, answer in answers:
         _same(answer, expected[path][answer["model"]])
     assert expected["/similar"][old_version][0] != expected["/similar"][new_root.name][0]  # a different model
+    assert not [a for *_, a in answers if a["model"] == new_root.name and retired in _ranked(a)[0]]
     with server.client() as c:
         health = c.get("/health").json()
+        item = c.get(f"/items/{retired}").json()
     assert health["model"] == new_root.name and health["reloads"] >= 1
+    assert item["retired"] is True and item["model"] == new_root.name
 
 
 def test_a_broken_version_keeps_the_old_model_serving(server, tmp_path):
