@@ -147,7 +147,7 @@ def register_term(cls: type[ScoreTerm]) -> type[ScoreTerm]:
 
 def registry() -> dict[str, type[ScoreTerm]]:
     """Every registered term type (importing the built-in ones on first use)."""
-    from hybridrec.scoring import content_ridge, ease  # noqa: F401 - registration happens on import
+    from hybridrec.scoring import content_ridge, cooccurrence, ease  # noqa: F401 - registration happens on import
 
     return TERMS
 
@@ -243,17 +243,18 @@ def blend_scale(tower_scores: np.ndarray, term_scores: np.ndarray, weight: float
     return weight / (1.0 - weight) * tower_spread / term_spread
 
 
-def standardised(scores: np.ndarray, skip: int) -> np.ndarray:
-    """Scores minus their mean over the catalogue, over their spread, leaving out the query item `skip`; a flat
-    row (an item nobody bought) becomes all zeros, so it neither helps nor hurts any candidate."""
-    rest = np.delete(scores, skip).astype(np.float64)
+def standardised(scores: np.ndarray, skip: int | None) -> np.ndarray:
+    """Scores minus their mean over the catalogue, over their spread, leaving out the query item `skip` (None: a
+    query from outside the catalogue); a flat row (an item nobody bought) becomes all zeros, so it neither helps
+    nor hurts any candidate."""
+    rest = (scores if skip is None else np.delete(scores, skip)).astype(np.float64)
     spread = rest.std()
     if not np.isfinite(spread) or spread <= 0:
         return np.zeros(len(scores), np.float64)
     return (np.asarray(scores, dtype=np.float64) - rest.mean()) / spread
 
 
-def blend_similar(tower_scores: np.ndarray, term_rows: list[tuple[float, np.ndarray]], row: int) -> np.ndarray:
+def blend_similar(tower_scores: np.ndarray, term_rows: list[tuple[float, np.ndarray]], row: int | None) -> np.ndarray:
     """(1 - sum w) x z(towers) + sum w x z(term) for item `row`; `term_rows` = [(similar_weight, raw row)]."""
     rest = 1.0 - sum(weight for weight, _ in term_rows)
     blended = rest * standardised(tower_scores, row)

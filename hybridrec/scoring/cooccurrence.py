@@ -1,0 +1,136 @@
+"""Item-item co-occurrence as a score term: `{type: cooccurrence, similar_weight: 0.5}`.
+
+"People who had this also had that", with the two classic guards: cosine normalisation (a popular item is not
+everybody's neighbour) and shrinkage towards zero for pairs seen together only a few times (an item rated by three
+people does not earn a place beside Toy Story from one shared fan). Kept sparse, the `neighbours` strongest per
+item, and computed in blocks of items, so it scales with the interactions, not with items x items. Any recipe can
+fit it, ratings models included: their item vectors learn to predict a rating, not who consumes what together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import sparse
+
+from hybridrec.errors import ConfigError, ModelFileError
+from hybridrec.model.history import UserHistory
+from hybridrec.scoring.base import FitContext, NewItems, ScoreTerm, TermFiles, TermParams, register_term
+
+BLOCK = 2048  # items per block of the co-occurrence product
+
+
+@dataclass
+class CooccurrenceParams(TermParams):
+    neighbours: int = 100  # strongest neighbours kept per item
+    shrink: float = 10.0  # similarity x n / (n + shrink), n = users who had both
+
+
+def cooccurrence_neighbours(x: sparse.csr_matrix, neighbours: int, shrink: float) -> sparse.csr_matrix:
+    """items x items: cosine of the binary user x item matrix's columns, shrunk by co-count, top `neighbours` per
+    row, no diagonal."""
+    xt = x.T.tocsr()
+    counts = np.asarray(x.sum(axis=0)).ravel().astype(np.float64)
+    n_items = x.shape[1]
+    rows, cols, vals = [], [], []
+    for start in range(0, n_items, BLOCK):
+        block = (xt[start : start + BLOCK] @ x).tocoo()  # co-counts of these items with every item
+        i, j, c = block.row + start, block.col, block.data.astype(np.float64)
+        keep = i != j
+        i, j, c = i[keep], j[keep], c[keep]
+        sim = c / np.sqrt(counts[i] * counts[j]) * (c / (c + shrink))
+        order = np.lexsort((-sim, i))
+        i, j, sim = i[order], j[order], sim[order]
+        first = np.searchsorted(i, i, side="left")
+        rank = np.arange(len(i)) - first
+        top = rank < neighbours
+        rows.append(i[top])
+        cols.append(j[top])
+        vals.append(sim[top].astype(np.float32))
+    if not rows:
+        return sparse.csr_matrix((n_items, n_items), dtype=np.float32)
+    return sparse.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_items, n_items)
+    )
+
+
+@register_term
+class CooccurrenceTerm(ScoreTerm):
+    """similar(i) = the shrunk cosine of i with every item; score(u, i) = the sum over u's items j of S[j, i]."""
+
+    type = "cooccurrence"
+    Params = CooccurrenceParams
+
+    def __init__(self, params: TermParams):
+        super().__init__(params)
+        self.neighbours: sparse.csr_matrix | None = None
+        self.history: UserHistory | None = None
+
+    @classmethod
+    def check(cls, params: TermParams, config) -> None:
+        assert isinstance(params, CooccurrenceParams)
+        if params.neighbours < 1 or params.neighbours > 10_000:
+            raise ConfigError(f"neighbours: {params.neighbours!r} is out of range [1, 10000]")
+        if params.shrink < 0:
+            raise ConfigError(f"shrink: {params.shrink!r} must be >= 0")
+        if config.model.variant == "content-only" and params.similar_weight > 0:
+            raise ConfigError("learned from who bought what, which a content-only model's items do not use")
+
+    def fit(self, ctx: FitContext) -> None:
+        assert isinstance(self.params, CooccurrenceParams)
+        self.history = UserHistory.distinct(ctx.users, ctx.items, ctx.n_users)
+        ones = np.ones(len(self.history.items), np.float32)
+        x = sparse.csr_matrix((ones, self.history.items, self.history.indptr), shape=(ctx.n_users, ctx.n_items))
+        self.neighbours = cooccurrence_neighbours(x, self.params.neighbours, self.params.shrink)
+
+    def score(self, user_rows: np.ndarray, item_rows: np.ndarray | None = None) -> np.ndarray:
+        assert self.neighbours is not None and self.history is not None
+        had = self.history.sparse(user_rows, self.neighbours.shape[0])
+        product = had @ self.neighbours
+        cols = product if item_rows is None else product[:, np.asarray(item_rows)]
+        return np.asarray(cols.toarray(), dtype=np.float32)
+
+    def similar(self, item_row: int) -> np.ndarray:
+        assert self.neighbours is not None
+        return np.asarray(self.neighbours[item_row].toarray()).ravel()
+
+    def extend(self, new: NewItems) -> None:
+        """New items were had by nobody: empty rows and columns."""
+        assert self.neighbours is not None
+        n = self.neighbours.shape[0] + new.count
+        m = self.neighbours.tocoo()
+        self.neighbours = sparse.csr_matrix((m.data, (m.row, m.col)), shape=(n, n))
+
+    def save(self, folder: Path) -> None:
+        assert self.neighbours is not None and self.history is not None
+        m = self.neighbours
+        arrays = {
+            "indptr": m.indptr.astype(np.int64),
+            "indices": m.indices.astype(np.int64),
+            "values": m.data.astype(np.float32),
+            "history_indptr": self.history.indptr,
+            "history_items": self.history.items,
+        }
+        for name, array in arrays.items():
+            np.save(folder / f"{name}.npy", array, allow_pickle=False)
+
+    @classmethod
+    def load(cls, files: TermFiles, params: TermParams, n_users: int, n_items: int) -> CooccurrenceTerm:
+        indptr, indices, values = files.npy("indptr"), files.npy("indices"), files.npy("values")
+        history = UserHistory(files.npy("history_indptr"), files.npy("history_items"))
+        shapes_ok = indptr.ndim == indices.ndim == values.ndim == 1 and len(indices) == len(values)
+        if not shapes_ok or len(indptr) != n_items + 1 or indptr[0] != 0 or indptr[-1] != len(indices):
+            raise ModelFileError(f"{files.folder}: co-occurrence rows do not match {n_items} items")
+        if np.any(np.diff(indptr) < 0) or (len(indices) and (indices.min() < 0 or indices.max() >= n_items)):
+            raise ModelFileError(f"{files.folder}: co-occurrence neighbours name items outside the catalogue")
+        if values.dtype != np.float32 or not np.all(np.isfinite(values)):
+            raise ModelFileError(f"{files.folder}: co-occurrence values are not finite float32")
+        problem = history.check(n_users, n_items)
+        if problem:
+            raise ModelFileError(f"{files.folder}: {problem}")
+        term = cls(params)
+        term.neighbours = sparse.csr_matrix((values, indices, indptr), shape=(n_items, n_items))
+        term.history = history
+        return term
