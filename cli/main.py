@@ -260,7 +260,21 @@ def score_new(
         if add:
             typer.echo(f"added {len(items)} items to {model}", err=True)
 
-    _run(debug, job)
+    _run(debug, _locked(model, job) if add else job)
+
+
+def _locked(model: Path, fn):
+    """`fn` holding the model's update lock from its load to its save: a concurrent `--add` waits for this one
+    and then starts from its result, so neither loses items."""
+
+    def run():
+        from hybridrec.artifacts import model_link
+        from hybridrec.safeio import model_lock
+
+        with model_lock(model_link(model)):
+            return fn()
+
+    return run
 
 
 @app.command()

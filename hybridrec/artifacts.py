@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from hybridrec.errors import ModelFileError
+from hybridrec.modelcheck import finite_arrays, finite_weights, ids_digest
+from hybridrec.safeio import diagnose, disk_error, model_lock
 
 FORMAT_VERSION = 2
 # every file a model writes gets this mode (less the umask), so a serving account can read what a trainer wrote
@@ -55,6 +57,8 @@ class ModelDir:
         manifest_path = self.root / MANIFEST
         if not self.root.is_dir():
             raise ModelFileError(f"{self.requested}: not a model directory")
+        if manifest_path.is_symlink():
+            raise ModelFileError(f"{manifest_path}: a link inside the model folder; refusing to follow it")
         try:
             self.manifest = json.loads(manifest_path.read_text())
         except FileNotFoundError:
@@ -94,6 +98,11 @@ class ModelDir:
         path = self.root / name
         if expected is None:
             raise ModelFileError(f"{path}: not listed in the model manifest")
+        step = self.root
+        for part in Path(name).parts:  # a model folder never reaches outside itself: no link on the way to a file
+            step = step / part
+            if step.is_symlink():
+                raise ModelFileError(f"{step}: a link inside the model folder; refusing to follow it")
         if not path.is_file():
             if not self.root.is_dir():  # pruned: two newer saves happened since this model was opened
                 raise ModelFileError(f"{self.root}: this model version was replaced while in use; load it again")
@@ -117,9 +126,12 @@ class ModelDir:
 
     def npy(self, name: str) -> np.ndarray:
         try:
-            return np.load(self.path(name), allow_pickle=False)
+            array = np.load(self.path(name), allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:  # ValueError: a pickled object array, never unpickled
             raise ModelFileError(f"{self.root / name}: refused ({exc})") from None
+        if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):  # NaN scores rank anything
+            raise ModelFileError(f"{self.root / name}: holds values that are not finite (NaN or infinity)")
+        return array
 
 
 def model_link(path: str | Path) -> Path:
@@ -207,6 +219,8 @@ def save_model(
 
     `extra_files` (plain names, such as the fit's report.html) are written into the folder and the manifest with
     the rest; a re-save of a loaded model keeps the ones it had (EXTRA_FILES) unless given new ones."""
+    from safetensors import SafetensorError
+
     from hybridrec import __version__
     from hybridrec.config import model_settings
 
@@ -226,6 +240,8 @@ def save_model(
                 "rating_range": list(rec.rating_range_) if rec.rating_range_ else None,
                 "global_mean": float(towers.global_mean),
                 "n_users": len(rec.users_),
+                "n_items": len(rec.items_),
+                "ids_sha256": {"users": ids_digest(rec.users_.raw_ids), "items": ids_digest(rec.items_.raw_ids)},
                 "n_items_trained": int(rec.net.items.id_embedding.num_embeddings)
                 if rec.net.items.id_embedding is not None
                 else len(rec.item_has_id_),
@@ -237,6 +253,7 @@ def save_model(
         (staged / "id_maps").mkdir()
         _write_json(staged / "id_maps/users.json", rec.users_.to_json())
         _write_json(staged / "id_maps/items.json", rec.items_.to_json())
+        finite_weights(rec.net)
         _save_weights(rec.net, staged / "weights.safetensors")
         rec.features.save(staged / "features")
         (staged / "vectors").mkdir()
@@ -274,10 +291,55 @@ def save_model(
             staged,
             {"name": job.get("name") if job else None, "hybridrec_version": __version__, "components": components},
         )
-        return publish(staged, target)
+        _verify_staged(rec, staged, target)
+        with model_lock(target):
+            _check_unchanged(rec, target)
+            final = publish(staged, target)
+        rec._loaded_from = (os.path.abspath(target), final.resolve())
+        return final
+    except (OSError, SafetensorError) as exc:  # a full disk or `ulimit -f`: one line naming the file and the cause
+        error = _save_disk_error(exc, staged, target)
+        shutil.rmtree(staged, ignore_errors=True)
+        raise error from None
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
+
+
+def _save_disk_error(exc: BaseException, staged: Path, target: Path) -> OSError:
+    """The disk error of a save, naming the file as it would have been in the model (not the staging folder)."""
+    named = isinstance(exc, OSError) and exc.filename and exc.errno
+    error = exc if isinstance(exc, OSError) and named else disk_error(exc, target, staged)
+    name = str(error.filename)
+    if name.startswith(str(staged)):
+        name = str(target / os.path.relpath(name, staged))
+    return OSError(error.errno, error.strerror, name)
+
+
+def _verify_staged(rec, staged: Path, target: Path) -> None:
+    """Load the staged folder the way a query process will: a save never publishes a model that cannot load
+    (a diverged fit, an index hnswlib refuses, a file cut short by a full disk)."""
+    finite_arrays(staged)
+    try:
+        load_model(type(rec), staged)
+    except ModelFileError as exc:
+        code, where = diagnose(staged)
+        if code is not None:
+            name = target / os.path.relpath(where, staged) if where is not None else target
+            raise OSError(code, os.strerror(code), str(name)) from None
+        why = str(exc).replace(str(staged), str(target))
+        raise ModelFileError(f"{target}: the saved model does not load back, so it was not published ({why})") from None
+
+
+def _check_unchanged(rec, target: Path) -> None:
+    """Compare-and-swap: a model loaded from `target` is saved back only if `target` still names the version it
+    was loaded from, so a concurrent writer's change is never overwritten and lost."""
+    loaded = getattr(rec, "_loaded_from", None)
+    if loaded is None or loaded[0] != os.path.abspath(target):
+        return
+    now = target.resolve() if target.exists() else None
+    if now != loaded[1]:
+        raise ModelFileError(f"{target}: the model changed since it was loaded (another process saved it); retry")
 
 
 EXTRA_FILES = ("report.html",)  # files beside the components that a re-save carries over
@@ -298,23 +360,32 @@ def _extra_files(rec, given: dict[str, bytes | str] | None) -> dict[str, bytes |
 
 
 def _write_json(path: Path, payload) -> None:
-    path.write_text(json.dumps(payload, indent=1, allow_nan=False))
+    try:
+        text = json.dumps(payload, indent=1, allow_nan=False)
+    except ValueError:  # NaN or infinity: JSON has no such numbers, and a model must not hold them
+        raise ModelFileError(f"{path.name}: holds a value that is not finite (NaN or infinity); not saved") from None
+    path.write_text(text)
 
 
 def _save_weights(net, path: Path) -> None:
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(path))
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(path))
+    except SafetensorError as exc:  # its I/O errors are not OSErrors: name the file and the cause
+        raise disk_error(exc, path) from None
 
 
 def load_model(cls, path: str | Path):
     """A recommender from a model folder, every file checked for type and shape; torch and the text model are not
     loaded (the network and features load on first use)."""
+    from hybridrec import modelcheck as check
     from hybridrec.config import config_from_dict
-    from hybridrec.data.idmap import IdMap
+    from hybridrec.features.cache import default_cache_dir
     from hybridrec.index import ItemIndex
     from hybridrec.model.history import UserHistory
-    from hybridrec.model.spec import TowerSpec, TrainResult
+    from hybridrec.model.spec import TrainResult
     from hybridrec.scoring.base import TermFiles, parse_term, registry
     from hybridrec.scoring.towers import TowerScores
 
@@ -330,27 +401,34 @@ def load_model(cls, path: str | Path):
         raise
     except Exception as exc:  # noqa: BLE001 - any config problem means a bad model file
         raise ModelFileError(f"{md.root / 'config.json'}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+    # the text cache of queries is the user's (HYBRIDREC_CACHE_DIR or the default), never a folder the model names
+    cfg.features.cache_dir = default_cache_dir()
     rec = cls(cfg)
     rec._model_dir = md
+    rec._loaded_from = (os.path.abspath(model_link(path)), md.root)  # what a save back must still find (CAS)
     rec.job_ = job or None
     where = md.root
     try:
-        model = md.json("model.json")
+        model = check.model_json(where / "model.json", md.json("model.json"))
         rec.feedback_ = _choice(model["feedback"], ("explicit", "implicit"))
         rating_range = model["rating_range"]
         rec.rating_range_ = tuple(float(v) for v in rating_range) if rating_range else None
-        rec.item_spec_ = TowerSpec.from_json(model["item_spec"])
-        rec.user_spec_ = TowerSpec.from_json(model["user_spec"])
+        rec.item_spec_, rec.user_spec_ = check.specs(where / "model.json", model)
         rec.review_slice_ = tuple(int(v) for v in model["review_slice"]) if model["review_slice"] else None
         rec._n_items_trained = int(model["n_items_trained"])
         global_mean = float(model["global_mean"])
-        rec.users_ = IdMap.from_json(md.json("id_maps/users.json"))
-        rec.items_ = IdMap.from_json(md.json("id_maps/items.json"))
+        rec.users_ = check.id_map(where / "id_maps/users.json", md.json("id_maps/users.json"), "user")
+        rec.items_ = check.id_map(where / "id_maps/items.json", md.json("id_maps/items.json"), "item")
+        check.check_counts(where, model, rec.users_, rec.items_)
         arrays = {name: md.npy(f"vectors/{name}.npy") for name in VECTOR_FILES}
         queries = md.npy("vectors/item_queries.npy") if md.has("vectors/item_queries.npy") else None
-        rec.display_ = [list(r) for r in md.json("items.json")["rows"]]
-        rec.metrics_ = md.json("metrics.json")
+        rec.display_ = check.display_rows(where / "items.json", md.json("items.json"), len(rec.items_))
+        rec.metrics_ = check.metrics(where / "metrics.json", md.json("metrics.json"))
         training = md.json("training.json")
+        check.training(where / "training.json", training)
+        check.features_json(
+            where / "features/features.json", md.json("features/features.json"), rec.item_spec_, rec.user_spec_
+        )
         rec.train_result_ = TrainResult(
             history=list(training["history"]),
             best_epoch=int(training["best_epoch"]),
@@ -376,7 +454,7 @@ def load_model(cls, path: str | Path):
     rec.seen_ = UserHistory(arrays["seen_indptr"].astype(np.int64), arrays["seen_items"].astype(np.int64))
     problem = rec.seen_.check(n_users, n_items)
     if problem:
-        raise ModelFileError(f"{where}: seen items: {problem}")
+        raise ModelFileError(f"{where}/vectors/seen_indptr.npy, seen_items.npy: {problem}")
     rec.item_has_id_ = arrays["item_has_id"]
     rec.towers_ = TowerScores(
         global_mean, arrays["user_vectors"], arrays["user_bias"], arrays["item_vectors"], arrays["item_bias"], queries
@@ -384,7 +462,7 @@ def load_model(cls, path: str | Path):
     if cfg.model.mlp_residual:
         rec.towers_.residual = lambda u, v: _lazy_residual(rec, u, v)
     rec.terms_ = _load_terms(md, cfg, components, n_users, n_items, registry, parse_term, TermFiles)
-    md.path("index/index.json")
+    check.index_json(where / "index/index.json", md.json("index/index.json"), n_items, dim)
     md.path("index/items.hnsw")
     rec.index_ = ItemIndex.load(md.root / "index", rec.items_)
     if rec.index_.dim != dim:
@@ -428,9 +506,9 @@ def _check_array(where: Path, name: str, array: np.ndarray, shape: tuple, kind) 
     """Refuse an array of the wrong shape, type or with non-finite values: answers from it would be wrong."""
     ok = array.ndim == len(shape) and all(s is None or a == s for a, s in zip(array.shape, shape))
     if not ok or not np.issubdtype(array.dtype, kind):
-        raise ModelFileError(f"{where}: vectors/{name}.npy is {array.dtype} {array.shape}, expected {shape}")
+        raise ModelFileError(f"{where / 'vectors' / name}.npy: is {array.dtype} {array.shape}, expected {shape}")
     if kind is np.floating and not np.all(np.isfinite(array)):
-        raise ModelFileError(f"{where}: vectors/{name}.npy holds values that are not finite")
+        raise ModelFileError(f"{where / 'vectors' / name}.npy: holds values that are not finite")
 
 
 def save_query_state(rec, folder: Path) -> None:
@@ -519,6 +597,8 @@ def load_network(rec):
     from hybridrec.model.network import HybridNet, NetShape
 
     path = rec._model_dir.path("weights.safetensors")
+    shape = (len(rec.users_), rec._n_items_trained, rec.item_spec_, rec.user_spec_, NetShape.of(rec.config.model))
+    _check_weight_shapes(path, HybridNet, shape)  # before allocating: model.json's sizes could be anything
     net = HybridNet(
         len(rec.users_),
         rec._n_items_trained,
@@ -533,3 +613,24 @@ def load_network(rec):
         raise ModelFileError(f"{path}: cannot load weights ({str(exc).splitlines()[0]})") from None
     net.eval()
     return net
+
+
+def _check_weight_shapes(path: Path, net_class, shape: tuple) -> None:
+    """The tensors the network of these sizes has (built on torch's meta device, which allocates nothing) against
+    the safetensors header, so a model.json naming huge sizes is refused instead of allocated."""
+    import torch
+
+    try:
+        with open(path, "rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            if not 2 <= size <= 100 << 20:
+                raise ValueError("header size out of range")
+            header = json.loads(fh.read(size))
+        stored = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        raise ModelFileError(f"{path}: not a safetensors file ({exc})") from None
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in net_class(*shape, 0.0).state_dict().items()}
+    if stored != expected:
+        wrong = sorted(set(stored) ^ set(expected)) or [k for k in expected if stored[k] != expected[k]]
+        raise ModelFileError(f"{path}: the weights do not match the model's sizes in model.json (first: {wrong[0]})")

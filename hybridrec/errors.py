@@ -23,5 +23,9 @@ class QueryError(HybridrecError):
     """A query names an unknown user or item, or asks for something impossible (k <= 0)."""
 
 
+class TrainingError(HybridrecError):
+    """A fit cannot give a usable model (the training loss diverged); the message names the epoch and the cure."""
+
+
 class NotFittedError(HybridrecError):
     """A recommender was queried or saved before `fit` or `load`."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,8 @@ def text_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo_cache = REPO / ".hybridrec-cache"
     if repo_cache.is_dir():
         shutil.copytree(repo_cache, cache, dirs_exist_ok=True)
+    # queries on loaded models use $HYBRIDREC_CACHE_DIR (never the model's own setting): this cache, not the repo's
+    os.environ["HYBRIDREC_CACHE_DIR"] = str(cache)
     return cache
 
 

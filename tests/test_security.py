@@ -174,7 +174,7 @@ def test_a_pickle_in_the_text_cache_is_dropped_not_unpickled(tmp_path):
     cache.folder.mkdir(parents=True)
     (cache.folder / "keys.json").write_text(json.dumps({"abc": 0}))
     np.save(cache.folder / "vectors.npy", np.array([Tripwire(marker)], dtype=object), allow_pickle=True)
-    assert cache._load() == ({}, None)
+    assert cache._load() == {}  # the old-layout cache is dropped, never unpickled
     assert not marker.exists()
 
 

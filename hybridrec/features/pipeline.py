@@ -162,7 +162,8 @@ class FeaturePipeline:
     def encode_texts(self, texts: list[str], label: str = "") -> np.ndarray:
         """Encode through the on-disk cache: repeated fits and repeated queries re-encode nothing."""
         assert self.encoder_ is not None  # only called with a text encoder
-        cache = EmbeddingCache(self.cfg.cache_dir, self.encoder_.key)
+        width = (self.text_dim_ - 1) // 2 if self.text_dim_ else None  # every cached vector must be this wide
+        cache = EmbeddingCache(self.cfg.cache_dir, self.encoder_.key, width)
         out = cache.encode(self.encoder_, texts, label)
         self.cache_hits += cache.hits
         self.cache_misses += cache.misses

@@ -164,6 +164,19 @@ class TfidfSvdEncoder:
             enc.components_ = np.load(folder / "tfidf_components.npy", allow_pickle=False)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelFileError(f"{folder}: unreadable TF-IDF state ({exc})") from None
+        idf, comps, vocab = enc.idf_, enc.components_, enc.vocabulary_
+        shapes_ok = idf.dtype == comps.dtype == np.float32 and idf.ndim == 1 and comps.ndim == 2
+        if not shapes_ok or comps.shape[1] != len(idf) or not (np.isfinite(idf).all() and np.isfinite(comps).all()):
+            raise ModelFileError(f"{folder}: TF-IDF arrays of the wrong type, shape or with values that are not finite")
+        if not isinstance(vocab, dict) or not all(
+            isinstance(t, str) and isinstance(c, int) and not isinstance(c, bool) and 0 <= c < len(idf)
+            for t, c in vocab.items()
+        ):
+            raise ModelFileError(f"{folder}/tfidf.json: the TF-IDF vocabulary does not index its arrays")
+        # the key names this model's vectors in the shared text cache: derived from the arrays, never trusted
+        digest = hashlib.sha1(idf.tobytes() + comps.tobytes()).hexdigest()[:12]
+        if enc.key != f"tfidf:{comps.shape[0]}:{digest}":
+            raise ModelFileError(f"{folder}/tfidf.json: the TF-IDF key does not match its arrays")
         return enc
 
 

@@ -13,6 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hybridrec.errors import ModelFileError
+from hybridrec.safeio import disk_error
 
 
 class Checkpointer:
@@ -41,8 +42,12 @@ class Checkpointer:
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        save_file(tensors, str(tmp), metadata={"hybridrec": json.dumps(meta, default=_json_default)})
-        os.replace(tmp, self.path)
+        try:
+            save_file(tensors, str(tmp), metadata={"hybridrec": json.dumps(meta, default=_json_default)})
+            os.replace(tmp, self.path)
+        except (SafetensorError, OSError) as exc:  # a full disk or `ulimit -f`: one line, no partial file left
+            tmp.unlink(missing_ok=True)
+            raise disk_error(exc, self.path) from None
 
     def load(self, net, opt, rng: np.random.Generator) -> dict | None:
         """Restore into net/opt/rng and return the metadata (with best_state), or None if there is no checkpoint

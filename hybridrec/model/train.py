@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from hybridrec.config import TrainConfig
+from hybridrec.errors import TrainingError
 from hybridrec.features.pipeline import EntityFeatures
 from hybridrec.model.checkpoint import Checkpointer
 from hybridrec.model.history import CausalHistories
@@ -282,6 +283,11 @@ class Trainer:
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(batch)
+            if not np.isfinite(total):  # diverged: nothing from here on may be checkpointed, saved or published
+                raise TrainingError(
+                    f"training diverged in epoch {epoch}: the training loss is {total / len(train)}; "
+                    f"try a lower train.lr (now {self.cfg.lr:g})"
+                )
             row = {"epoch": epoch, "train_loss": total / len(train)}
             score = self.validation_score(val) if val is not None and len(val) else total / len(train)
             row["val"] = score
