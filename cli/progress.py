@@ -62,7 +62,7 @@ class FitDisplay(logging.Handler):
             if record.levelno >= logging.INFO:
                 self._last_plain = now if fields.get("total") else self._last_plain
                 self._write(message)
-            elif fields.get("total") and now - self._last_plain >= PLAIN_EVERY:
+            elif fields.get("total") and fields.get("done") and now - self._last_plain >= PLAIN_EVERY:
                 self._last_plain = now
                 self._write(message)
         except Exception:  # noqa: BLE001 - a display must never break a fit

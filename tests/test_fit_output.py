@@ -262,14 +262,14 @@ def test_plain_display_throttles_bar_updates():
     logger.addHandler(display)
     logger.setLevel(logging.DEBUG)
     try:
-        for done in range(0, 1000, 100):  # ten updates within a second: one line at most
+        for done in range(0, 1000, 100):  # a start (not shown) and nine updates within a second: one line
             event(logger, f"encoding: {done}/1000 texts", "encode", logging.DEBUG, done, 1000, "texts")
         logger.debug("an internal detail")
     finally:
         logger.removeHandler(display)
         display.close()
     lines = stream.getvalue().splitlines()
-    assert lines == ["encoding: 0/1000 texts"]
+    assert lines == ["encoding: 100/1000 texts"]
 
 
 # ------------------------------------------------------------------------------------------- Amazon category
