@@ -299,3 +299,27 @@ def test_amazon_items_show_their_category(shared_data: Path):
         filled = sum(bool(c) for c in shown) / len(shown)
         assert filled > 0.9, (name, filled)  # was 0: the top level was dropped from every row
         assert all(len(part) <= 60 for c in shown for part in c.split(" > "))
+
+
+def test_a_library_fit_prints_progress_only_when_asked_and_logging_is_not_configured():
+    """HybridRecommender(quiet=False) without logging configured prints to stderr; quiet=True prints nothing; a
+    configured root handler receives the records instead (a fresh interpreter: pytest configures logging)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, sys\n"
+        "from hybridrec.progress import fit_output, get_logger\n"
+        "if sys.argv[1] == 'configured': logging.basicConfig(level=logging.INFO, format='ROOT %(name)s %(message)s')\n"
+        "with fit_output(quiet=sys.argv[1] == 'quiet'):\n"
+        "    get_logger('fit').info('epoch 1/2  train loss 0.5')\n"
+    )
+
+    def stderr(mode: str) -> str:
+        done = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    assert stderr("loud") == "epoch 1/2  train loss 0.5\n"
+    assert stderr("quiet") == ""
+    assert stderr("configured") == "ROOT hybridrec.fit epoch 1/2  train loss 0.5\n"
