@@ -19,6 +19,20 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show a traceback on err
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="Model directory (default: the latest fitted model).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 BATCH_USERS = 1000  # users per recommend_batch call from a users file (one progress step)
+RECOMMEND_HELP = (
+    "Top-k for a user, a user the model never saw (--history) or a file of users (--users-file).\n\n"
+    "A user the model never saw is scored from their items (--history, most recent first) and features (--feature"
+    " KEY=VALUE) with no retraining. With no user, no history and no features: the catalogue's most popular items"
+    " (score = training interactions). --items and --exclude are allow- and deny-lists.\n\n"
+    "Examples: hybridrec recommend U0001 -k 5 --exclude D0031 | hybridrec recommend --history D0031,D0042 |"
+    " hybridrec recommend --users-file users.txt --out recs.parquet"
+)
+EXPLAIN_HELP = (
+    "Why a user gets an item: the score split into parts, and what moved them.\n\n"
+    "The parts add up to the score: global mean, biases, the dot product by the item vector's ID and content halves,"
+    " each score term. Then the user's history items and the item's feature groups that moved it most.\n\n"
+    "Example: hybridrec explain U0001 D0031"
+)
 
 
 def id_option(value: str | None) -> list[str] | None:
@@ -116,7 +130,7 @@ def recommend_file(
 def register(app: typer.Typer, run: Callable[[bool, Callable[[], Any]], Any], default_model: Path) -> None:
     """Add `recommend`, `remove` and `explain` to `app`; `run(debug, job)` is the CLI's error handler."""
 
-    @app.command()
+    @app.command(help=RECOMMEND_HELP)
     def recommend(
         user_id: Annotated[
             str | None, typer.Argument(help="A user id from the training data (omit it for an unknown user).")
@@ -145,13 +159,7 @@ def register(app: typer.Typer, run: Callable[[bool, Callable[[], Any]], Any], de
         as_json: JsonOpt = False,
         debug: DebugOpt = False,
     ) -> None:
-        """Top-k recommendations for a known user, for a user the model never saw (--history, --feature), or
-        for many users from a file (--users-file F --out recs.parquet). With no user, no history and no
-        features: the catalogue's most popular items.
-
-        Examples: hybridrec recommend U0001 -k 5 --exclude D0031;  hybridrec recommend --history D0031,D0042;
-        hybridrec recommend --users-file users.txt --out recs.parquet
-        """
+        """Top-k for a user, a user the model never saw or a file of users (RECOMMEND_HELP)."""
 
         def job():
             from hybridrec_cli.main import _item_rows, _item_table, _load
@@ -182,8 +190,17 @@ def register(app: typer.Typer, run: Callable[[bool, Callable[[], Any]], Any], de
                 items=allow,
                 exclude=deny,
             )
+            if past and not known:
+                from hybridrec.queries import reads_history
+
+                if not reads_history(rec):
+                    typer.echo(
+                        "note: this model has no history bag (model.user_history.length) and no history term:"
+                        " the history is only left out of the answer",
+                        err=True,
+                    )
             fallback = user_id is None and not past and not features
-            shown = scores if fallback else _display_scores(rec, scores)
+            shown = scores if fallback else rec.clip_ratings(scores)  # predicted ratings stay in the rating range
             rows = _item_rows(rec, ids, shown)
             who = user_id if known else ("nobody" if fallback else "an unknown user")
             if as_json:
@@ -202,7 +219,7 @@ def register(app: typer.Typer, run: Callable[[bool, Callable[[], Any]], Any], de
         model: ModelOpt = default_model,
         debug: DebugOpt = False,
     ) -> None:
-        """Retire items without refitting: no query answers them any more; the model is saved atomically.
+        """Retire items without refitting: no query answers them any more; saved atomically.
 
         Example: hybridrec remove D0031 D0042
         """
@@ -219,7 +236,7 @@ def register(app: typer.Typer, run: Callable[[bool, Callable[[], Any]], Any], de
 
         run(debug, job)
 
-    @app.command()
+    @app.command(help=EXPLAIN_HELP)
     def explain(
         user_id: Annotated[str, typer.Argument(help="A user id from the training data.")],
         item_id: Annotated[str, typer.Argument(help="A catalogue item id.")],
@@ -227,11 +244,7 @@ def register(app: typer.Typer, run: Callable[[bool, Callable[[], Any]], Any], de
         as_json: JsonOpt = False,
         debug: DebugOpt = False,
     ) -> None:
-        """Why a user gets an item: the score split by part (biases, the towers' ID and content halves, each
-        score term), the history items that moved it most and the item's feature groups that moved it most.
-
-        Example: hybridrec explain U0001 D0031
-        """
+        """Why a user gets an item (EXPLAIN_HELP)."""
 
         def job():
             from hybridrec_cli.main import _load, _table
@@ -253,9 +266,3 @@ def register(app: typer.Typer, run: Callable[[bool, Callable[[], Any]], Any], de
                 _table("item features (score drop when zeroed)", ["feature group", "effect"], rows)
 
         run(debug, job)
-
-
-def _display_scores(rec, scores):
-    """Predicted ratings clipped to the rating range where the model predicts ratings (as `predict` does)."""
-    clip = getattr(rec, "clip_ratings", None)
-    return clip(scores) if callable(clip) else scores

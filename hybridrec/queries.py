@@ -195,6 +195,16 @@ def tower_user(rec: HybridRecommender, history: History, user_features: Mapping 
     return u.numpy()[0].astype(np.float32), float(b.numpy()[0])
 
 
+def reads_history(rec: HybridRecommender) -> bool:
+    """Whether anything in the model reads an unknown user's items: the user tower's history bag or a recommend
+    term with `score_history`. Without either, such a user is ranked by the item biases (and their features)."""
+    from hybridrec.scoring.base import ScoreTerm
+
+    if rec.user_spec_.history_items and rec.config.model.user_history.length:
+        return True
+    return any(type(t).score_history is not ScoreTerm.score_history for t in rec._recommend_terms())
+
+
 def unknown_user(
     rec: HybridRecommender, history: History, user_features: Mapping | None, exclude_seen: bool
 ) -> UserQuery:

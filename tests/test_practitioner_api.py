@@ -73,7 +73,10 @@ def test_an_unknown_users_vector_is_the_known_users_less_its_id_and_the_terms_sc
 
 
 def test_a_known_users_history_as_an_unknown_user_recommends_much_like_the_known_user(bag_model):
+    from hybridrec.queries import reads_history
+
     rec, split = bag_model
+    assert reads_history(rec)
     overlaps = []
     n_items = len(rec.items_)
     expected_random = []
@@ -327,7 +330,9 @@ def test_cli_recommend_for_an_unknown_user_nobody_and_with_rules(demo_model):
     ruled = invoke("recommend", "U0001", "--items", ",".join(allow), "--exclude", allow[0], "--model", model, "--json")
     ids = [r["item_id"] for r in json.loads(ruled.stdout)["results"]]
     assert ids == rec.recommend("U0001", items=allow, exclude=[allow[0]])[0]
-    assert_ok(invoke("recommend", "--history", "D0031", "--model", model))
+    plain = invoke("recommend", "--history", "D0031", "--model", model)
+    assert_ok(plain)
+    assert "no history bag" in plain.stderr  # the default demo model has no bag and no term: said, not hidden
 
 
 @pytest.mark.parametrize(
