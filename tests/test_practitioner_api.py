@@ -203,6 +203,8 @@ def test_remove_items_round_trip_through_save_load_and_the_index(demo_model, tmp
         rows, _ = model.index_.query_rows(model.towers_.item_vectors[model.items_.indices(gone)], n)
         assert not set(model.items_.indices(gone)) & set(rows.ravel())
         assert rows.shape[1] == n - 3
+    match = loaded.similar_to_text("a gold plated cable for an old camcorder", n)
+    assert match.how == "content" and len(match.ids) == n - 3 and not set(gone) & set(match.ids)
     with pytest.raises(QueryError, match="retired"):
         loaded.add_items(pd.DataFrame({"item_id": ["D0031"], "title": ["again"]}))
     with pytest.raises(QueryError, match="NOPE"):
