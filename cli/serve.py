@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -60,11 +61,12 @@ def register(app: typer.Typer, run: Callable[[bool, Callable[[], Any]], Any], de
             from hybridrec.serving import create_app
 
             # warnings from everything; the reloads from the service (not the per-query notes of the features)
+            _check_port(host, port)  # before loading anything: a taken port is one line, not a traceback
             logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
             logging.getLogger("hybridrec.serve").setLevel(logging.INFO)
             if not _loopback(host) and not token:
                 typer.echo(f"warning: serving on {host} with no token: anyone who reaches it can query", err=True)
-            application = create_app(model, token=token or None, reload_interval=reload_interval)
+            application = create_app(model, token=token, reload_interval=reload_interval)
             typer.echo(f"serving {application.state.holder.current.root} on http://{host}:{port}", err=True)
             uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
 
@@ -98,6 +100,22 @@ def register(app: typer.Typer, run: Callable[[bool, Callable[[], Any]], Any], de
             )
 
         run(debug, job)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Bind the address once, as uvicorn will (SO_REUSEADDR): a taken port or an address this machine does not
+    have is an OSError naming `host:port` (the CLI's one `error:` line, exit 2)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise OSError(exc.errno, exc.strerror, f"{host}:{port}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, f"{host}:{port}") from None
 
 
 def _loopback(host: str) -> bool:

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from hybridrec.errors import HybridrecError, ModelFileError, QueryError
+from hybridrec.errors import ConfigError, HybridrecError, ModelFileError, QueryError
 
 if TYPE_CHECKING:
     from hybridrec.recommender import HybridRecommender
@@ -298,7 +298,7 @@ def create_app(
     from hybridrec import __version__
 
     if token is not None and not token:
-        raise QueryError("the token is empty: give a non-empty token or none")
+        raise ConfigError("the bearer token is empty: give a non-empty token, or none for an open service")
     holder = ModelHolder(Path(model_path), reload_interval)
 
     @asynccontextmanager

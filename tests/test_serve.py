@@ -469,3 +469,31 @@ def test_serve_refuses_a_missing_model_with_one_line(tmp_path):
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: no model at")
+
+
+def test_serve_refuses_a_taken_port_and_an_empty_token_with_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [_exe(), "serve", "--model", str(tmp_path), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"error: 127.0.0.1:{port}: Address already in use"]
+    env = {k: v for k, v in os.environ.items() if k != "HYBRIDREC_TOKEN"}
+    done = subprocess.run(
+        [_exe(), "serve", "--model", str(tmp_path), "--port", str(_free_port()), "--token", ""],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip().splitlines()[-1]
+        == "error: the bearer token is empty: give a non-empty token, or none for an open service"
+    )
