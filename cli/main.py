@@ -295,11 +295,19 @@ def evaluate(
         from hybridrec.config import load_config
         from hybridrec.data.readers import read_dataset
         from hybridrec.data.splits import split_interactions
+        from hybridrec.errors import DataError
+        from hybridrec.evaluation.holdout import training_overlap
 
         rec = _load(model)
         cfg = load_config(config) if config else rec.config
         dataset = read_dataset(cfg)
         split = split_interactions(dataset.interactions, cfg.split, cfg.seed)
+        overlap = training_overlap(rec, split.test)
+        if overlap:  # metrics over rows the model learned from would be inflated: a wrong answer, not a result
+            raise DataError(
+                f"{overlap} of {len(split.test)} test rows are (user, item) pairs the model was fitted on: this data"
+                " or split is not the fit's (evaluate with the model's own settings, or fit on this config)"
+            )
         metrics, baseline, counts = held_out(rec, split, cfg.evaluate.k, cfg.seed)
         if as_json:
             typer.echo(json.dumps({"metrics": metrics, "baseline": baseline, "run": counts}))

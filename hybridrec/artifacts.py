@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from hybridrec.errors import ModelFileError
+from hybridrec.limits import read_json_file
 from hybridrec.modelcheck import finite_arrays, finite_weights, ids_digest
 from hybridrec.safeio import diagnose, disk_error, model_lock
 
@@ -60,7 +61,7 @@ class ModelDir:
         if manifest_path.is_symlink():
             raise ModelFileError(f"{manifest_path}: a link inside the model folder; refusing to follow it")
         try:
-            self.manifest = json.loads(manifest_path.read_text())
+            self.manifest = read_json_file(manifest_path, ModelFileError)  # bounded: never /dev/zero, never 1e5 `[`
         except FileNotFoundError:
             raise ModelFileError(f"{manifest_path}: missing; {self.requested} is not a hybridrec model") from None
         except (ValueError, UnicodeDecodeError):
@@ -119,10 +120,8 @@ class ModelDir:
         return name in self.manifest["files"]
 
     def json(self, name: str):
-        try:
-            return json.loads(self.path(name).read_text(encoding="utf-8"))
-        except ValueError:
-            raise ModelFileError(f"{self.root / name}: not valid JSON") from None
+        """One listed JSON file, checked (checksum) and read within bounds (size, nesting: hybridrec/limits.py)."""
+        return read_json_file(self.path(name), ModelFileError)
 
     def npy(self, name: str) -> np.ndarray:
         try:

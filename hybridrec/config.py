@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from hybridrec.errors import ConfigError
+from hybridrec.limits import shown
 
 FORMAT_VERSION = 2
 # the sections that are the model's own (saved as config.json); the others are the job's (job.json)
@@ -188,13 +189,17 @@ def build_section(cls: type, payload: Any, where: str) -> Any:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean {(where + '.' if where else '') + close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown config key {dotted!r}{hint}")
+            raise ConfigError(f"unknown config key {shown(dotted)}{hint}")
         hint_type = hints[key]
         if dataclasses.is_dataclass(hint_type):
             kwargs[key] = build_section(typing.cast(type, hint_type), value, dotted)
         else:
             kwargs[key] = _coerce(value, hint_type, dotted)
     return cls(**kwargs)
+
+
+# a decimal number as text (`1e-3`, `-2.5E+4`, `.5`); not `nan`, `inf` or `0x10`
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -213,28 +218,30 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError:
                 continue
-        raise ConfigError(f"{where}: {value!r} is not a valid {hint}")
+        raise ConfigError(f"{where}: {shown(value)} is not a valid {hint}")
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {shown(value)}")
         return [_coerce(v, args[0], where) for v in value] if args else value
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {shown(value)}")
         return value
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str) and _NUMBER.match(value.strip()):
+        return float(value)  # `1e-3`: YAML 1.1 (PyYAML) reads a float without a dot as a string
     if hint is float:
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise ConfigError(f"{where}: expected a number, got {shown(value)}")
     if hint is bool and not isinstance(value, bool):
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        raise ConfigError(f"{where}: expected true or false, got {shown(value)}")
     if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        raise ConfigError(f"{where}: expected an integer, got {shown(value)}")
     if hint is str and not isinstance(value, str):
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+        raise ConfigError(f"{where}: expected a string, got {shown(value)}")
     choices = CHOICES.get(where)
     if choices and value not in choices:
-        raise ConfigError(f"{where}: {value!r} is not one of {sorted(choices)}")
+        raise ConfigError(f"{where}: {shown(value)} is not one of {sorted(choices)}")
     return value
 
 
@@ -246,13 +253,14 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "data.max_bad_fraction": (0, 1, True),
     "split.test_fraction": (0, 1, False),
     "split.validation_fraction": (0, 1, True),
-    "features.batch_size": (1, math.inf, True),
-    "features.tfidf_dim": (1, math.inf, True),
-    "features.max_reviews_per_item": (0, math.inf, True),
-    "features.max_document_chars": (1, math.inf, True),
+    # sizes have upper bounds far above any real use, so a typo such as 1e11 is a ConfigError, not an allocation
+    "features.batch_size": (1, 65_536, True),
+    "features.tfidf_dim": (1, 4096, True),
+    "features.max_reviews_per_item": (0, 100_000, True),
+    "features.max_document_chars": (1, 100_000_000, True),
     "features.min_count": (0, math.inf, True),
-    "model.dim": (1, math.inf, True),
-    "model.hidden": (1, math.inf, True),
+    "model.dim": (1, 4096, True),
+    "model.hidden": (1, 65_536, True),
     "model.id_dropout": (0, 1, True),
     "model.user_id_dropout": (0, 1, True),
     "model.feature_dropout": (0, 1, True),
@@ -260,20 +268,20 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "model.user_history.length": (0, 100_000, True),
     "model.user_history.similar_weight": (0, 1, True),
     "features.numeric_bins": (0, 1000, True),
-    "train.epochs": (1, math.inf, True),
-    "train.batch_size": (1, math.inf, True),
+    "train.epochs": (1, 100_000, True),
+    "train.batch_size": (1, 1_048_576, True),
     "train.lr": (0, math.inf, False),
     "train.weight_decay": (0, math.inf, True),
     "train.l2": (0, math.inf, True),
     "train.patience": (0, math.inf, True),
     "train.average_last": (0, math.inf, True),
-    "train.negatives": (1, math.inf, True),
-    "train.threads": (0, math.inf, True),
-    "index.M": (2, math.inf, True),
-    "index.ef_construction": (1, math.inf, True),
-    "index.ef_search": (1, math.inf, True),
-    "evaluate.k": (1, math.inf, True),
-    "evaluate.similar_k": (1, math.inf, True),
+    "train.negatives": (1, 1_000_000, True),
+    "train.threads": (0, 4096, True),
+    "index.M": (2, 10_000, True),  # hnswlib's own cap: above it, it silently uses 10000
+    "index.ef_construction": (1, 1_000_000, True),
+    "index.ef_search": (1, 1_000_000, True),
+    "evaluate.k": (1, 100_000, True),
+    "evaluate.similar_k": (1, 100_000, True),
 }
 
 
@@ -296,12 +304,12 @@ def _check_ranges(cfg: Config) -> None:
         below = value < high if key in EXCLUSIVE_HIGH else value <= high
         if not (math.isfinite(value) and above and below):
             bound = f"{'[' if low_ok else '('}{_num(low)}, {_num(high)}{')' if key in EXCLUSIVE_HIGH else ']'}"
-            raise ConfigError(f"{key}: {value!r} is out of range {bound}")
+            raise ConfigError(f"{key}: {shown(value)} is out of range {bound}")
     folder = re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg.name).strip(".-")  # what the fit job names the model folder
     if not folder:
-        raise ConfigError(f"name {cfg.name!r} gives an empty folder name: use letters, digits, '_', '-' or '.'")
+        raise ConfigError(f"name {shown(cfg.name)} gives an empty folder name: use letters, digits, '_', '-' or '.'")
     if folder == "latest":
-        raise ConfigError(f"name {cfg.name!r} is reserved: `latest` is the link to the newest model")
+        raise ConfigError(f"name {shown(cfg.name)} is reserved: `latest` is the link to the newest model")
     history = cfg.model.user_history
     if history.order == "causal" and (history.length <= 0 or cfg.train.loss in ("auto", "mse")):
         raise ConfigError(
@@ -327,11 +335,12 @@ def _check_ranges(cfg: Config) -> None:
     if rating_range is not None:
         finite = len(rating_range) == 2 and all(math.isfinite(v) for v in rating_range)
         if not finite or rating_range[0] > rating_range[1]:
-            raise ConfigError(f"data.rating_range: expected [low, high] with low <= high, got {rating_range!r}")
+            raise ConfigError(f"data.rating_range: expected [low, high] with low <= high, got {shown(rating_range)}")
 
 
 def config_from_dict(payload: dict, base_dir: str | Path | None = None) -> Config:
     """Build a Config; `base_dir` (else the payload's own, as saved in a model) anchors relative data paths."""
+    _check_size(payload)
     payload = dict(payload or {})
     payload.pop("format_version", None)
     saved_base = payload.pop("base_dir", None)
@@ -350,7 +359,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            payload = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            payload = _parse_yaml(_read_config_text(path), str(path)) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"{path}: not valid YAML ({first})") from None
@@ -361,7 +370,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if version != FORMAT_VERSION:
             why = " (the 0.1 layout: docs/architecture.md maps its keys to the new ones)" if version == 1 else ""
             raise ConfigError(
-                f"{path}: format_version {version} is not supported (this hybridrec reads {FORMAT_VERSION}){why}"
+                f"{path}: format_version {shown(version)} is not supported (this hybridrec reads {FORMAT_VERSION}){why}"
             )
     for item in overrides or []:
         apply_override(payload, item)
@@ -374,7 +383,7 @@ def apply_override(payload: dict, item: str) -> None:
         raise ConfigError(f"override {item!r} must look like key.sub=value")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _parse_yaml(raw, f"override {shown(key)}") if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     parts = key.strip().split(".")
@@ -384,6 +393,78 @@ def apply_override(payload: dict, item: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: {part!r} is not a section")
     node[parts[-1]] = value
+
+
+class _Loader(yaml.SafeLoader):
+    """`yaml.safe_load`, except that a key given twice in one mapping is an error (PyYAML keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:  # type: ignore[override]
+        seen: dict[tuple[str, str], int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(key_node.value, seen[key], line)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, first: int, again: int) -> None:
+        super().__init__(key)
+        self.key, self.first, self.again = key, first, again
+
+
+# A config is a few dozen values: far more, once YAML aliases are expanded, is an alias bomb ("billion laughs")
+MAX_CONFIG_VALUES = 100_000
+MAX_CONFIG_DEPTH = 100
+
+
+def _parse_yaml(text: str, where: str):
+    """Parse YAML for a config: duplicate keys and nesting too deep for the parser are ConfigErrors."""
+    loader = _Loader(text)  # a SafeLoader: never constructs Python objects
+    try:
+        return loader.get_single_data()
+    except _DuplicateKey as exc:
+        raise ConfigError(
+            f"{where}, line {exc.again}: key {shown(exc.key)} is given twice in one mapping (first on line {exc.first})"
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _read_config_text(path: Path) -> str:
+    from hybridrec.limits import limit
+
+    cap = limit("HYBRIDREC_MAX_JSON_BYTES")
+    with open(path, "rb") as fh:
+        raw = fh.read(cap + 1) if cap else fh.read()
+    if cap and len(raw) > cap:
+        raise ConfigError(f"{path}: more than {cap} bytes (HYBRIDREC_MAX_JSON_BYTES); a config is a few kilobytes")
+    return raw.decode("utf-8")
+
+
+def _check_size(payload: Any) -> None:
+    """Refuse a config with more than MAX_CONFIG_VALUES values (counting every use of a YAML alias) or nested deeper
+    than MAX_CONFIG_DEPTH, before anything walks, copies or prints it; the walk stops at the bound."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(payload, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES or depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(
+                f"config: more than {MAX_CONFIG_VALUES} values once YAML aliases are expanded, or nested deeper than"
+                f" {MAX_CONFIG_DEPTH}: refusing it"
+            )
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+            count += len(node)  # the keys
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, depth + 1) for v in node)
 
 
 def model_settings(cfg: Config) -> dict:

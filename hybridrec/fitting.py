@@ -97,7 +97,7 @@ def _fit_model(
     import torch
 
     from hybridrec.features.pipeline import FeaturePipeline
-    from hybridrec.model.checkpoint import Checkpointer, run_fingerprint
+    from hybridrec.model.checkpoint import Checkpointer, run_fingerprint, run_parts
     from hybridrec.model.network import HybridNet, NetShape
     from hybridrec.model.train import Dropouts, HistoryInputs, Trainer, resolve_device, resolve_loss, seed_everything
     from hybridrec.scoring.content_ridge import token_matrix
@@ -187,7 +187,8 @@ def _fit_model(
     )
     ckpt = None
     if checkpoint is not None:
-        ckpt = Checkpointer(checkpoint, run_fingerprint(model_settings(cfg), (tr.users, tr.items, tr.ratings)))
+        settings, rows = model_settings(cfg), (tr.users, tr.items, tr.ratings)
+        ckpt = Checkpointer(checkpoint, run_fingerprint(settings, rows), run_parts(settings, rows), resume=resume)
         if not resume:
             ckpt.remove()
     t2 = time.perf_counter()

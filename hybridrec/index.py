@@ -95,7 +95,7 @@ class ItemIndex:
             meta = json.loads((folder / "index.json").read_text())
             out = cls(ids, int(meta["dim"]), int(meta["M"]), int(meta["ef_construction"]), int(meta["ef_search"]))
             count = int(meta["count"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ModelFileError(f"{folder / 'index.json'}: not a valid index description ({exc})") from None
         if count != len(ids):
             raise ModelFileError(f"{folder / 'index.json'}: describes {count} items, the model has {len(ids)}")

@@ -127,6 +127,9 @@ def read_reviews(path: Path, report: SourceReport) -> pd.DataFrame:
         if user is None or item is None or overall is None or not normalize_id(user) or not normalize_id(item):
             report.bad("missing field", f"line {lineno}")
             continue
+        if "\x00" in normalize_id(user) or "\x00" in normalize_id(item):
+            report.bad("id with a NUL byte", f"line {lineno}")
+            continue
         try:
             rating = float(overall)
             stamp = _timestamp(record)
@@ -197,6 +200,9 @@ def read_meta(path: Path, wanted: set[str], report: SourceReport) -> pd.DataFram
             report.bad("missing field", f"line {lineno}")
             continue
         asin = normalize_id(record["asin"])
+        if "\x00" in asin:
+            report.bad("id with a NUL byte", f"line {lineno}")
+            continue
         if asin in seen:
             report.filter("duplicate asin")
             continue

@@ -18,6 +18,7 @@ from hybridrec.data.io import (
     interactions_frame,
     keep_interacted,
     list_value,
+    nul_ids,
     read_table,
     require_columns,
     text_value,
@@ -50,12 +51,16 @@ def is_noise_tag(name: str) -> bool:
 
 
 def _ratings(path: Path, report: SourceReport) -> pd.DataFrame:
-    frame = read_table(path)
+    frame = read_table(path, text_columns=["user_id", "book_id"])
     require_columns(frame, ["user_id", "book_id", "rating"], path)
     report.rows_read += len(frame)
     missing = frame["user_id"].isna() | frame["book_id"].isna()
     if missing.any():
         report.bad("missing id", f"row {int(np.flatnonzero(missing)[0]) + 1}", int(missing.sum()))
+    nul = ~missing & (nul_ids(frame["user_id"]) | nul_ids(frame["book_id"]))
+    if nul.any():
+        report.bad("id with a NUL byte", f"row {int(np.flatnonzero(nul)[0]) + 1}", int(nul.sum()))
+    missing |= nul
     rating = pd.to_numeric(frame["rating"], errors="coerce")
     bad = ~missing & ~rating.between(1.0, 5.0)
     if bad.any():
@@ -69,9 +74,13 @@ def _ratings(path: Path, report: SourceReport) -> pd.DataFrame:
 
 
 def _books(path: Path, rated: pd.Series, report: SourceReport) -> pd.DataFrame:
-    books = read_table(path)
+    books = read_table(path, text_columns=["book_id", "goodreads_book_id"])
     require_columns(books, ["book_id", "goodreads_book_id", "title", "authors"], path)
     report.rows_read += len(books)
+    nul = nul_ids(books["book_id"])
+    if nul.any():
+        report.bad("book_id with a NUL byte", f"row {int(np.flatnonzero(nul)[0]) + 1}", int(nul.sum()))
+        books = books.loc[~nul].reset_index(drop=True)
     title = books["title"]
     if "original_title" in books.columns:
         title = title.fillna(books["original_title"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -18,6 +17,7 @@ import pandas as pd
 from hybridrec.data.dataset import ReadReport
 from hybridrec.data.idmap import normalize_id
 from hybridrec.errors import DataError
+from hybridrec.limits import BoundedStream, bad_line_message, loads, max_expanded_bytes, max_line_bytes
 
 GZIP_MAGIC = b"\x1f\x8b"
 # Epoch seconds beyond +-2**53 are not exact as floats and overflow int64 as milliseconds: never a real date.
@@ -90,10 +90,13 @@ def is_gzip(path: Path) -> bool:
         return fh.read(2) == GZIP_MAGIC
 
 
-def _open_binary(path: Path):
-    if is_gzip(path):
-        return io.BufferedReader(gzip.open(path, "rb"), buffer_size=1 << 20)  # 3x faster line iteration
-    return open(path, "rb")
+def open_bounded(path: Path):
+    """The file's bytes (decompressed when gzip), refusing a line over HYBRIDREC_MAX_LINE_BYTES and a gzip that
+    expands beyond HYBRIDREC_MAX_GZIP_RATIO times its size (hybridrec/limits.py): one DataError naming the file."""
+    gz = is_gzip(path)
+    raw = gzip.open(path, "rb") if gz else open(path, "rb")
+    bounded = BoundedStream(raw, path, max_line_bytes(), max_expanded_bytes(path) if gz else None, DataError)
+    return io.BufferedReader(bounded, buffer_size=1 << 20)  # 3x faster line iteration
 
 
 def _decode(raw: bytes, path: Path, lineno: int, encoding: str) -> str:
@@ -111,7 +114,7 @@ def iter_lines(path: Path | str, encoding: str = "utf-8") -> Iterator[tuple[int,
     path = check_file(path)
     lineno = 0
     try:
-        with _open_binary(path) as fh:
+        with open_bounded(path) as fh:
             for raw in fh:
                 lineno += 1
                 yield lineno, _decode(raw, path, lineno, encoding).rstrip("\r\n")
@@ -128,7 +131,7 @@ def read_text(path: Path | str, encoding: str = "utf-8") -> str:
     """The whole decoded file; a bad byte is reported with its line number."""
     path = check_file(path)
     try:
-        with _open_binary(path) as fh:
+        with open_bounded(path) as fh:
             raw = fh.read()
     except _GZIP_ERRORS as exc:
         raise DataError(f"{path}: truncated or corrupt gzip ({exc})") from None
@@ -220,15 +223,19 @@ def read_table(
         if kind.endswith(".parquet") or kind.endswith(".pq"):
             kwargs.pop("dtype", None)
             return pd.read_parquet(path, columns=kwargs.pop("usecols", None), **kwargs)
-        compression = "gzip" if is_gzip(path) else None
         if kind.endswith(".jsonl") or kind.endswith(".ndjson") or kind.endswith(".json"):
-            kwargs.pop("usecols", None)
-            return pd.read_json(path, lines=True, compression=compression, **kwargs)
+            return _read_json_lines(path, list(text_dtypes), kwargs.get("dtype"))
         if sep is None:
             sep = "\t" if kind.endswith(".tsv") or kind.endswith(".tab") else ","
         if text_dtypes:
             kwargs["dtype"] = {**text_dtypes, **(kwargs.get("dtype") or {})}
-        return pd.read_csv(path, sep=sep, compression=compression, **kwargs)
+            # ids are text: only an empty cell is missing, never the words pandas reads as NaN ("NaN", "None", "null")
+            with open_bounded(path) as fh:
+                header = list(pd.read_csv(fh, sep=sep, nrows=0, **kwargs).columns)
+            kwargs["keep_default_na"] = False
+            kwargs["na_values"] = {c: [""] if c in text_dtypes else sorted(PANDAS_NA_WORDS) for c in header}
+        with open_bounded(path) as fh:
+            return pd.read_csv(fh, sep=sep, **kwargs)
     except UnicodeDecodeError:
         # pandas does not say where; read_text does.
         read_text(path, kwargs.get("encoding") or "utf-8")
@@ -255,12 +262,66 @@ def _first_bad_json_line(path: Path) -> str:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = loads(line)
         except ValueError as exc:
-            return f"line {lineno}: not valid JSON ({getattr(exc, 'msg', exc)})"
+            return f"line {lineno}: not valid JSON ({bad_line_message(exc)})"
         if not isinstance(record, dict):
             return f"line {lineno}: expected a JSON object, got {type(record).__name__}"
     return ""
+
+
+try:  # the words pandas reads as NaN by default
+    from pandas._libs.parsers import STR_NA_VALUES as PANDAS_NA_WORDS
+except ImportError:  # pragma: no cover - a pandas that moved it
+    PANDAS_NA_WORDS = set(
+        "|#N/A|#N/A N/A|#NA|-1.#IND|-1.#QNAN|-NaN|-nan|1.#IND|1.#QNAN|<NA>|N/A|NA|NULL|NaN|None".split("|")
+    )
+    PANDAS_NA_WORDS |= {"n/a", "nan", "null"}
+
+
+class JsonNumber(float):
+    """A JSON number with a fraction or exponent that remembers how it was written: an id column keeps `1e400` or
+    `1e3` as written, where float() would give inf or 1000."""
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> JsonNumber:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
+def json_id_text(value: Any) -> Any:
+    """An id cell from JSON: a number with a fraction or exponent as written, anything else as it is."""
+    return value.text if isinstance(value, JsonNumber) else value
+
+
+def _read_json_lines(path: Path, text_columns: list[str], dtype: Any = None) -> pd.DataFrame:
+    """JSON lines into a frame, one object per line: bounded lines, nesting and size (limits.py), ids as written
+    (pandas' read_json would turn "007" into 7 and "NaN" into a missing value)."""
+    records: list[dict] = []
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = loads(line, parse_float=JsonNumber)
+        except ValueError as exc:
+            raise DataError(f"{path}, line {lineno}: not valid JSON ({bad_line_message(exc)})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}, line {lineno}: expected a JSON object, got {type(record).__name__}")
+        for column in text_columns:
+            if isinstance(record.get(column), JsonNumber):
+                record[column] = record[column].text
+        records.append(record)
+    frame = pd.DataFrame(records)
+    for column in text_columns:  # a column of whole numbers only would become int64: ids stay text
+        if column in frame.columns and frame[column].dtype != object:
+            frame[column] = frame[column].astype(object)
+    for column, kind in (dtype or {}).items():
+        if column in frame.columns:
+            frame[column] = frame[column].astype(kind)
+    return frame
 
 
 def _first_line(exc: BaseException) -> str:
@@ -281,6 +342,13 @@ def id_column(values: pd.Series) -> pd.Series:
     uniques = pd.unique(values.to_numpy(dtype=object))
     mapping = {u: normalize_id(u) for u in uniques}
     return pd.Series([mapping[v] for v in values.to_numpy(dtype=object)], index=values.index, dtype=object)
+
+
+def nul_ids(values: pd.Series) -> pd.Series:
+    """Rows whose id holds a NUL byte: bad rows to count, never a new id (computed once per distinct value)."""
+    uniques = pd.unique(values.to_numpy(dtype=object))
+    bad = {u for u in uniques if isinstance(u, str) and "\x00" in u}
+    return values.isin(bad) if bad else pd.Series(False, index=values.index)
 
 
 def text_value(value: Any) -> str:

@@ -17,6 +17,7 @@ from hybridrec.data.io import (
     id_column,
     interactions_frame,
     keep_interacted,
+    nul_ids,
     numeric_column,
     read_delimited,
 )
@@ -57,6 +58,10 @@ def _ratings(path: Path, sep: str, report: SourceReport, fold: str | None = None
     frame = read_delimited(path, sep, ["user_id", "item_id", "rating", "timestamp"], report, ENCODING)
     frame = numeric_column(frame, "rating", report)
     frame = numeric_column(frame, "timestamp", report, limit=MAX_EPOCH_SECONDS)
+    nul = nul_ids(frame["user_id"]) | nul_ids(frame["item_id"])
+    if nul.any():
+        report.bad("id with a NUL byte", f"line {int(frame.loc[nul, '_line'].iloc[0])}", int(nul.sum()))
+        frame = frame.loc[~nul]
     bad = ~frame["rating"].between(1.0, 5.0)
     if bad.any():
         report.bad("rating out of range", f"line {int(frame.loc[bad, '_line'].iloc[0])}", int(bad.sum()))
@@ -83,6 +88,10 @@ def _numeric_feature(frame: pd.DataFrame, column: str, report: SourceReport) -> 
 
 
 def _dedupe(frame: pd.DataFrame, key: str, report: SourceReport) -> pd.DataFrame:
+    nul = nul_ids(frame[key])
+    if nul.any():
+        report.bad(f"{key} with a NUL byte", f"{key} {frame.loc[nul, key].iloc[0]!r}", int(nul.sum()))
+        frame = frame.loc[~nul].reset_index(drop=True)
     dup = frame[key].duplicated()
     if dup.any():
         report.bad(f"duplicate {key}", f"{key} {frame.loc[dup, key].iloc[0]}", int(dup.sum()))

@@ -14,6 +14,7 @@ from hybridrec.data.io import (
     dataset_name,
     id_column,
     interactions_frame,
+    nul_ids,
     read_table,
     require_columns,
 )
@@ -31,7 +32,9 @@ def is_non_product(code: str) -> bool:
 
 
 def _load(path: Path) -> pd.DataFrame:
-    frame = read_table(path, dtype={"InvoiceNo": str, "StockCode": str, "Description": str})
+    frame = read_table(
+        path, text_columns=["StockCode", "CustomerID"], dtype={"InvoiceNo": str, "StockCode": str, "Description": str}
+    )
     require_columns(frame, COLUMNS, path)
     return frame
 
@@ -58,6 +61,7 @@ def clean_purchases(frame: pd.DataFrame, report: SourceReport) -> pd.DataFrame:
     code = frame["StockCode"].astype("string").str.strip()
     malformed = ~np.isfinite(quantity.astype(float)) | ~np.isfinite(price.astype(float))  # NaN, words, inf
     malformed |= stamp.isna() | code.isna() | code.eq("")
+    malformed |= nul_ids(frame["StockCode"]) | nul_ids(frame["CustomerID"])  # an id with a NUL byte: a bad row
     if malformed.any():
         report.bad("malformed row", f"row {int(np.flatnonzero(malformed)[0]) + 1}", int(malformed.sum()))
     invoice = frame["InvoiceNo"].astype("string").str.strip().fillna("")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 
 from hybridrec.config import Config
@@ -12,6 +13,7 @@ from hybridrec.data.movielens import read_movielens_1m, read_movielens_100k
 from hybridrec.data.online_retail import read_online_retail
 from hybridrec.data.table import read_table_dataset
 from hybridrec.errors import ConfigError
+from hybridrec.limits import shown
 
 
 def _amazon(cfg: Config, bad: float) -> Dataset:
@@ -81,11 +83,37 @@ READERS: dict[str, Callable[[Config, float], Dataset]] = {
 }
 
 
+# The `data.paths` keys each reader uses (the one list; the README's config table shows it): any other key is an
+# error, so a misspelt `--data ratngs=PATH` cannot leave the reader on its default file.
+PATH_KEYS: dict[str, tuple[str, ...]] = {
+    "amazon": ("reviews", "meta"),
+    "movielens-100k": ("folder", "ratings", "train", "test", "items", "users"),
+    "movielens-1m": ("ratings", "movies", "users"),
+    "goodbooks": ("ratings", "books", "book_tags", "tags"),
+    "online-retail": ("transactions",),
+    "table": ("interactions", "items", "users"),
+}
+
+
+def check_path_keys(cfg: Config) -> None:
+    """Every `data.paths` key is one the format's reader uses, or a ConfigError listing the ones it does."""
+    used = PATH_KEYS.get(cfg.data.format, ())
+    for key in cfg.data.paths:
+        if key not in used:
+            close = difflib.get_close_matches(str(key), used, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"data.paths.{shown(str(key), 60).strip(chr(39))}: not used by format {cfg.data.format!r} (it uses"
+                f" {', '.join(used)}){hint}"
+            )
+
+
 def read_dataset(cfg: Config) -> Dataset:
     """Read cfg.data with the reader its format names, check the bad-row share, and validate."""
     reader = READERS.get(cfg.data.format)
     if reader is None:
         raise ConfigError(f"data.format: {cfg.data.format!r} is not one of {sorted(READERS)}")
+    check_path_keys(cfg)
     bad = cfg.data.max_bad_fraction
     dataset = reader(cfg, bad)
     for report in dataset.reports:

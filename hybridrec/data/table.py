@@ -21,6 +21,7 @@ from hybridrec.data.io import (
     id_column,
     interactions_frame,
     list_value,
+    nul_ids,
     read_table,
     require_columns,
     text_value,
@@ -72,6 +73,10 @@ def _interactions(data: DataConfig, frame: pd.DataFrame, path: Path, report: Sou
     bad = frame[cols["user_id"]].isna() | frame[cols["item_id"]].isna()
     if bad.any():
         report.bad("missing user or item id", _first_row(bad), int(bad.sum()))
+    nul = ~bad & (nul_ids(frame[cols["user_id"]]) | nul_ids(frame[cols["item_id"]]))
+    if nul.any():
+        report.bad("id with a NUL byte", _first_row(nul), int(nul.sum()))
+    bad |= nul
     if cols["rating"] in frame.columns:
         rating = pd.to_numeric(frame[cols["rating"]], errors="coerce").astype(float)
         missing = ~bad & ~np.isfinite(rating)  # NaN, a word, or inf
@@ -157,7 +162,10 @@ def _entity_table(
     missing_id = frame[key_column].isna()
     if missing_id.any():
         report.bad(f"missing {key}", _first_row(missing_id), int(missing_id.sum()))
-    frame = frame.loc[~missing_id]
+    nul = ~missing_id & nul_ids(frame[key_column])
+    if nul.any():
+        report.bad(f"{key} with a NUL byte", _first_row(nul), int(nul.sum()))
+    frame = frame.loc[~missing_id & ~nul]
     table = pd.DataFrame({key: id_column(frame[key_column]).to_numpy()})
     for column in schema.columns():
         source = frame[column] if column in frame.columns else pd.Series([""] * len(frame), index=frame.index)
@@ -196,7 +204,7 @@ def _items(
     needed = [id_col] + features + ([title_col] if "title" in data.columns else [])
     require_columns(source, dict.fromkeys(needed), source_path)
     if path is None:  # item features from the interaction rows: the first non-missing value per item
-        source = source.loc[source[id_col].notna()]
+        source = source.loc[source[id_col].notna() & ~nul_ids(source[id_col])]  # bad rows: counted already
         first = source.groupby(source[id_col].map(normalize_id), sort=False)
         source = first[[c for c in dict.fromkeys([id_col, title_col, *features]) if c in source.columns]].first()
     source = source.rename(columns={title_col: "title"}) if title_col in source.columns else source

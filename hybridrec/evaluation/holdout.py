@@ -121,3 +121,19 @@ def similar_precision(rec, truth: dict[str, set[str]], k: int = 10) -> float:
 
     neighbours = {item: rec.similar_items(item, k)[0] for item, rel in truth.items() if rel and item in rec.items_}
     return precision_at_k(neighbours, {i: truth[i] for i in neighbours}, k)
+
+
+def training_overlap(rec, test: pd.DataFrame) -> int:
+    """How many test rows are (user, item) pairs the model was fitted on (its training and validation rows): metrics
+    over them would be inflated. Zero for the split the fit made; more when `evaluate` re-reads other data or
+    splits it differently."""
+    if test.empty:
+        return 0
+    users = np.fromiter((rec.users_.get(u) for u in test["user_id"]), np.int64, len(test))
+    items = np.fromiter((rec.items_.get(i) for i in test["item_id"]), np.int64, len(test))
+    known = (users >= 0) & (items >= 0)
+    n_items = np.int64(len(rec.items_))
+    seen = rec.seen_
+    owners = np.repeat(np.arange(len(seen.indptr) - 1, dtype=np.int64), np.diff(seen.indptr))
+    trained = owners * n_items + seen.items.astype(np.int64)
+    return int(np.isin(users[known] * n_items + items[known], trained).sum())

@@ -221,7 +221,7 @@ class FeaturePipeline:
         """Restore a saved pipeline; any damage is a ModelFileError naming the file."""
         try:
             return cls._load(folder, cfg, seed)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ModelFileError(f"{folder / 'features.json'}: unreadable feature state ({exc})") from None
 
     @classmethod

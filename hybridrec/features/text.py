@@ -162,7 +162,7 @@ class TfidfSvdEncoder:
             enc.key = meta["key"]
             enc.idf_ = np.load(folder / "tfidf_idf.npy", allow_pickle=False)
             enc.components_ = np.load(folder / "tfidf_components.npy", allow_pickle=False)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ModelFileError(f"{folder}: unreadable TF-IDF state ({exc})") from None
         idf, comps, vocab = enc.idf_, enc.components_, enc.vocabulary_
         shapes_ok = idf.dtype == comps.dtype == np.float32 and idf.ndim == 1 and comps.ndim == 2

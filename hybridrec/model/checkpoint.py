@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -15,13 +16,17 @@ from safetensors.torch import load_file, save_file
 from hybridrec.errors import ModelFileError
 from hybridrec.safeio import disk_error
 
+LOG = logging.getLogger("hybridrec.train")  # a warning reaches stderr even where no logging is set up
+
 
 class Checkpointer:
     """Saves and restores model, optimizer, best weights, RNG states and early-stopping bookkeeping."""
 
-    def __init__(self, path: str | Path, fingerprint: str):
+    def __init__(self, path: str | Path, fingerprint: str, parts: dict[str, str] | None = None, resume: bool = False):
         self.path = Path(path)
         self.fingerprint = fingerprint
+        self.parts = parts or {}  # fingerprints of the run's parts ({"config": ..., "data": ...}), to say what changed
+        self.resume = resume  # asked to resume: a fresh start is worth a notice
 
     def save(self, net, opt, best_state, rng: np.random.Generator, epoch: int, extra: dict) -> None:
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
@@ -34,6 +39,7 @@ class Checkpointer:
         tensors["torch_rng"] = torch.get_rng_state()
         meta = {
             "fingerprint": self.fingerprint,
+            "parts": self.parts,
             "epoch": epoch,
             "param_groups": opt_state["param_groups"],
             "numpy_rng": rng.bit_generator.state,
@@ -53,6 +59,8 @@ class Checkpointer:
         """Restore into net/opt/rng and return the metadata (with best_state), or None if there is no checkpoint
         for this exact run (different config or data)."""
         if not self.path.is_file():
+            if self.resume:
+                LOG.warning(f"--resume: no checkpoint at {self.path}; starting at epoch 1")
             return None
         try:
             tensors = load_file(str(self.path))
@@ -60,9 +68,14 @@ class Checkpointer:
                 header_len = int.from_bytes(fh.read(8), "little")
                 header = json.loads(fh.read(header_len))
             meta = json.loads(header["__metadata__"]["hybridrec"])
-        except (SafetensorError, OSError, ValueError, KeyError) as exc:
+        except (SafetensorError, OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ModelFileError(f"{self.path}: unreadable checkpoint ({exc}); delete it to start over") from None
         if meta.get("fingerprint") != self.fingerprint:
+            if self.resume:
+                LOG.warning(
+                    f"--resume: the checkpoint {self.path} is not this run's ({self._changed(meta)}); starting"
+                    " over at epoch 1"
+                )
             return None
         net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         state: dict[int, dict] = {}
@@ -78,6 +91,15 @@ class Checkpointer:
         )
         return meta
 
+    def _changed(self, meta: dict) -> str:
+        """What differs between this run and the checkpoint's: "the config changed", "the training data changed"."""
+        theirs = meta.get("parts")
+        if not isinstance(theirs, dict) or not self.parts:
+            return "written for another config or training data"
+        names = {"config": "the config", "data": "the training data"}
+        changed = [names.get(k, k) for k, v in self.parts.items() if theirs.get(k) != v]
+        return (" and ".join(changed) + " changed") if changed else "written by another run"
+
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
 
@@ -88,6 +110,11 @@ def _json_default(value):
     if isinstance(value, np.floating):
         return float(value)
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def run_parts(settings: dict, arrays: tuple[np.ndarray, ...]) -> dict[str, str]:
+    """The fingerprints of a run's config and of its training rows apart, so `--resume` can say which changed."""
+    return {"config": run_fingerprint(settings, ()), "data": run_fingerprint({}, arrays)}
 
 
 def run_fingerprint(settings: dict, arrays: tuple[np.ndarray, ...]) -> str:
