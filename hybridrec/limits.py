@@ -23,6 +23,7 @@ import os
 import reprlib
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,19 @@ def loads(text: str | bytes, **hooks: Any) -> Any:
         return json.loads(text, **hooks)
     except RecursionError:
         raise ValueError("nested too deeply") from None
+
+
+def decoder(**hooks: Any) -> Callable[[str], Any]:
+    """`loads` with hooks (parse_float=...), the decoder built once: json.loads(text, **hooks) builds one per call."""
+    built = json.JSONDecoder(**hooks)
+
+    def decode(text: str) -> Any:
+        try:
+            return built.decode(text)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
+
+    return decode
 
 
 def read_json_file(path: Path, error: type[HybridrecError], max_bytes: int | None = None) -> Any:

@@ -17,7 +17,7 @@ import pandas as pd
 from hybridrec.data.dataset import ReadReport
 from hybridrec.data.idmap import normalize_id
 from hybridrec.errors import DataError
-from hybridrec.limits import BoundedStream, bad_line_message, loads, max_expanded_bytes, max_line_bytes
+from hybridrec.limits import BoundedStream, bad_line_message, decoder, loads, max_expanded_bytes, max_line_bytes
 
 GZIP_MAGIC = b"\x1f\x8b"
 # Epoch seconds beyond +-2**53 are not exact as floats and overflow int64 as milliseconds: never a real date.
@@ -292,6 +292,9 @@ class JsonNumber(float):
         return number
 
 
+decode_json_line = decoder(parse_float=JsonNumber)  # numbers with a fraction or exponent keep their text
+
+
 def json_id_text(value: Any) -> Any:
     """An id cell from JSON: a number with a fraction or exponent as written, anything else as it is."""
     return value.text if isinstance(value, JsonNumber) else value
@@ -305,7 +308,7 @@ def _read_json_lines(path: Path, text_columns: list[str], dtype: Any = None) -> 
         if not line.strip():
             continue
         try:
-            record = loads(line, parse_float=JsonNumber)
+            record = decode_json_line(line)
         except ValueError as exc:
             raise DataError(f"{path}, line {lineno}: not valid JSON ({bad_line_message(exc)})") from None
         if not isinstance(record, dict):

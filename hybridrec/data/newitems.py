@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from hybridrec.data.idmap import normalize_id
-from hybridrec.data.io import PANDAS_NA_WORDS, JsonNumber, json_id_text, open_bounded
+from hybridrec.data.io import PANDAS_NA_WORDS, decode_json_line, json_id_text, open_bounded
 from hybridrec.errors import DataError
-from hybridrec.limits import bad_line_message, loads
+from hybridrec.limits import bad_line_message
 
 
 def read_new_items(path: str | Path) -> pd.DataFrame:
@@ -39,7 +39,7 @@ def read_new_items(path: str | Path) -> pd.DataFrame:
             if not line.strip():
                 continue
             try:
-                row = loads(line, parse_float=JsonNumber)  # an id such as 1e400 stays as written, not "inf"
+                row = decode_json_line(line)  # an id such as 1e400 stays as written, not "inf"
             except ValueError as exc:
                 raise DataError(f"{path}:{n}: malformed JSON ({bad_line_message(exc)})") from None
             if not isinstance(row, dict):
