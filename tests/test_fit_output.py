@@ -48,7 +48,7 @@ def logged_fit(tmp_path_factory, text_cache_dir):
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     try:
-        overrides = quick_fit_overrides(text_cache_dir, TFIDF, "train.epochs=5", "train.patience=1", "train.lr=1e-9")
+        overrides = quick_fit_overrides(text_cache_dir, TFIDF, "train.epochs=5", "train.patience=1", "train.lr=1.0e-9")
         report = fit_from_config(load_config(DEMO_CONFIG, overrides), tmp_path_factory.mktemp("logged"), quiet=True)
     finally:
         logger.removeHandler(handler)
