@@ -692,3 +692,12 @@ def test_a_checkpoints_folder_planted_as_a_link_is_refused(tmp_path):
     assert list(elsewhere.iterdir()) == []
     docs = (ROOT / "docs" / "failure-modes.md").read_text()
     assert "the checkpoint is written through it" not in docs
+
+
+def test_amazon_numeric_ids_stay_as_written(tmp_path):
+    lines = [json.dumps({"reviewerID": f"u{n}", "asin": f"a{n % 3}", "overall": 4.0}) for n in range(20)]
+    lines.append('{"reviewerID": 1e400, "asin": 7.50, "overall": 5.0}')
+    reviews = put(tmp_path / "reviews.json", "\n".join(lines) + "\n")
+    dataset = read_dataset(load_config(None, ["data.format=amazon", f"data.paths.reviews={reviews}"]))
+    row = dataset.interactions[dataset.interactions["user_id"] == "1e400"]
+    assert row["item_id"].tolist() == ["7.50"] and row["rating"].tolist() == [5.0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import html
-import json
 import math
 import re
 from collections import Counter
@@ -21,9 +20,11 @@ from hybridrec.data.io import (
     MAX_EPOCH_SECONDS,
     SourceReport,
     dataset_name,
+    decode_json_line,
     drop_duplicate_pairs,
     interactions_frame,
     iter_lines,
+    json_id_text,
     list_value,
     text_value,
 )
@@ -84,7 +85,7 @@ def _finite(number: float) -> float:
 def _parse_record(line: str) -> Any:
     """JSON first; 2014 metadata lines are Python literals (single quotes), read with literal_eval (never eval)."""
     try:
-        return json.loads(line)
+        return decode_json_line(line)  # a numeric id such as 1e400 keeps its text (json_id_text), never "inf"
     except ValueError:
         return ast.literal_eval(line)
 
@@ -123,7 +124,11 @@ def read_reviews(path: Path, report: SourceReport) -> pd.DataFrame:
     """Review lines -> canonical interactions; duplicate (user, item) pairs keep the latest review."""
     users, items, ratings, stamps, texts = [], [], [], [], []
     for lineno, record in _records(path, report):
-        user, item, overall = record.get("reviewerID"), record.get("asin"), record.get("overall")
+        user, item, overall = (
+            json_id_text(record.get("reviewerID")),
+            json_id_text(record.get("asin")),
+            record.get("overall"),
+        )
         if user is None or item is None or overall is None or not normalize_id(user) or not normalize_id(item):
             report.bad("missing field", f"line {lineno}")
             continue
@@ -199,7 +204,7 @@ def read_meta(path: Path, wanted: set[str], report: SourceReport) -> pd.DataFram
         if record.get("asin") is None or not normalize_id(record["asin"]):
             report.bad("missing field", f"line {lineno}")
             continue
-        asin = normalize_id(record["asin"])
+        asin = normalize_id(json_id_text(record["asin"]))
         if "\x00" in asin:
             report.bad("id with a NUL byte", f"line {lineno}")
             continue
