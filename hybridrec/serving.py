@@ -15,12 +15,14 @@ import math
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -37,6 +39,7 @@ MAX_K = 1000  # answers longer than this are a batch job, not a request
 MAX_NEW_ITEMS = 1000  # items in one /score-new request
 MAX_IDS = 100_000  # ids in one allow-list, deny-list or history
 DEFAULT_RELOAD_INTERVAL = 2.0
+MEMO_TEXTS = 10_000  # query texts whose vectors a served model keeps in memory (about 15 MB at width 384)
 UNKNOWN_ID = re.compile(r"\bunknown (user|item) ids?\b")  # the library's words for an id it does not know: 404
 
 
@@ -59,8 +62,45 @@ def load_served(root: Path) -> Served:
     from hybridrec.recommender import HybridRecommender
 
     rec = HybridRecommender.load(root)
+    encode_in_memory(rec.features)
     warm(rec)
     return Served(rec, root, time.strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+def encode_in_memory(features: Any, max_texts: int = MEMO_TEXTS) -> None:
+    """Make the served feature pipeline encode texts with its warm text model and an in-memory LRU of the last
+    `max_texts` texts, never through the on-disk embedding cache.
+
+    The disk cache is built for fits (thousands of texts a call, shared between processes): each call reads and
+    checks every cached entry and a new text adds a file. Per query that costs far more than encoding the one
+    text (benchmarks/results/serve.md). One lock around the encoder: the tokenizer is not made for concurrent
+    calls, and torch already spreads one encoding over the CPU's threads."""
+    encoder = getattr(features, "encoder_", None)
+    if encoder is None:  # no text encoder (features.text_encoder: none): nothing to encode
+        return
+    memo: OrderedDict[str, np.ndarray] = OrderedDict()
+    memo_lock, encode_lock = threading.Lock(), threading.Lock()
+
+    def encode_texts(texts: list[str], *_args: Any, **_kwargs: Any) -> np.ndarray:
+        texts = [str(t) for t in texts]
+        with memo_lock:
+            found = {t: memo[t] for t in dict.fromkeys(texts) if t in memo}
+            for t in found:
+                memo.move_to_end(t)
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            with encode_lock:
+                fresh = np.asarray(encoder.encode(missing), dtype=np.float32)
+            found.update(zip(missing, fresh))
+            with memo_lock:
+                memo.update(zip(missing, fresh))
+                while len(memo) > max_texts:
+                    memo.popitem(last=False)
+        if not texts:
+            return np.zeros((0, int(encoder.dim)), np.float32)
+        return np.stack([found[t] for t in texts])
+
+    features.encode_texts = encode_texts
 
 
 def warm(rec: HybridRecommender) -> None:

@@ -53,8 +53,8 @@ def _exe() -> str:
 class Server:
     """A `hybridrec serve` subprocess and what the tests need to check its answers."""
 
-    def __init__(self, link: Path, port: int, log: Path, proc: subprocess.Popen):
-        self.link, self.port, self.log, self.proc = link, port, log, proc
+    def __init__(self, link: Path, port: int, log: Path, proc: subprocess.Popen, cache: Path):
+        self.link, self.port, self.log, self.proc, self.cache = link, port, log, proc, cache
         self.url = f"http://127.0.0.1:{port}"
         self._recs: dict[str, HybridRecommender] = {}
 
@@ -87,7 +87,7 @@ def _start(link: Path, log: Path, cache: Path, *extra: str) -> Server:
             env=env,
             cwd=log.parent,
         )
-    server = Server(link, port, log, proc)
+    server = Server(link, port, log, proc, cache)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -120,7 +120,7 @@ def server(demo_model, tmp_path_factory):
     models.mkdir()
     demo_model.load().save(models / "demo")
     point_link(models / "latest", models / "demo")
-    srv = _start(models / "latest", root / "server.log", demo_model.cache_dir)
+    srv = _start(models / "latest", root / "server.log", root / "server-text-cache")
     try:
         yield srv
     finally:
@@ -497,3 +497,14 @@ def test_serve_refuses_a_taken_port_and_an_empty_token_with_one_line(tmp_path):
         done.stderr.strip().splitlines()[-1]
         == "error: the bearer token is empty: give a non-empty token, or none for an open service"
     )
+
+
+def test_queries_encode_in_memory_not_through_the_disk_cache(server):
+    """Free text and new items are encoded by the warm text model with an in-memory memo: the server's text cache
+    folder ($HYBRIDREC_CACHE_DIR) gets no file, and a repeated text gets the same answer."""
+    with server.client() as c:
+        first = c.get("/similar", params={"q": "a brand new gadget nobody has described yet", "k": 5}).json()
+        again = c.get("/similar", params={"q": "a brand new gadget nobody has described yet", "k": 5}).json()
+        scored = c.post("/score-new", json={"items": [{"item_id": "MEMO-1", "title": "a memo test item"}]})
+    assert first["match"] == "content" and again == first and scored.status_code == 200
+    assert not server.cache.exists() or not any(server.cache.rglob("*"))
