@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 TOP = 5  # history items listed per source
 BLOCK = 4096  # items per forward pass when computing content effects
+# content effects are items x groups x (dim + 1) floats kept in the model: past this many (64 MB), none are kept
+# and explanations list no content groups
+MAX_EFFECT_VALUES = 16_000_000
 
 
 @dataclass
@@ -81,10 +84,10 @@ def content_effects(
     ID, as in training). `first_row`: catalogue row of the first item (items added later have no ID row)."""
     import torch
 
-    if net.items.content is None or not groups:
-        return None
     n = len(feats)
     dim = net.items.dim
+    if net.items.content is None or not groups or n * len(groups) * (dim + 1) > MAX_EFFECT_VALUES:
+        return None
     out = np.zeros((n, len(groups), dim + 1), np.float32)
     n_ids = net.items.id_embedding.num_embeddings if net.items.id_embedding is not None else 0
     was_training = net.training
