@@ -256,7 +256,7 @@ def register(app: typer.Typer, run: Callable[[bool, Callable[[], Any]], Any], de
                 return
             parts = [[name, f"{value:+.4f}"] for name, value in out["parts"].items()]
             parts.append(["= score", f"{out['score']:.4f}"])
-            _table(f"{out['user_id']} x {out['item_id']}: {out['title']}", ["part", "value"], parts)
+            _table(f"{out['user_id']} x {out['item_id']}", ["part", "value"], parts, caption=out["title"])
             for source, listed in out["behaviour"].items():
                 if listed:
                     rows = [[r["item_id"], r["title"], f"{r['effect']:+.4f}"] for r in listed]
