@@ -173,9 +173,14 @@ class Trainer:
         history_rows: torch.Tensor | None = None,
     ):
         """Tower outputs: items computed once per distinct item of the batch (ID and feature dropout drawn per
-        distinct item), users per row (each row's bag leaves out its own target)."""
+        distinct item); users once per distinct user too, unless each row needs its own bag (its target left out,
+        or its own causal history)."""
         items, i_inv = torch.unique(i_idx, return_inverse=True)
         v, b_i = self.item_vectors(items, self._keep_mask(len(items)))
+        if history_rows is None and (self.history is None or targets is None):
+            users, u_inv = torch.unique(u_idx, return_inverse=True)
+            u, b_u = self.user_vectors(users)
+            return u[u_inv], b_u[u_inv], v[i_inv], b_i[i_inv]
         u, b_u = self.user_vectors(u_idx, targets, history_rows)
         return u, b_u, v[i_inv], b_i[i_inv]
 
