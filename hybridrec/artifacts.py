@@ -294,7 +294,8 @@ def save_model(
         with model_lock(target):
             _check_unchanged(rec, target)
             final = publish(staged, target)
-        rec._loaded_from = (os.path.abspath(target), final.resolve())
+        if getattr(rec, "_loaded_from", (None,))[0] == os.path.abspath(target):  # its next save starts from here
+            rec._loaded_from = (os.path.abspath(target), final.resolve())
         return final
     except (OSError, SafetensorError) as exc:  # a full disk or `ulimit -f`: one line naming the file and the cause
         error = _save_disk_error(exc, staged, target)
@@ -332,7 +333,8 @@ def _verify_staged(rec, staged: Path, target: Path) -> None:
 
 def _check_unchanged(rec, target: Path) -> None:
     """Compare-and-swap: a model loaded from `target` is saved back only if `target` still names the version it
-    was loaded from, so a concurrent writer's change is never overwritten and lost."""
+    was loaded from (or last saved there), so a concurrent writer's change is never overwritten and lost. A model
+    fitted, or loaded from elsewhere, replaces `target` whatever it holds: that is a deliberate replacement."""
     loaded = getattr(rec, "_loaded_from", None)
     if loaded is None or loaded[0] != os.path.abspath(target):
         return

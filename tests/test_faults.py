@@ -214,8 +214,8 @@ def test_queries_never_see_a_half_written_model(demo_model, tmp_path):
     thread = threading.Thread(target=reader_thread, daemon=True)
     thread.start()
     time.sleep(1.5)  # the reader process is importing; let it start reading
-    saves, deadline = 0, time.monotonic() + 4
-    while time.monotonic() < deadline:
+    saves, deadline, cap = 0, time.monotonic() + 4, time.monotonic() + 120
+    while (time.monotonic() < deadline or saves < 10) and time.monotonic() < cap:  # a count, not a speed
         (first if saves % 2 else second).save(target)
         saves += 1
         time.sleep(0.05)
