@@ -51,7 +51,8 @@ def id_map(path: Path, payload: Any, entity: str):
     ids = payload["ids"]
     for row, raw in enumerate(ids):
         if not isinstance(raw, str) or not raw:
-            raise _bad(path, f"row {row}: the id {str(raw)[:60]!r} is not a non-empty string")
+            shown = json.dumps(raw, ensure_ascii=False, default=str)[:60]
+            raise _bad(path, f"row {row}: an id must be a non-empty string, got {shown}")
     mapping = IdMap(ids, entity=entity)
     if len(mapping) != len(ids):
         raise _bad(path, "holds duplicate ids")
