@@ -208,6 +208,14 @@ def test_a_huge_value_in_an_error_message_is_cut_short():
     assert str(info.value).startswith("train.lr: expected a number, got 'xxx") and len(str(info.value)) < 200
 
 
+@pytest.mark.parametrize("term", ["{type: [1, 2]}", "{type: {a: 1}}", "[" + ", ".join(["1"] * 50_000) + "]"])
+def test_a_score_term_that_is_no_mapping_or_names_no_type_is_one_short_line(term):
+    """A list as a term's type was not hashable: TypeError, a traceback from the CLI."""
+    with pytest.raises(ConfigError, match=r"^model\.terms(\[0\])?[.:]") as info:
+        load_config(None, [f"model.terms=[{term}]"])
+    assert len(str(info.value)) < 200
+
+
 def test_a_huge_unknown_key_is_cut_short_too():
     with pytest.raises(ConfigError) as info:
         load_config(None, ["train." + "k" * 100_000 + "=1"])

@@ -155,15 +155,16 @@ def registry() -> dict[str, type[ScoreTerm]]:
 def parse_term(payload: Any, where: str) -> tuple[type[ScoreTerm], TermParams]:
     """One `model.terms` entry -> its class and typed params; errors name the entry and suggest close keys."""
     from hybridrec.config import build_section
+    from hybridrec.limits import shown
 
     terms = registry()
     if not isinstance(payload, dict) or "type" not in payload:
-        raise ConfigError(f"{where}: expected a mapping with a `type` (one of {sorted(terms)}), got {payload!r}")
+        raise ConfigError(f"{where}: expected a mapping with a `type` (one of {sorted(terms)}), got {shown(payload)}")
     kind = payload["type"]
-    if kind not in terms:
-        close = difflib.get_close_matches(str(kind), list(terms), n=1)
+    if not isinstance(kind, str) or kind not in terms:  # a list or a mapping is no term name (and not hashable)
+        close = difflib.get_close_matches(shown(kind), list(terms), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f" (known: {sorted(terms)})"
-        raise ConfigError(f"{where}.type: unknown score term {kind!r}{hint}")
+        raise ConfigError(f"{where}.type: unknown score term {shown(kind)}{hint}")
     cls = terms[kind]
     params = build_section(cls.Params, {k: v for k, v in payload.items() if k != "type"}, where)
     for field in dataclasses.fields(params):
