@@ -226,7 +226,14 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {shown(value)}")
-        return value
+        if not args:
+            return value
+        out = {}
+        for key, item in value.items():  # data.paths: {str: str}; a list as a path was a TypeError deep in a reader
+            if not isinstance(key, str):
+                raise ConfigError(f"{where}: keys must be strings, got {shown(key)}")
+            out[key] = _coerce(item, args[1], f"{where}.{key}")
+        return out
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str) and _NUMBER.match(value.strip()):

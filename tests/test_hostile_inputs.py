@@ -216,6 +216,21 @@ def test_a_score_term_that_is_no_mapping_or_names_no_type_is_one_short_line(term
     assert len(str(info.value)) < 200
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.paths.interactions=[1]", "data.paths.interactions: expected a string, got [1]"),
+        ("data.paths={interactions: {a: 1}}", "data.paths.interactions: expected a string, got {'a': 1}"),
+        ("data.columns={user_id: [1]}", "data.columns.user_id: expected a string, got [1]"),
+        ("data.columns={1: user}", "data.columns: keys must be strings, got 1"),
+    ],
+)
+def test_mapping_values_are_typed_too(tmp_path, override, message):
+    """A list as a data path was a TypeError inside the reader; a list as a column name an unhashable-type one."""
+    result = invoke("fit", "--quiet", "--config", DEMO_CONFIG, "--set", override, "--out", tmp_path / "out")
+    assert_one_line_error(result, message)
+
+
 def test_a_huge_unknown_key_is_cut_short_too():
     with pytest.raises(ConfigError) as info:
         load_config(None, ["train." + "k" * 100_000 + "=1"])
