@@ -497,6 +497,16 @@ def test_a_nul_byte_in_an_id_is_a_counted_bad_row(tmp_path):
     assert sorted(set(dataset.items["item_id"])) == [f"i{n}" for n in range(5)]
 
 
+def test_an_id_that_is_a_list_or_a_mapping_is_a_counted_bad_row(tmp_path):
+    """JSON lines can hold a list where an id belongs: it was an unhashable-type traceback."""
+    rows = [{"user_id": f"u{n}", "item_id": f"i{n % 4}", "rating": 4} for n in range(40)]
+    odd = [{"user_id": ["a", "b"], "item_id": "i1", "rating": 4}, {"user_id": "x", "item_id": {"k": 1}, "rating": 4}]
+    data = put(tmp_path / "r.jsonl", "".join(json.dumps(r) + "\n" for r in rows + odd))
+    dataset = read_dataset(table_config(tmp_path, data))
+    assert dataset.reports[0].skipped["id that is not a single value"] == 2
+    assert sorted(set(dataset.interactions["user_id"])) == sorted(f"u{n}" for n in range(40))
+
+
 def test_nul_ids_in_an_item_table_are_counted_too(tmp_path):
     rows = ["user_id,item_id,rating"] + [f"u{n},i{n % 5},4" for n in range(40)]
     data = put(tmp_path / "r.csv", "\n".join(rows) + "\n")

@@ -18,6 +18,7 @@ from hybridrec.data.io import (
     interactions_frame,
     keep_interacted,
     list_value,
+    not_single_ids,
     nul_ids,
     read_table,
     require_columns,
@@ -57,6 +58,10 @@ def _ratings(path: Path, report: SourceReport) -> pd.DataFrame:
     missing = frame["user_id"].isna() | frame["book_id"].isna()
     if missing.any():
         report.bad("missing id", f"row {int(np.flatnonzero(missing)[0]) + 1}", int(missing.sum()))
+    many = ~missing & (not_single_ids(frame["user_id"]) | not_single_ids(frame["book_id"]))
+    if many.any():
+        report.bad("id that is not a single value", f"row {int(np.flatnonzero(many)[0]) + 1}", int(many.sum()))
+    missing |= many
     nul = ~missing & (nul_ids(frame["user_id"]) | nul_ids(frame["book_id"]))
     if nul.any():
         report.bad("id with a NUL byte", f"row {int(np.flatnonzero(nul)[0]) + 1}", int(nul.sum()))

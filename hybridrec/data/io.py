@@ -349,9 +349,21 @@ def id_column(values: pd.Series) -> pd.Series:
 
 def nul_ids(values: pd.Series) -> pd.Series:
     """Rows whose id holds a NUL byte: bad rows to count, never a new id (computed once per distinct value)."""
-    uniques = pd.unique(values.to_numpy(dtype=object))
+    cells = values.to_numpy(dtype=object)
+    try:
+        uniques = pd.unique(cells)
+    except TypeError:  # lists among the ids (JSON, Parquet): not_single_ids counts those
+        return pd.Series([isinstance(v, str) and "\x00" in v for v in cells], index=values.index, dtype=bool)
     bad = {u for u in uniques if isinstance(u, str) and "\x00" in u}
     return values.isin(bad) if bad else pd.Series(False, index=values.index)
+
+
+def not_single_ids(values: pd.Series) -> pd.Series:
+    """Rows whose id is a list or a mapping (JSON lines, Parquet): bad rows, never the id "['a', 'b']"."""
+    if values.dtype != object:
+        return pd.Series(False, index=values.index)
+    many = (list, tuple, dict, set, np.ndarray)
+    return pd.Series([isinstance(v, many) for v in values.to_numpy(dtype=object)], index=values.index, dtype=bool)
 
 
 def text_value(value: Any) -> str:

@@ -14,6 +14,7 @@ from hybridrec.data.io import (
     dataset_name,
     id_column,
     interactions_frame,
+    not_single_ids,
     nul_ids,
     read_table,
     require_columns,
@@ -62,6 +63,7 @@ def clean_purchases(frame: pd.DataFrame, report: SourceReport) -> pd.DataFrame:
     malformed = ~np.isfinite(quantity.astype(float)) | ~np.isfinite(price.astype(float))  # NaN, words, inf
     malformed |= stamp.isna() | code.isna() | code.eq("")
     malformed |= nul_ids(frame["StockCode"]) | nul_ids(frame["CustomerID"])  # an id with a NUL byte: a bad row
+    malformed |= not_single_ids(frame["StockCode"]) | not_single_ids(frame["CustomerID"])
     if malformed.any():
         report.bad("malformed row", f"row {int(np.flatnonzero(malformed)[0]) + 1}", int(malformed.sum()))
     invoice = frame["InvoiceNo"].astype("string").str.strip().fillna("")

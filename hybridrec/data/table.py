@@ -21,6 +21,7 @@ from hybridrec.data.io import (
     id_column,
     interactions_frame,
     list_value,
+    not_single_ids,
     nul_ids,
     read_table,
     require_columns,
@@ -73,6 +74,10 @@ def _interactions(data: DataConfig, frame: pd.DataFrame, path: Path, report: Sou
     bad = frame[cols["user_id"]].isna() | frame[cols["item_id"]].isna()
     if bad.any():
         report.bad("missing user or item id", _first_row(bad), int(bad.sum()))
+    many = ~bad & (not_single_ids(frame[cols["user_id"]]) | not_single_ids(frame[cols["item_id"]]))
+    if many.any():
+        report.bad("id that is not a single value", _first_row(many), int(many.sum()))
+    bad |= many
     nul = ~bad & (nul_ids(frame[cols["user_id"]]) | nul_ids(frame[cols["item_id"]]))
     if nul.any():
         report.bad("id with a NUL byte", _first_row(nul), int(nul.sum()))
@@ -162,10 +167,13 @@ def _entity_table(
     missing_id = frame[key_column].isna()
     if missing_id.any():
         report.bad(f"missing {key}", _first_row(missing_id), int(missing_id.sum()))
-    nul = ~missing_id & nul_ids(frame[key_column])
+    many = ~missing_id & not_single_ids(frame[key_column])
+    if many.any():
+        report.bad(f"{key} that is not a single value", _first_row(many), int(many.sum()))
+    nul = ~missing_id & ~many & nul_ids(frame[key_column])
     if nul.any():
         report.bad(f"{key} with a NUL byte", _first_row(nul), int(nul.sum()))
-    frame = frame.loc[~missing_id & ~nul]
+    frame = frame.loc[~missing_id & ~many & ~nul]
     table = pd.DataFrame({key: id_column(frame[key_column]).to_numpy()})
     for column in schema.columns():
         source = frame[column] if column in frame.columns else pd.Series([""] * len(frame), index=frame.index)
@@ -204,7 +212,8 @@ def _items(
     needed = [id_col] + features + ([title_col] if "title" in data.columns else [])
     require_columns(source, dict.fromkeys(needed), source_path)
     if path is None:  # item features from the interaction rows: the first non-missing value per item
-        source = source.loc[source[id_col].notna() & ~nul_ids(source[id_col])]  # bad rows: counted already
+        ok = source[id_col].notna() & ~not_single_ids(source[id_col]) & ~nul_ids(source[id_col])
+        source = source.loc[ok]  # bad rows: counted already
         first = source.groupby(source[id_col].map(normalize_id), sort=False)
         source = first[[c for c in dict.fromkeys([id_col, title_col, *features]) if c in source.columns]].first()
     source = source.rename(columns={title_col: "title"}) if title_col in source.columns else source
