@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -247,6 +248,7 @@ def save_model(
                 "item_spec": rec.item_spec_.to_json(),
                 "user_spec": rec.user_spec_.to_json(),
                 "review_slice": list(rec.review_slice_) if rec.review_slice_ else None,
+                "text_slots": asdict(rec.text_slots_) if rec.text_slots_ is not None else None,
             },
         )
         (staged / "id_maps").mkdir()
@@ -262,6 +264,8 @@ def save_model(
         arrays |= {"item_has_id": rec.item_has_id_, "seen_indptr": rec.seen_.indptr, "seen_items": rec.seen_.items}
         if towers.item_queries is not None:
             arrays["item_queries"] = towers.item_queries
+        if rec.item_text_ is not None:
+            arrays["item_text"] = rec.item_text_
         for name, array in arrays.items():
             np.save(staged / "vectors" / f"{name}.npy", np.asarray(array), allow_pickle=False)
         save_query_state(rec, staged / "vectors")
@@ -416,6 +420,7 @@ def load_model(cls, path: str | Path):
         rec.rating_range_ = tuple(float(v) for v in rating_range) if rating_range else None
         rec.item_spec_, rec.user_spec_ = check.specs(where / "model.json", model)
         rec.review_slice_ = tuple(int(v) for v in model["review_slice"]) if model["review_slice"] else None
+        rec.text_slots_ = _text_slots(model.get("text_slots"), rec.item_spec_.text_dim)
         rec._n_items_trained = int(model["n_items_trained"])
         global_mean = float(model["global_mean"])
         rec.users_ = check.id_map(where / "id_maps/users.json", md.json("id_maps/users.json"), "user")
@@ -497,6 +502,20 @@ def _load_terms(md, cfg, components, n_users, n_items, registry, parse_term, Ter
     return terms
 
 
+def _text_slots(payload, text_dim: int):
+    """model.json's free-text slot record, checked: two flags and one finite mean vector of the text width."""
+    from hybridrec.fitting import TextSlots
+
+    if payload is None:
+        return None
+    slots = TextSlots(**payload)
+    mean = np.asarray(slots.meta_mean, dtype=np.float64)
+    flags_ok = isinstance(slots.meta_used, bool) and isinstance(slots.review_used, bool)
+    if not flags_ok or mean.shape != ((text_dim - 1) // 2,) or not np.all(np.isfinite(mean)):
+        raise ValueError("text_slots does not match the text features")
+    return slots
+
+
 def _choice(value, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ValueError(f"{value!r} is not one of {allowed}")
@@ -510,6 +529,14 @@ def _check_array(where: Path, name: str, array: np.ndarray, shape: tuple, kind) 
         raise ModelFileError(f"{where / 'vectors' / name}.npy: is {array.dtype} {array.shape}, expected {shape}")
     if kind is np.floating and not np.all(np.isfinite(array)):
         raise ModelFileError(f"{where / 'vectors' / name}.npy: holds values that are not finite")
+
+
+def load_item_text(rec) -> np.ndarray:
+    """vectors/item_text.npy (free-text queries), read on first use: float16, one row per item, the text width."""
+    array = rec._model_dir.npy("vectors/item_text.npy")
+    width = (rec.item_spec_.text_dim - 1) // 2
+    _check_array(rec._model_dir.root, "item_text", array, (len(rec.items_), width), np.floating)
+    return array
 
 
 def save_query_state(rec, folder: Path) -> None:

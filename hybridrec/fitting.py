@@ -49,6 +49,8 @@ class FittedModel:
     item_spec: TowerSpec
     user_spec: TowerSpec
     review_slice: tuple[int, int] | None
+    text_slots: TextSlots | None
+    item_text: np.ndarray | None  # items in the text encoder's space (TextSlots.item_text)
     train_result: TrainResult
     stats: dict = field(default_factory=dict)  # seconds per stage, text cache hits and misses
     # what queries beyond known users need (queries.fit_state): popularity, the bag, user inputs, content effects
@@ -204,6 +206,7 @@ def _fit_model(
     train_seconds = time.perf_counter() - t2
 
     item_vectors, item_bias = trainer.all_item_vectors()
+    slots = TextSlots.of(item_feats.text, text_dim) if text_dim else None
     weight = bag.similar_weight
     bought_with = trainer.bought_with_vectors() if weight > 0 else None
     user_vectors, user_bias = trainer.all_user_vectors()
@@ -241,6 +244,8 @@ def _fit_model(
         item_spec=item_spec,
         user_spec=user_spec,
         review_slice=review_slice,
+        text_slots=slots,
+        item_text=slots.item_text(item_feats.text) if slots is not None else None,
         train_result=result,
         **extras,
         stats={
@@ -251,6 +256,49 @@ def _fit_model(
             "text_cache_misses": pipeline.cache_misses,
         },
     )
+
+
+@dataclass
+class TextSlots:
+    """Which text slots (the metadata document, the review document) tell the catalogue's items apart, and the
+    items' mean metadata embedding: a free-text query goes into every slot the items use, so on a reviews-only
+    catalogue (every metadata document empty) a query is read like reviews, not like a title nobody has."""
+
+    meta_used: bool
+    review_used: bool
+    meta_mean: list[float]
+
+    @classmethod
+    def of(cls, text: np.ndarray, dim: int) -> TextSlots:
+        meta, review, has_review = text[:, :dim], text[:, dim : 2 * dim], text[:, 2 * dim]
+        meta_used = bool(len(meta) > 1 and float(meta.std(axis=0).mean()) > 1e-4)
+        review_used = bool(has_review.any() and float(review[has_review > 0].std(axis=0).mean()) > 1e-4)
+        return cls(meta_used, review_used, [float(v) for v in meta.mean(axis=0)] if len(meta) else [0.0] * dim)
+
+    def item_text(self, text: np.ndarray, new_items: bool = False) -> np.ndarray:
+        """Each item's place in the text encoder's own space (float16, unit length): its metadata embedding where
+        the catalogue's metadata tells items apart (always, for new items: they come with a title), plus its
+        reviews' embedding where it has reviews. Free-text queries are matched here as well as by the towers."""
+        dim = (text.shape[1] - 1) // 2
+        meta, review, has_review = text[:, :dim], text[:, dim : 2 * dim], text[:, 2 * dim : 2 * dim + 1]
+        out = np.zeros_like(meta, dtype=np.float32)
+        if self.meta_used or new_items:
+            out += _unit(meta)
+        out += _unit(review) * (has_review > 0)
+        return _unit(out).astype(np.float16)
+
+    def query_text(self, meta: np.ndarray) -> np.ndarray:
+        """Text features of free-text queries whose metadata embeddings are `meta` (rows)."""
+        review = meta if self.review_used else np.zeros_like(meta)
+        if not self.meta_used:
+            meta = np.broadcast_to(np.asarray(self.meta_mean, np.float32), meta.shape)
+        flag = np.full((len(meta), 1), 1.0 if self.review_used else 0.0, np.float32)
+        return np.concatenate([meta, review, flag], axis=1).astype(np.float32)
+
+
+def _unit(m: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(m, axis=1, keepdims=True)
+    return (m / np.where(norm > 0, norm, 1.0)).astype(np.float32)
 
 
 def residual_scorer(net: HybridNet):

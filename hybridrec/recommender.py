@@ -30,6 +30,8 @@ DISPLAY_COLUMNS = ("title", "price", "category")
 # MIN_CANDIDATES (20 x k when larger) from the ANN index, the item biases and each recommend term
 EXACT_RECOMMEND_ITEMS = 5000
 MIN_CANDIDATES = 200
+# free text that matches no title: the share of the text encoder's own similarity beside the towers' cosine
+TEXT_QUERY_WEIGHT = 0.5
 
 
 @dataclass
@@ -66,6 +68,7 @@ class HybridRecommender:
         self._features: FeaturePipeline | None = None
         self._model_dir = None  # the ModelDir a loaded model reads its network and features from
         self._matcher: TitleMatcher | None = None
+        self._item_text: np.ndarray | None = None  # items in the text encoder's space, loaded on first use
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -114,9 +117,11 @@ class HybridRecommender:
         self.display_ = fitted.display
         self.item_spec_, self.user_spec_ = fitted.item_spec, fitted.user_spec
         self.review_slice_ = fitted.review_slice
+        self.text_slots_ = fitted.text_slots
         self.train_result_ = fitted.train_result
         self.fit_stats_ = fitted.stats
         self._net, self._features = fitted.net, fitted.features
+        self._item_text = fitted.item_text
         self._matcher = None
         self.retired_ = np.zeros(len(fitted.items), bool)
         counts = fitted.item_counts
@@ -227,9 +232,29 @@ class HybridRecommender:
         import pandas as pd
 
         query = pd.DataFrame({"item_id": ["<query>"], "title": [str(text)]})
-        vec, _ = self._content_vectors(query, typical_numeric=True)
-        ids, scores = self.index_.query(vec[0], k)
-        return TextMatch(text, None, None, "content", ids, scores)
+        vec, _ = self._content_vectors(query, free_text=True)
+        item_text = self.item_text_
+        if item_text is None:  # no text encoder: the towers alone
+            ids, scores = self.index_.query(vec[0], k)
+            return TextMatch(text, None, None, "content", ids, scores)
+        scores = self._text_query_scores(vec[0], item_text, str(text))
+        scores[self.retired_] = -np.inf  # retired items (remove_items) are never answered
+        top = np.argsort(-scores, kind="stable")[:k]
+        top = top[np.isfinite(scores[top])]
+        return TextMatch(text, None, None, "content", self.items_.raws(top), scores[top].astype(np.float32))
+
+    def _text_query_scores(self, vector: np.ndarray, item_text: np.ndarray, text: str) -> np.ndarray:
+        """A free-text query against every item: (1 - w) x z(the towers' cosine) + w x z(the cosine of the query's
+        text embedding with each item's text), w = TEXT_QUERY_WEIGHT, z as in the similar-items blend. The towers
+        place the query among items by content and behaviour; the text space keeps it on topic where the towers'
+        content path is weak (a reviews-only catalogue, where items are told apart by their reviews)."""
+        towers = self.towers_.item_vectors @ vector.astype(np.float32)
+        norms = np.linalg.norm(self.towers_.item_vectors, axis=1) * max(float(np.linalg.norm(vector)), 1e-12)
+        towers = towers / np.where(norms > 0, norms, np.inf)
+        query = self.features.encode_texts([text])[0].astype(np.float32)
+        query = query / max(float(np.linalg.norm(query)), 1e-12)
+        text_scores = item_text.astype(np.float32) @ query
+        return blend_similar(towers, [(TEXT_QUERY_WEIGHT, text_scores)], None)
 
     def score_matrix(self, user_rows: np.ndarray, item_rows: np.ndarray | None = None) -> np.ndarray:
         """Blended scores of users x items by row (all items when item_rows is None), unclipped: the towers plus
@@ -538,6 +563,7 @@ class HybridRecommender:
         feats = self.features.transform_items(items, train=None)
         vecs, bias = self._content_vectors(items, feats=feats)
         new = self._new_items(len(items), feats)
+        item_text = self.item_text_  # read before the catalogue grows
         rows = np.asarray(self.items_.extend(items["item_id"]), dtype=np.int64)
         self.towers_.extend(vecs, bias)
         for term in self.terms_:
@@ -547,7 +573,18 @@ class HybridRecommender:
         self.display_ = self.display_ + display_rows(items)
         self._matcher = None
         self.index_.add(vecs, rows)
+        if item_text is not None and self.text_slots_ is not None:
+            self._item_text = np.concatenate([item_text, self.text_slots_.item_text(feats.text, new_items=True)])
         return self
+
+    @property
+    def item_text_(self) -> np.ndarray | None:
+        """Every item's place in the text encoder's space (None without a text encoder); read on first use."""
+        if self._item_text is None and self._model_dir is not None and self._model_dir.has("vectors/item_text.npy"):
+            from hybridrec.artifacts import load_item_text
+
+            self._item_text = load_item_text(self)
+        return self._item_text
 
     def _extend_query_state(self, feats: EntityFeatures, first_row: int) -> None:
         """New items are not retired, had no training interactions, and get their content effects (explain)."""
@@ -582,18 +619,21 @@ class HybridRecommender:
         return NewItems(count, lambda: token_matrix(feats.categorical, list(self.item_spec_.vocab_sizes)))
 
     def _content_vectors(
-        self, items: pd.DataFrame, typical_numeric: bool = False, feats: EntityFeatures | None = None
+        self, items: pd.DataFrame, free_text: bool = False, feats: EntityFeatures | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Vectors of brand-new items from content only (their ID part is hidden, as in ID dropout).
 
-        `typical_numeric` sets numeric features to the training median with no missing flag: a free-text query
-        says nothing about price, and "missing price" would otherwise pull it towards items without one.
+        `free_text`: the items are free-text queries. Numeric features are set to the training median with no
+        missing flag (a query says nothing about price, and "missing price" would pull it towards items without
+        one), and the text goes into every text slot the catalogue's items use (TextSlots).
         """
         import torch
 
         feats = feats if feats is not None else self.features.transform_items(items, train=None)
-        if typical_numeric:
+        if free_text:
             feats.numeric[:] = 0.0
+            if self.text_slots_ is not None and feats.text.shape[1]:
+                feats.text = self.text_slots_.query_text(feats.text[:, : (feats.text.shape[1] - 1) // 2])
         with torch.no_grad():
             v, b = self.net.items(
                 torch.zeros(len(items), dtype=torch.long),
