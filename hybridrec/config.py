@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import math
 import re
@@ -206,8 +207,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     """Check a leaf value against its annotation; ints are accepted where floats are expected."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if isinstance(value, datetime.date):  # YAML reads an unquoted 2020-01-01 as a date: the config means the text
+        value = value.isoformat()
     if hint is Any:
-        return value
+        return _plain(value, where)
     if origin in (typing.Union, getattr(types, "UnionType", None)):
         if value is None and type(None) in args:
             return None
@@ -222,7 +225,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {shown(value)}")
-        return [_coerce(v, args[0], where) for v in value] if args else value
+        return [_coerce(v, args[0], f"{where}[{k}]") for k, v in enumerate(value)] if args else value
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {shown(value)}")
@@ -244,12 +247,30 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected true or false, got {shown(value)}")
     if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{where}: expected an integer, got {shown(value)}")
+    if hint is str and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # a name, a path or split.cutoff (epoch seconds) written as a number
     if hint is str and not isinstance(value, str):
         raise ConfigError(f"{where}: expected a string, got {shown(value)}")
     choices = CHOICES.get(where)
     if choices and value not in choices:
         raise ConfigError(f"{where}: {shown(value)} is not one of {sorted(choices)}")
     return value
+
+
+def _plain(value: Any, where: str) -> Any:
+    """A free-form value (data.options, a term's own settings) as plain JSON data, since the config is saved as
+    JSON with the model: dates become ISO text; sets, binary and other YAML types are ConfigErrors."""
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {value!r} is not a finite number")
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, list):
+        return [_plain(v, where) for v in value]
+    if isinstance(value, dict):
+        return {_plain(k, where): _plain(v, where) for k, v in value.items()}
+    raise ConfigError(f"{where}: {shown(value)} is not a plain value (text, a number, a list or a mapping)")
 
 
 # Numeric keys and the values they accept: (lowest, highest, whether the lowest itself is allowed); the highest
@@ -439,6 +460,8 @@ def _parse_yaml(text: str, where: str):
         ) from None
     except RecursionError:
         raise ConfigError(f"{where}: nested too deeply") from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise ConfigError(f"{where}: not valid YAML ({str(exc).splitlines()[0][:120]})") from None
     finally:
         loader.dispose()
 

@@ -219,7 +219,7 @@ def test_a_similar_weight_on_a_term_with_no_similar_view_is_refused(write):
     "terms, message",
     [
         ([{"l2": 5}], "expected a mapping with a `type`"),
-        (["ease"], r"model.terms: expected a mapping, got .ease."),
+        (["ease"], r"model.terms\[0\]: expected a mapping, got .ease."),
         ({"type": "ease"}, "model.terms: expected a list"),
         ([{"type": "ease", "l2": 0}], r"model.terms\[0\] \(ease\): l2: 0.0 must be > 0"),
         ([{"type": "ease", "l2": "big"}], r"model.terms\[0\].l2: expected a number, got 'big'"),

@@ -24,7 +24,7 @@ from hybridrec_cli.main import app
 from typer.testing import CliRunner
 
 from hybridrec import limits
-from hybridrec.config import load_config
+from hybridrec.config import job_settings, load_config
 from hybridrec.data.io import read_table
 from hybridrec.data.newitems import read_new_items
 from hybridrec.data.readers import PATH_KEYS, READERS, check_path_keys, read_dataset
@@ -229,6 +229,38 @@ def test_mapping_values_are_typed_too(tmp_path, override, message):
     """A list as a data path was a TypeError inside the reader; a list as a column name an unhashable-type one."""
     result = invoke("fit", "--quiet", "--config", DEMO_CONFIG, "--set", override, "--out", tmp_path / "out")
     assert_one_line_error(result, message)
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "expected"),
+    [
+        ("split.cutoff=2011-10-01", "cutoff", "2011-10-01"),  # YAML reads an unquoted date as a date
+        ("split.cutoff=2011-10-01 08:00:00", "cutoff", "2011-10-01T08:00:00"),
+        ("split.cutoff=1317427200", "cutoff", "1317427200"),  # the docs' "epoch seconds"
+        ("data.options={since: 2011-10-01}", "options", {"since": "2011-10-01"}),
+    ],
+)
+def test_dates_and_numbers_where_text_belongs_are_that_text(override, key, expected):
+    cfg = load_config(None, [override])
+    value = getattr(cfg.split, key) if key == "cutoff" else cfg.data.options
+    assert value == expected
+    json.dumps(job_settings(cfg), allow_nan=False)  # what the fit saves beside the model
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.options={a: !!set {x}}", r"data\.options\.a: \{'x'\} is not a plain value"),
+        ("data.options={a: !!binary aGVsbG8=}", r"data\.options\.a: b'hello' is not a plain value"),
+        ("data.options={a: .nan}", r"data\.options\.a: nan is not a finite number"),
+        ("model.terms=[{type: ease, l2: .nan}]", r"model\.terms\[0\]\.l2: nan is not a finite number"),
+        ("seed=" + "9" * 5000, r"override 'seed': not valid YAML \(Exceeds the limit"),
+    ],
+)
+def test_values_a_config_cannot_save_are_refused_before_training(override, message):
+    """A set, bytes or NaN in data.options would fail only when job.json is written, after training."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
 
 
 def test_a_huge_unknown_key_is_cut_short_too():
