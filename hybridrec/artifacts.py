@@ -474,6 +474,8 @@ def load_model(cls, path: str | Path):
     if rec.index_.dim != dim:
         raise ModelFileError(f"{where}: the index holds vectors of width {rec.index_.dim}, the model {dim}")
     rec.fit_stats_ = {}
+    if md.has("vectors/item_text.npy"):  # every file is checked on load, not at its first use
+        rec._item_text = load_item_text(rec)
     load_query_state(md, rec, n_users, n_items, dim)
     manifest = md.manifest
     rec.origin_ = {
