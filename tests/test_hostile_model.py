@@ -517,9 +517,12 @@ def test_a_text_width_unlike_the_encoders_is_refused(demo_model, tmp_path):
     _edit_json("model.json", grow)(model)
     _edit_json("features/features.json", lambda p: {**p, "text_dim": width})(model)
     remanifest(model)
-    rec = HybridRecommender.load(model)
-    with pytest.raises(ModelFileError, match="width"):
-        rec.similar_to_text("a cable for a television", 3)
+    try:  # refused on load (the items' text vectors have the old width) or at the first free-text query
+        HybridRecommender.load(model).similar_to_text("a cable for a television", 3)
+    except ModelFileError as exc:
+        assert "width" in str(exc) or "item_text.npy" in str(exc), str(exc)
+    else:
+        raise AssertionError("a text width unlike the encoder's was accepted")
     assert list(demo_model.cache_dir.rglob("shard-*.npz")), "a wrong model must never delete the shared cache"
 
 
