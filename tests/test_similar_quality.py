@@ -18,7 +18,7 @@ EXPECTED = {
     "Alien (1979)": ["Aliens (1986)"],
     "Godfather, The (1972)": ["Godfather: Part II, The (1974)"],
     "Terminator, The (1984)": ["Terminator 2: Judgment Day (1991)"],
-    "Empire Strikes Back, The (1980)": ["Star Wars (1977)", "Return of the Jedi (1983)"],
+    "Empire Strikes Back, The (1980)": ["Star Wars (1977)"],
     "Star Trek: The Wrath of Khan (1982)": ["Star Trek IV: The Voyage Home (1986)"],
 }
 
