@@ -35,7 +35,7 @@ REPO = TESTS.parent
 DOC = REPO / "docs" / "failure-modes.md"
 START, END = "<!-- campaign:start -->", "<!-- campaign:end -->"
 MIN_CASES = 100
-FILES = ["test_hostile_inputs.py", "test_hostile_model.py", "test_faults.py", "test_security.py"]
+FILES = ["test_hostile_inputs.py", "test_hostile_model.py", "test_faults.py", "test_security.py", "test_signals.py"]
 COMMAND = ".venv/bin/python tests/campaign.py"
 
 # Per test function: (issue class, area, the case, what the test asserts). Class numbers are issue 20's; `faults`
@@ -306,6 +306,10 @@ EXPECTED: dict[str, tuple[str, str, str, str]] = {
         "faults", SIGNALS, "SIGKILL during 2 fits (training, saving) and 10 saves",
         "after each kill the model loads and answers exactly as before (a killed save may leave a `tmp-*` staging "
         "folder, swept an hour later)"),
+    "test_a_signal_during_fit_leaves_the_previous_model_and_resume_finishes": (
+        "faults", SIGNALS, "SIGINT / SIGTERM to `hybridrec fit` after its first checkpointed epoch",
+        "no traceback (SIGINT: exit 130, `interrupted`); the published model answers as before; no staging folder; "
+        "`--resume` continues after the checkpointed epoch and exits 0"),
     # ------------------------------------------------------------------------------------------ test_security.py
     "test_no_source_file_can_execute_code_from_data": (
         "security", SECURITY, "the source scanned for pickle, eval/exec, unsafe YAML, unsafe torch/np loads",
