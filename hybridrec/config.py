@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from hybridrec.config_yaml import check_size, parse_yaml, read_config_text
 from hybridrec.errors import ConfigError
 from hybridrec.limits import shown
 
@@ -368,7 +369,7 @@ def _check_ranges(cfg: Config) -> None:
 
 def config_from_dict(payload: dict, base_dir: str | Path | None = None) -> Config:
     """Build a Config; `base_dir` (else the payload's own, as saved in a model) anchors relative data paths."""
-    _check_size(payload)
+    check_size(payload)
     payload = dict(payload or {})
     payload.pop("format_version", None)
     saved_base = payload.pop("base_dir", None)
@@ -387,7 +388,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            payload = _parse_yaml(_read_config_text(path), str(path)) or {}
+            payload = parse_yaml(read_config_text(path), str(path)) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"{path}: not valid YAML ({first})") from None
@@ -411,7 +412,7 @@ def apply_override(payload: dict, item: str) -> None:
         raise ConfigError(f"override {item!r} must look like key.sub=value")
     key, raw = item.split("=", 1)
     try:
-        value = _parse_yaml(raw, f"override {shown(key)}") if raw.strip() else ""
+        value = parse_yaml(raw, f"override {shown(key)}") if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     parts = key.strip().split(".")
@@ -421,80 +422,6 @@ def apply_override(payload: dict, item: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: {part!r} is not a section")
     node[parts[-1]] = value
-
-
-class _Loader(yaml.SafeLoader):
-    """`yaml.safe_load`, except that a key given twice in one mapping is an error (PyYAML keeps the last one)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:  # type: ignore[override]
-        seen: dict[tuple[str, str], int] = {}
-        for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
-            if key in seen:
-                raise _DuplicateKey(key_node.value, seen[key], line)
-            seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key: str, first: int, again: int) -> None:
-        super().__init__(key)
-        self.key, self.first, self.again = key, first, again
-
-
-# A config is a few dozen values: far more, once YAML aliases are expanded, is an alias bomb ("billion laughs")
-MAX_CONFIG_VALUES = 100_000
-MAX_CONFIG_DEPTH = 100
-
-
-def _parse_yaml(text: str, where: str):
-    """Parse YAML for a config: duplicate keys and nesting too deep for the parser are ConfigErrors."""
-    loader = _Loader(text)  # a SafeLoader: never constructs Python objects
-    try:
-        return loader.get_single_data()
-    except _DuplicateKey as exc:
-        raise ConfigError(
-            f"{where}, line {exc.again}: key {shown(exc.key)} is given twice in one mapping (first on line {exc.first})"
-        ) from None
-    except RecursionError:
-        raise ConfigError(f"{where}: nested too deeply") from None
-    except ValueError as exc:  # an integer of more than 4300 digits
-        raise ConfigError(f"{where}: not valid YAML ({str(exc).splitlines()[0][:120]})") from None
-    finally:
-        loader.dispose()
-
-
-def _read_config_text(path: Path) -> str:
-    from hybridrec.limits import limit
-
-    cap = limit("HYBRIDREC_MAX_JSON_BYTES")
-    with open(path, "rb") as fh:
-        raw = fh.read(cap + 1) if cap else fh.read()
-    if cap and len(raw) > cap:
-        raise ConfigError(f"{path}: more than {cap} bytes (HYBRIDREC_MAX_JSON_BYTES); a config is a few kilobytes")
-    return raw.decode("utf-8")
-
-
-def _check_size(payload: Any) -> None:
-    """Refuse a config with more than MAX_CONFIG_VALUES values (counting every use of a YAML alias) or nested deeper
-    than MAX_CONFIG_DEPTH, before anything walks, copies or prints it; the walk stops at the bound."""
-    count = 0
-    stack: list[tuple[Any, int]] = [(payload, 0)]
-    while stack:
-        node, depth = stack.pop()
-        count += 1
-        if count > MAX_CONFIG_VALUES or depth > MAX_CONFIG_DEPTH:
-            raise ConfigError(
-                f"config: more than {MAX_CONFIG_VALUES} values once YAML aliases are expanded, or nested deeper than"
-                f" {MAX_CONFIG_DEPTH}: refusing it"
-            )
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-            count += len(node)  # the keys
-        elif isinstance(node, (list, tuple)):
-            stack.extend((v, depth + 1) for v in node)
 
 
 def model_settings(cfg: Config) -> dict:

@@ -14,14 +14,14 @@ import numpy as np
 
 from hybridrec.config import Config
 from hybridrec.errors import NotFittedError, QueryError
-from hybridrec.scoring.base import NewItems, ScoreTerm, blend_similar
+from hybridrec.scoring.base import ScoreTerm, blend_similar
 from hybridrec.titles import TitleMatcher
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from hybridrec.data.dataset import Dataset
-    from hybridrec.features.pipeline import EntityFeatures, FeaturePipeline
+    from hybridrec.features.pipeline import FeaturePipeline
     from hybridrec.fitting import FittedModel
     from hybridrec.model.network import HybridNet
 
@@ -232,7 +232,9 @@ class HybridRecommender:
         import pandas as pd
 
         query = pd.DataFrame({"item_id": ["<query>"], "title": [str(text)]})
-        vec, _ = self._content_vectors(query, free_text=True)
+        from hybridrec.new_items import content_vectors
+
+        vec, _ = content_vectors(self, query, free_text=True)
         item_text = self.item_text_
         if item_text is None:  # no text encoder: the towers alone
             ids, scores = self.index_.query(vec[0], k)
@@ -492,51 +494,10 @@ class HybridRecommender:
             One row per (item, user): item_id, title, user_id, score, neighbours (ids), neighbour_titles,
             neighbour_similarities.
         """
-        import pandas as pd
+        from hybridrec.new_items import score_new_items
 
         self._check_fitted()
-        items = _check_new_items(items)
-        feats = self.features.transform_items(items, train=None)
-        vecs, bias = self._content_vectors(items, feats=feats)
-        users = list(user_ids) if user_ids is not None else []
-        user_rows = self.users_.indices(users)
-        new = self._new_items(len(items), feats)
-        if users:
-            scores = np.stack(
-                [
-                    self.towers_.for_vectors(
-                        self.towers_.user_vectors[u][None].repeat(len(items), 0),
-                        np.repeat(self.towers_.user_bias[u], len(items)),
-                        vecs,
-                        bias,
-                    )
-                    for u in user_rows
-                ]
-            )
-            for term in self._recommend_terms():
-                extra = term.score_new(user_rows, new)
-                if extra is not None:
-                    scores = scores + term.scale * extra
-        else:  # an average user: zero vector and bias
-            zero = np.zeros((len(items), vecs.shape[1]), np.float32)
-            scores = self.towers_.for_vectors(zero, np.zeros(len(items), np.float32), vecs, bias)[None]
-        scores = self._clip(scores)
-        rows = []
-        for j, item_id in enumerate(items["item_id"]):
-            nb_ids, nb_sims = self.index_.query(vecs[j], k_neighbours)
-            for n, user in enumerate(users or [None]):
-                rows.append(
-                    {
-                        "item_id": str(item_id),
-                        "title": str(items["title"].iloc[j]),
-                        "user_id": user,
-                        "score": float(scores[n, j]),
-                        "neighbours": nb_ids,
-                        "neighbour_titles": [self.display_[self.items_.index(i)][0] for i in nb_ids],
-                        "neighbour_similarities": [round(float(s), 4) for s in nb_sims],
-                    }
-                )
-        return pd.DataFrame(rows)
+        return score_new_items(self, items, user_ids, k_neighbours)
 
     def add_items(self, items: pd.DataFrame) -> HybridRecommender:
         """Put new items into the catalogue, the index and every term from their content, without retraining.
@@ -551,30 +512,10 @@ class HybridRecommender:
         HybridRecommender
             self (call `save` to keep the change).
         """
-        from hybridrec.fitting import display_rows
+        from hybridrec.new_items import add_items
 
         self._check_fitted()
-        items = _check_new_items(items)
-        clash = [i for i in items["item_id"] if i in self.items_]
-        if clash:
-            retired = self.retired_[self.items_.index(clash[0])]
-            why = "was retired (remove_items); refit to bring it back" if retired else "is already in the catalogue"
-            raise QueryError(f"item id {clash[0]!r} {why}")
-        feats = self.features.transform_items(items, train=None)
-        vecs, bias = self._content_vectors(items, feats=feats)
-        new = self._new_items(len(items), feats)
-        item_text = self.item_text_  # read before the catalogue grows
-        rows = np.asarray(self.items_.extend(items["item_id"]), dtype=np.int64)
-        self.towers_.extend(vecs, bias)
-        for term in self.terms_:
-            term.extend(new)
-        self.item_has_id_ = np.concatenate([self.item_has_id_, np.zeros(len(rows), bool)])
-        self._extend_query_state(feats, int(rows[0]))
-        self.display_ = self.display_ + display_rows(items)
-        self._matcher = None
-        self.index_.add(vecs, rows)
-        if item_text is not None and self.text_slots_ is not None:
-            self._item_text = np.concatenate([item_text, self.text_slots_.item_text(feats.text, new_items=True)])
+        add_items(self, items)
         return self
 
     @property
@@ -585,22 +526,6 @@ class HybridRecommender:
 
             self._item_text = load_item_text(self)
         return self._item_text
-
-    def _extend_query_state(self, feats: EntityFeatures, first_row: int) -> None:
-        """New items are not retired, had no training interactions, and get their content effects (explain)."""
-        from hybridrec.explain import ContentEffects, content_effects, feature_groups
-
-        count = len(feats)
-        self.retired_ = np.concatenate([self.retired_, np.zeros(count, bool)])
-        self.item_counts_ = np.concatenate([self.item_counts_, np.zeros(count, np.int64)])
-        if self.content_effects_ is not None:
-            groups = feature_groups(self.features, self.review_slice_)
-            new = content_effects(self.net, feats, np.zeros(count, bool), self.review_slice_, groups, first_row)
-            if new is not None and new.names == self.content_effects_.names:
-                deltas = np.concatenate([self.content_effects_.deltas, new.deltas])
-                self.content_effects_ = ContentEffects(self.content_effects_.names, deltas)
-            else:
-                self.content_effects_ = None
 
     def vector_of(self, item_id: str) -> np.ndarray:
         """The fused vector the index holds for an item."""
@@ -613,37 +538,6 @@ class HybridRecommender:
         return {"item_id": self.items_.raw(self.items_.index(item_id)), **dict(zip(DISPLAY_COLUMNS, row))}
 
     # ------------------------------------------------------------------ internals
-    def _new_items(self, count: int, feats: EntityFeatures) -> NewItems:
-        from hybridrec.scoring.content_ridge import token_matrix
-
-        return NewItems(count, lambda: token_matrix(feats.categorical, list(self.item_spec_.vocab_sizes)))
-
-    def _content_vectors(
-        self, items: pd.DataFrame, free_text: bool = False, feats: EntityFeatures | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Vectors of brand-new items from content only (their ID part is hidden, as in ID dropout).
-
-        `free_text`: the items are free-text queries. Numeric features are set to the training median with no
-        missing flag (a query says nothing about price, and "missing price" would pull it towards items without
-        one), and the text goes into every text slot the catalogue's items use (TextSlots).
-        """
-        import torch
-
-        feats = feats if feats is not None else self.features.transform_items(items, train=None)
-        if free_text:
-            feats.numeric[:] = 0.0
-            if self.text_slots_ is not None and feats.text.shape[1]:
-                feats.text = self.text_slots_.query_text(feats.text[:, : (feats.text.shape[1] - 1) // 2])
-        with torch.no_grad():
-            v, b = self.net.items(
-                torch.zeros(len(items), dtype=torch.long),
-                torch.as_tensor(feats.text),
-                torch.as_tensor(feats.numeric),
-                [torch.as_tensor(c) for c in feats.categorical],
-                torch.zeros(len(items)),
-            )
-        return v.numpy().astype(np.float32), b.numpy().astype(np.float32)
-
     @property
     def net(self):
         """The torch network, loaded from the model directory on first use."""
@@ -679,20 +573,3 @@ def _looks_like_id(text: str) -> bool:
 def _check_k(k: int) -> None:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
         raise QueryError(f"k must be a positive integer, got {k!r}")
-
-
-def _check_new_items(items: pd.DataFrame) -> pd.DataFrame:
-    from hybridrec.data.idmap import normalize_id
-
-    for col in ("item_id", "title"):
-        if col not in items.columns:
-            raise QueryError(f"new items lack the column {col!r}")
-    items = items.reset_index(drop=True).copy()
-    missing = items["item_id"].isna() | (items["item_id"].astype(str).str.strip() == "")
-    if missing.any():
-        raise QueryError(f"new item in row {int(missing.to_numpy().argmax()) + 1} has no item_id")
-    items["item_id"] = [normalize_id(i) for i in items["item_id"]]
-    items["title"] = items["title"].fillna("").astype(str)
-    if items["item_id"].duplicated().any():
-        raise QueryError(f"new items repeat item_id {items.loc[items['item_id'].duplicated(), 'item_id'].iloc[0]!r}")
-    return items
