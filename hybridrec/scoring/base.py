@@ -77,11 +77,31 @@ class TermFiles:
     def json(self, name: str) -> Any:
         return self.model_dir.json(f"{self.folder}/{name}.json")
 
+    def history(self, n_users: int, n_items: int) -> UserHistory:
+        """The user histories a term saved with `save_history`, checked against the model's sizes."""
+        from hybridrec.errors import ModelFileError
+        from hybridrec.model.history import UserHistory
+
+        history = UserHistory(self.npy("history_indptr"), self.npy("history_items"))
+        problem = history.check(n_users, n_items)
+        if problem:
+            raise ModelFileError(f"{self.folder}: {problem}")
+        return history
+
+
+def save_history(folder: Path, history: UserHistory) -> None:
+    """A term's own copy of who had what (read back by TermFiles.history)."""
+    np.save(folder / "history_indptr.npy", history.indptr, allow_pickle=False)
+    np.save(folder / "history_items.npy", history.items, allow_pickle=False)
+
 
 class ScoreTerm(ABC):
     """One score term. Subclasses set `type` and `Params`, and register with `@register_term`."""
 
     type: ClassVar[str]
+    # learned from who had what: a content-only model, whose items are placed by content alone, refuses it in
+    # similar items
+    behavioural: ClassVar[bool] = False
     Params: ClassVar[builtins.type[TermParams]] = TermParams  # builtins: `type` here is the ClassVar above
 
     def __init__(self, params: TermParams):
@@ -188,6 +208,10 @@ def check_terms(config: Config) -> None:
         if cls.type in seen:
             raise ConfigError(f"{where}: a second {cls.type!r} term; each type may appear once")
         seen.add(cls.type)
+        if params.similar_weight > 0 and cls.behavioural and config.model.variant == "content-only":
+            raise ConfigError(
+                f"{where} ({cls.type}): learned from who bought what, which a content-only model's items do not use"
+            )
         if params.similar_weight > 0 and cls.similar is ScoreTerm.similar:
             raise ConfigError(f"{where}.similar_weight: a {cls.type!r} term has no similar-items view; set it to 0")
         try:

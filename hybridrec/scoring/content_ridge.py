@@ -28,6 +28,7 @@ from hybridrec.scoring.base import (
     TermParams,
     history_matrix,
     register_term,
+    save_history,
     uses_ranking_loss,
 )
 
@@ -162,11 +163,10 @@ class ContentRidgeTerm(ScoreTerm):
             "projection": self.projection,
             "tokens_indptr": self.tokens.indptr,
             "tokens_indices": self.tokens.indices,
-            "history_indptr": self.history.indptr,
-            "history_items": self.history.items,
         }
         for name, array in arrays.items():
             np.save(folder / f"{name}.npy", np.asarray(array), allow_pickle=False)
+        save_history(folder, self.history)
 
     @classmethod
     def load(cls, files: TermFiles, params: TermParams, n_users: int, n_items: int) -> ContentRidgeTerm:
@@ -175,16 +175,13 @@ class ContentRidgeTerm(ScoreTerm):
 
         projection = files.npy("projection")
         indptr, indices = files.npy("tokens_indptr"), files.npy("tokens_indices")
-        history = UserHistory(files.npy("history_indptr"), files.npy("history_items"))
         if projection.ndim != 2 or projection.shape[0] != n_items or not np.all(np.isfinite(projection)):
             raise ModelFileError(f"{files.folder}: the content ridge projection does not fit {n_items} items")
         too_wide = len(indices) and (indices.min() < 0 or indices.max() >= projection.shape[1])
         bad_rows = len(indptr) != n_items + 1 or indptr[0] != 0 or indptr[-1] != len(indices)
         if too_wide or bad_rows or np.any(np.diff(indptr) < 0):
             raise ModelFileError(f"{files.folder}: content ridge token rows do not match the projection")
-        problem = history.check(n_users, n_items)
-        if problem:
-            raise ModelFileError(f"{files.folder}: {problem}")
+        history = files.history(n_users, n_items)
         term = cls(params)
         ones = np.ones(len(indices), np.float32)
         term.projection, term.history = projection, history

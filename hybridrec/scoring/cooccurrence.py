@@ -17,7 +17,7 @@ from scipy import sparse
 
 from hybridrec.errors import ConfigError, ModelFileError
 from hybridrec.model.history import UserHistory
-from hybridrec.scoring.base import FitContext, NewItems, ScoreTerm, TermFiles, TermParams, register_term
+from hybridrec.scoring.base import FitContext, NewItems, ScoreTerm, TermFiles, TermParams, register_term, save_history
 
 BLOCK = 2048  # items per block of the co-occurrence product
 
@@ -61,6 +61,7 @@ class CooccurrenceTerm(ScoreTerm):
     """similar(i) = the shrunk cosine of i with every item; score(u, i) = the sum over u's items j of S[j, i]."""
 
     type = "cooccurrence"
+    behavioural = True
     Params = CooccurrenceParams
 
     def __init__(self, params: TermParams):
@@ -75,8 +76,6 @@ class CooccurrenceTerm(ScoreTerm):
             raise ConfigError(f"neighbours: {params.neighbours!r} is out of range [1, 10000]")
         if params.shrink < 0:
             raise ConfigError(f"shrink: {params.shrink!r} must be >= 0")
-        if config.model.variant == "content-only" and params.similar_weight > 0:
-            raise ConfigError("learned from who bought what, which a content-only model's items do not use")
 
     def fit(self, ctx: FitContext) -> None:
         assert isinstance(self.params, CooccurrenceParams)
@@ -110,16 +109,14 @@ class CooccurrenceTerm(ScoreTerm):
             "indptr": m.indptr.astype(np.int64),
             "indices": m.indices.astype(np.int64),
             "values": m.data.astype(np.float32),
-            "history_indptr": self.history.indptr,
-            "history_items": self.history.items,
         }
         for name, array in arrays.items():
             np.save(folder / f"{name}.npy", array, allow_pickle=False)
+        save_history(folder, self.history)
 
     @classmethod
     def load(cls, files: TermFiles, params: TermParams, n_users: int, n_items: int) -> CooccurrenceTerm:
         indptr, indices, values = files.npy("indptr"), files.npy("indices"), files.npy("values")
-        history = UserHistory(files.npy("history_indptr"), files.npy("history_items"))
         shapes_ok = indptr.ndim == indices.ndim == values.ndim == 1 and len(indices) == len(values)
         if not shapes_ok or len(indptr) != n_items + 1 or indptr[0] != 0 or indptr[-1] != len(indices):
             raise ModelFileError(f"{files.folder}: co-occurrence rows do not match {n_items} items")
@@ -127,9 +124,7 @@ class CooccurrenceTerm(ScoreTerm):
             raise ModelFileError(f"{files.folder}: co-occurrence neighbours name items outside the catalogue")
         if values.dtype != np.float32 or not np.all(np.isfinite(values)):
             raise ModelFileError(f"{files.folder}: co-occurrence values are not finite float32")
-        problem = history.check(n_users, n_items)
-        if problem:
-            raise ModelFileError(f"{files.folder}: {problem}")
+        history = files.history(n_users, n_items)
         term = cls(params)
         term.neighbours = sparse.csr_matrix((values, indices, indptr), shape=(n_items, n_items))
         term.history = history

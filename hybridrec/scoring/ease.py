@@ -22,6 +22,7 @@ from hybridrec.scoring.base import (
     TermParams,
     history_matrix,
     register_term,
+    save_history,
 )
 
 # items x items float64 Gram matrix and its inverse: past this they no longer fit a laptop
@@ -49,6 +50,7 @@ class EaseTerm(ScoreTerm):
     """score(u, i) = sum over u's training items j of B[j, i]; similar(i) = B[i]."""
 
     type = "ease"
+    behavioural = True
     Params = EaseParams
     params: EaseParams
 
@@ -62,8 +64,6 @@ class EaseTerm(ScoreTerm):
         assert isinstance(params, EaseParams)  # built from cls.Params
         if params.l2 <= 0:
             raise ConfigError(f"l2: {params.l2!r} must be > 0")
-        if config.model.variant == "content-only" and params.similar_weight > 0:
-            raise ConfigError("learned from who bought what, which a content-only model's items do not use")
 
     def check_catalogue(self, n_items: int) -> None:
         if n_items > MAX_ITEMS:
@@ -109,19 +109,15 @@ class EaseTerm(ScoreTerm):
     def save(self, folder: Path) -> None:
         assert self.weights is not None and self.history is not None
         np.save(folder / "weights.npy", self.weights, allow_pickle=False)
-        np.save(folder / "history_indptr.npy", self.history.indptr, allow_pickle=False)
-        np.save(folder / "history_items.npy", self.history.items, allow_pickle=False)
+        save_history(folder, self.history)
 
     @classmethod
     def load(cls, files: TermFiles, params: TermParams, n_users: int, n_items: int) -> EaseTerm:
         assert isinstance(params, EaseParams)  # built from cls.Params
         term = cls(params)
         weights = files.npy("weights")
-        history = UserHistory(files.npy("history_indptr"), files.npy("history_items"))
         if weights.shape != (n_items, n_items) or weights.dtype != np.float32:
             raise ModelFileError(f"{files.folder}: EASE weights are {weights.shape}, expected ({n_items}, {n_items})")
-        problem = history.check(n_users, n_items)
-        if problem:
-            raise ModelFileError(f"{files.folder}: {problem}")
+        history = files.history(n_users, n_items)
         term.weights, term.history = weights, history
         return term
