@@ -32,6 +32,7 @@ EXACT_RECOMMEND_ITEMS = 5000
 MIN_CANDIDATES = 200
 # free text that matches no title: the share of the text encoder's own similarity beside the towers' cosine
 TEXT_QUERY_WEIGHT = 0.5
+TEXT_BLOCK = 65536  # items per block of the free-text product
 
 
 @dataclass
@@ -231,21 +232,23 @@ class HybridRecommender:
             raise QueryError(f"unknown item id {str(text).strip()!r} (no item has this id and no title matches it)")
         import pandas as pd
 
-        query = pd.DataFrame({"item_id": ["<query>"], "title": [str(text)]})
         from hybridrec.new_items import content_vectors
 
-        vec, _ = content_vectors(self, query, free_text=True)
+        query = pd.DataFrame({"item_id": ["<query>"], "title": [str(text)]})
+        feats = self.features.transform_items(query, train=None)
+        embedding = feats.text[0, : (feats.text.shape[1] - 1) // 2].copy()  # the query's text, encoded once
+        vec, _ = content_vectors(self, query, free_text=True, feats=feats)
         item_text = self.item_text_
         if item_text is None:  # no text encoder: the towers alone
             ids, scores = self.index_.query(vec[0], k)
             return TextMatch(text, None, None, "content", ids, scores)
-        scores = self._text_query_scores(vec[0], item_text, str(text))
+        scores = self._text_query_scores(vec[0], item_text, embedding)
         scores[self.retired_] = -np.inf  # retired items (remove_items) are never answered
         top = np.argsort(-scores, kind="stable")[:k]
         top = top[np.isfinite(scores[top])]
         return TextMatch(text, None, None, "content", self.items_.raws(top), scores[top].astype(np.float32))
 
-    def _text_query_scores(self, vector: np.ndarray, item_text: np.ndarray, text: str) -> np.ndarray:
+    def _text_query_scores(self, vector: np.ndarray, item_text: np.ndarray, embedding: np.ndarray) -> np.ndarray:
         """A free-text query against every item: (1 - w) x z(the towers' cosine) + w x z(the cosine of the query's
         text embedding with each item's text), w = TEXT_QUERY_WEIGHT, z as in the similar-items blend. The towers
         place the query among items by content and behaviour; the text space keeps it on topic where the towers'
@@ -253,9 +256,10 @@ class HybridRecommender:
         towers = self.towers_.item_vectors @ vector.astype(np.float32)
         norms = np.linalg.norm(self.towers_.item_vectors, axis=1) * max(float(np.linalg.norm(vector)), 1e-12)
         towers = towers / np.where(norms > 0, norms, np.inf)
-        query = self.features.encode_texts([text])[0].astype(np.float32)
-        query = query / max(float(np.linalg.norm(query)), 1e-12)
-        text_scores = item_text.astype(np.float32) @ query
+        query = embedding.astype(np.float32) / max(float(np.linalg.norm(embedding)), 1e-12)
+        text_scores = np.empty(len(item_text), np.float32)
+        for start in range(0, len(item_text), TEXT_BLOCK):  # float16 rows cast a block at a time, not all at once
+            text_scores[start : start + TEXT_BLOCK] = item_text[start : start + TEXT_BLOCK].astype(np.float32) @ query
         return blend_similar(towers, [(TEXT_QUERY_WEIGHT, text_scores)], None)
 
     def score_matrix(self, user_rows: np.ndarray, item_rows: np.ndarray | None = None) -> np.ndarray:
