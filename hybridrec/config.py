@@ -30,7 +30,8 @@ class DataConfig:
     """Where the data is and how to read it. Relative paths resolve against the config file's folder."""
 
     format: str = "table"  # amazon | movielens-100k | movielens-1m | goodbooks | online-retail | table
-    paths: dict[str, str] = field(default_factory=dict)  # reader-specific keys: reviews, meta, ratings, items...
+    # reader-specific keys: reviews, meta, ratings, items...; `none` (or null) = no file for an optional key
+    paths: dict[str, str | None] = field(default_factory=dict)
     columns: dict[str, str] = field(default_factory=dict)  # table reader: canonical name -> file column
     item_text: list[str] = field(default_factory=list)  # table reader: extra item text columns
     item_numeric: list[str] = field(default_factory=list)
@@ -158,13 +159,26 @@ class Config:
 
     def data_path(self, key: str, required: bool = True) -> Path | None:
         """A data path by key, resolved against the config's folder; missing key is a ConfigError."""
-        raw = self.data.paths.get(key)
-        if raw is None:
-            if required:
-                raise ConfigError(f"data.paths.{key} is required for format {self.data.format!r}")
-            return None
-        path = Path(raw).expanduser()
-        return path if path.is_absolute() else Path(self.base_dir) / path
+        return resolve_data_path(self.data, self.base_dir, key, required)
+
+
+def no_file(raw: str | None) -> bool:
+    """`data.paths.KEY: none` (or null, or absent) says "no file": the one rule, so `--data meta=none` turns off a
+    config's default metadata file instead of leaving it to be read (a file really named none: write ./none)."""
+    return raw is None or raw.strip().lower() == "none"
+
+
+def resolve_data_path(data: DataConfig, base_dir: str | Path, key: str, required: bool = True) -> Path | None:
+    """`data.paths[key]` resolved against base_dir; None when it says no file; a required key without a file is a
+    ConfigError."""
+    raw = data.paths.get(key)
+    if raw is None or no_file(raw):
+        if required:
+            said = " (it says none; this format cannot read without that file)" if key in data.paths else ""
+            raise ConfigError(f"data.paths.{key} is required for format {data.format!r}{said}")
+        return None
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else Path(base_dir) / path
 
 
 CHOICES = {
@@ -221,6 +235,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             try:
                 return _coerce(value, arg, where)
             except ConfigError:
+                if len(args) == 2 and type(None) in args:
+                    raise  # X | None: say what X expects ("expected a string, got [1]")
                 continue
         raise ConfigError(f"{where}: {shown(value)} is not a valid {hint}")
     if origin is list:

@@ -19,6 +19,7 @@ from hybridrec.data.idmap import normalize_id
 from hybridrec.data.io import (
     MAX_EPOCH_SECONDS,
     SourceReport,
+    check_coverage,
     dataset_name,
     decode_json_line,
     drop_duplicate_pairs,
@@ -290,6 +291,8 @@ def read_amazon(reviews: Path | str, meta: Path | str | None = None, max_bad_fra
         meta_report.check(max_bad_fraction)
         reports.append(meta_report)
     items, without_meta = _items_table(interactions, meta_frame)
+    if meta is not None:  # another category's metadata matches nothing: refused, not fitted with empty titles
+        check_coverage(reports[-1], "item", len(items), len(items) - without_meta, "meta")
     if without_meta:
         reports[-1].counts["items_without_metadata"] = without_meta
         reports[-1].notes.append(f"{without_meta} reviewed items have no metadata (title '')")

@@ -161,9 +161,10 @@ def read_goodbooks(
         items["tags"] = [list(found.get(g, [])) for g in items["goodreads_book_id"]]
         reports.append(tag_report)
     items["tag_text"] = [_tag_text(t) for t in items["tags"]]
-    items = fill_missing(items[ITEM_COLUMNS], "item_id", interactions["item_id"], ITEM_DEFAULTS, book_report, "book")
-    for report in reports:
+    for report in reports:  # damage first: a file of bad rows is named as such, not as matching nothing
         report.check(max_bad_fraction)
+    rated = interactions["item_id"]  # books is required: a books file of other books has no `none` cure
+    items = fill_missing(items[ITEM_COLUMNS], "item_id", rated, ITEM_DEFAULTS, book_report, "book", "books", False)
     return Dataset(
         name="goodbooks",
         interactions=interactions,

@@ -18,6 +18,9 @@ from hybridrec.data.dataset import ReadReport
 from hybridrec.data.idmap import normalize_id
 from hybridrec.errors import DataError
 from hybridrec.limits import BoundedStream, bad_line_message, decoder, loads, max_expanded_bytes, max_line_bytes
+from hybridrec.progress import get_logger
+
+LOG = get_logger("data")
 
 GZIP_MAGIC = b"\x1f\x8b"
 # Epoch seconds beyond +-2**53 are not exact as floats and overflow int64 as milliseconds: never a real date.
@@ -423,6 +426,26 @@ def interactions_frame(
     return frame
 
 
+def check_coverage(
+    report: SourceReport, what: str, interacted: int, matched: int, path_key: str, optional: bool = True
+) -> None:
+    """A metadata file that matches none of the interacted ids is some other dataset's file (a config's default
+    left in place when only the interactions were overridden): a DataError naming it, its row count and the cure.
+    One that matches under half of them is said loudly: a note in its report and a warning, before any training."""
+    if interacted == 0 or matched * 2 >= interacted:
+        return
+    rows = f"{report.rows_read} rows"
+    if matched == 0:
+        cure = f"pass --data {path_key}=PATH with the {what} metadata of these interactions"
+        cure += f", or --data {path_key}=none to read them without {what} metadata" if optional else ""
+        raise DataError(
+            f"{report.source}: none of its {rows} match the {interacted} {what}s in the interactions; {cure}"
+        )
+    note = f"only {matched} of {interacted} interacted {what}s have a row in this file ({rows}): is it their metadata?"
+    report.notes.append(note)
+    LOG.warning(f"{report.source}: {note}")
+
+
 def fill_missing(
     table: pd.DataFrame,
     key: str,
@@ -430,10 +453,16 @@ def fill_missing(
     defaults: dict[str, Any],
     report: SourceReport,
     what: str = "item",
+    path_key: str | None = None,
+    optional: bool = True,
 ) -> pd.DataFrame:
-    """Give every interacted id a row: ids without metadata get empty defaults (and are counted)."""
+    """Give every interacted id a row: ids without metadata get empty defaults (and are counted). With `path_key`
+    (the table came from that `data.paths` file) the share of interacted ids it matched is checked first."""
     known = set(table[key])
-    missing = [i for i in pd.unique(pd.Series(list(used), dtype=object)) if i not in known]
+    interacted = pd.unique(pd.Series(list(used), dtype=object))
+    missing = [i for i in interacted if i not in known]
+    if path_key is not None:
+        check_coverage(report, what, len(interacted), len(interacted) - len(missing), path_key, optional)
     if not missing:
         return table
     report.notes.append(f"{len(missing)} interacted {what}s had no metadata row (empty features)")

@@ -133,17 +133,20 @@ def _attach(
     item_report: SourceReport | None,
     user_report: SourceReport | None,
     fallback: SourceReport,
+    item_key: str,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """Restrict items/users to those rated, and give every rated item/user a row."""
+    """Restrict items/users to those rated, and give every rated item/user a row (a file that matches none of them
+    is refused: `item_key` is its `data.paths` key, for the cure)."""
     if items is None:
         items = pd.DataFrame({"item_id": [], "title": [], "genres": [], "year": []})
     report = item_report or fallback
     items = keep_interacted(items, "item_id", interactions["item_id"], report, "item")
-    items = fill_missing(items, "item_id", interactions["item_id"], ITEM_DEFAULTS, report)
+    from_file = item_key if item_report is not None else None
+    items = fill_missing(items, "item_id", interactions["item_id"], ITEM_DEFAULTS, report, "item", from_file)
     items["year"] = items["year"].astype(float)
     if users is not None and user_report is not None:
         users = keep_interacted(users, "user_id", interactions["user_id"], user_report, "user")
-        users = fill_missing(users, "user_id", interactions["user_id"], USER_DEFAULTS, user_report, "user")
+        users = fill_missing(users, "user_id", interactions["user_id"], USER_DEFAULTS, user_report, "user", "users")
         users["age"] = users["age"].astype(float)
     return items, users
 
@@ -182,10 +185,10 @@ def read_movielens_100k(
         name = "ml-100k"
     else:
         raise DataError("movielens-100k: no ratings file (give a folder, ratings, or train and test)")
-    return _finish(name, interactions, reports, items, users, _items_100k, _users_100k, max_bad_fraction)
+    return _finish(name, interactions, reports, items, users, _items_100k, _users_100k, max_bad_fraction, "items")
 
 
-def _finish(name, interactions, reports, items_path, users_path, read_items, read_users, max_bad_fraction):
+def _finish(name, interactions, reports, items_path, users_path, read_items, read_users, max_bad_fraction, item_key):
     item_report = user_report = None
     item_table = user_table = None
     if items_path is not None:
@@ -196,9 +199,11 @@ def _finish(name, interactions, reports, items_path, users_path, read_items, rea
         user_report = SourceReport(source=str(users_path))
         user_table = read_users(Path(users_path), user_report)
         reports.append(user_report)
-    item_table, user_table = _attach(interactions, item_table, user_table, item_report, user_report, reports[0])
-    for report in reports:
+    for report in reports:  # damage first: a file of bad rows is named as such, not as matching nothing
         report.check(max_bad_fraction)
+    item_table, user_table = _attach(
+        interactions, item_table, user_table, item_report, user_report, reports[0], item_key
+    )
     return Dataset(
         name=name,
         interactions=interactions,
@@ -252,4 +257,4 @@ def read_movielens_1m(
     """ML-1M (`::`-separated): age is the ML-1M age-group code, occupation codes become their names."""
     report = SourceReport(source=str(ratings))
     interactions = _ratings(Path(ratings), "::", report)
-    return _finish("ml-1m", interactions, [report], movies, users, _items_1m, _users_1m, max_bad_fraction)
+    return _finish("ml-1m", interactions, [report], movies, users, _items_1m, _users_1m, max_bad_fraction, "movies")

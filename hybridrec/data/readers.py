@@ -21,7 +21,7 @@ def _amazon(cfg: Config, bad: float) -> Dataset:
 
 
 def _movielens_100k(cfg: Config, bad: float) -> Dataset:
-    paths = cfg.data.paths
+    paths = [key for key in cfg.data.paths if cfg.data_path(key, required=False) is not None]  # `none`: not given
     if "train" in paths or "test" in paths:
         if not ("train" in paths and "test" in paths):
             raise ConfigError("data.paths.train and data.paths.test must be given together")

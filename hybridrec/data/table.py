@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hybridrec.config import DataConfig
+from hybridrec.config import DataConfig, resolve_data_path
 from hybridrec.data.dataset import Dataset, FeatureSchema
 from hybridrec.data.idmap import normalize_id
 from hybridrec.data.io import (
@@ -27,19 +27,8 @@ from hybridrec.data.io import (
     require_columns,
     text_value,
 )
-from hybridrec.errors import ConfigError
 
 CANONICAL = ("user_id", "item_id", "rating", "timestamp", "review", "title")
-
-
-def _path(data: DataConfig, base_dir: Path, key: str, required: bool) -> Path | None:
-    raw = data.paths.get(key)
-    if raw is None:
-        if required:
-            raise ConfigError(f"data.paths.{key} is required for format 'table'")
-        return None
-    path = Path(raw).expanduser()
-    return path if path.is_absolute() else base_dir / path
 
 
 def _first_row(mask: pd.Series) -> str:
@@ -250,26 +239,33 @@ def read_table_dataset(data: DataConfig, base_dir: Path | str = ".", max_bad_fra
     """A Dataset from generic tables; `data.columns` maps canonical names to file columns."""
     base_dir = Path(base_dir)
     max_bad = data.max_bad_fraction if max_bad_fraction is None else max_bad_fraction
-    inter_path = _path(data, base_dir, "interactions", required=True)
+    inter_path = resolve_data_path(data, base_dir, "interactions", required=True)
     assert inter_path is not None
     report = SourceReport(source=str(inter_path))
     reports = [report]
     raw = read_table(inter_path, text_columns=[data.columns.get(c, c) for c in ("user_id", "item_id")])
     interactions = _interactions(data, raw, inter_path, report)
-    items = _items(data, _path(data, base_dir, "items", required=False), raw, inter_path, reports)
-    item_schema = _item_schema(data)
-    items = fill_missing(items, "item_id", interactions["item_id"], _defaults(item_schema), reports[-1])
-    cold = int((~items["item_id"].isin(set(interactions["item_id"]))).sum())
-    if cold:
-        reports[-1].counts["items_without_interactions"] = cold
-        reports[-1].notes.append(f"{cold} catalogue items have no interactions (kept: cold items)")
+    items_path = resolve_data_path(data, base_dir, "items", required=False)
+    items = _items(data, items_path, raw, inter_path, reports)
+    item_report = reports[-1]
     users, user_schema = None, FeatureSchema(title=None)
-    users_path = _path(data, base_dir, "users", required=False)
+    users_path = resolve_data_path(data, base_dir, "users", required=False)
     if users_path is not None:
         users, user_schema = _users(data, users_path, reports)
-        users = fill_missing(users, "user_id", interactions["user_id"], _defaults(user_schema), reports[-1], "user")
-    for each in reports:
+    for each in reports:  # damage first: a file of bad rows is named as such, not as matching nothing
         each.check(max_bad)
+    item_schema = _item_schema(data)
+    items_key = "items" if items_path is not None else None
+    items = fill_missing(
+        items, "item_id", interactions["item_id"], _defaults(item_schema), item_report, "item", items_key
+    )
+    cold = int((~items["item_id"].isin(set(interactions["item_id"]))).sum())
+    if cold:
+        item_report.counts["items_without_interactions"] = cold
+        item_report.notes.append(f"{cold} catalogue items have no interactions (kept: cold items)")
+    if users is not None:
+        defaults = _defaults(user_schema)
+        users = fill_missing(users, "user_id", interactions["user_id"], defaults, reports[-1], "user", "users")
     if data.feedback == "explicit":
         if data.rating_range:
             rating_range: tuple[float, float] | None = (float(data.rating_range[0]), float(data.rating_range[1]))
