@@ -386,10 +386,43 @@ def _retail_split(cutoff: str, end: str | None = None) -> BenchSplit:
     return BenchSplit("P4", "online-retail", "time", pairs[~val], pairs[val], pairs.iloc[:0], truth=truth, info=info)
 
 
+MOVIELENS_TEST_SHARE = 0.2  # P4 MovieLens: the latest 20% of ratings (by time) give the truth
+# MovieLens truth sets: name -> (min users who liked both after the cutoff, min lift), as for Online Retail
+MOVIELENS_TRUTH = {"precision@10": (2, 2.0), "precision@10_strict": (5, 4.0)}
+
+
+def _movielens_similar_split(dataset: str) -> BenchSplit:
+    """Ratings before a time cutoff are training data (validation = their latest 10%); the truth is which films the
+    same users liked (rated >= 4) together after the cutoff more often than chance (lift), as for Online Retail with
+    users in place of invoices."""
+    df = _sorted(load(dataset).interactions)
+    ts = df["timestamp"].to_numpy()
+    cutoff = np.sort(ts)[int((1 - MOVIELENS_TEST_SHARE) * len(ts))]
+    before, after = df[ts < cutoff].reset_index(drop=True), df[ts >= cutoff]
+    bts = before["timestamp"].to_numpy()
+    val = bts >= np.sort(bts)[int(0.9 * len(bts))]
+    liked = after[after["rating"] >= POSITIVE].rename(columns={"user_id": "invoice"})
+    train_items = set(before.loc[~val, "item_id"])
+    truth = {
+        name: {k: v for k, v in co_purchase_truth(liked, n, lift).items() if k in train_items}
+        for name, (n, lift) in MOVIELENS_TRUTH.items()
+    }
+    info = {
+        "recipe": f"ratings before the {1 - MOVIELENS_TEST_SHARE:.0%} time quantile are training data (validation ="
+        " their latest 10%); truth from the later ratings >= 4: films liked by >= 2 common users with lift >= 2"
+        " (`precision@10`), or >= 5 users with lift >= 4 (`precision@10_strict`); query items = items with truth"
+        " and training interactions",
+        "test_ratings": int(len(after)),
+    }
+    return BenchSplit("P4", dataset, "time", before[~val], before[val], df.iloc[:0], truth=truth, info=info)
+
+
 def p4_split(dataset: str) -> BenchSplit:
     def build() -> BenchSplit:
         if dataset == "online-retail":
             return _retail_split(RETAIL_CUTOFF)
+        if dataset in ("ml-100k", "ml-1m-half"):
+            return _movielens_similar_split(dataset)
         from hybridrec.evaluation.holdout import co_view_truth
 
         ds = load(dataset)
@@ -402,7 +435,7 @@ def p4_split(dataset: str) -> BenchSplit:
         }
         return BenchSplit("P4", dataset, "all", df[~val], df[val], df.iloc[:0], truth=truth, info=info)
 
-    return load_split("P4", dataset, "time" if dataset == "online-retail" else "all", build)
+    return load_split("P4", dataset, "all" if dataset == "amazon-gift-cards" else "time", build)
 
 
 def tuning_split(split: BenchSplit) -> BenchSplit:

@@ -46,6 +46,7 @@ DEFAULT_MODELS = {
     "P3": ["hybridrec", "hybridrec-content", "hybridrec-id", "tfidf-knn", "lightfm-hybrid", "lightfm-content"],
     "P4": [
         "hybridrec",
+        "hybridrec-default",
         "hybridrec-id",
         "hybridrec-content",
         "popularity",

@@ -98,6 +98,10 @@ class ModelConfig:
     dropout: float = 0.3
     mlp_residual: bool = False  # an MLP residual on (u, v, u*v) beside the dot product (the NeuMF answer)
     user_history: UserHistoryConfig = field(default_factory=UserHistoryConfig)
+    # similar items trust what was learned from behaviour in proportion to evidence: an item with n training
+    # interactions counts n / (n + similar_evidence) as a neighbour (its learned vector) and as a query (its
+    # behavioural terms' share); 0 trusts every item fully
+    similar_evidence: float = 10.0
     # score terms beside the towers, each {type: NAME, recommend_weight: w, similar_weight: w, ...own params}
     terms: list[dict[str, Any]] = field(default_factory=list)
 
@@ -312,6 +316,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "model.dropout": (0, 0.999, True),
     "model.user_history.length": (0, 100_000, True),
     "model.user_history.similar_weight": (0, 1, True),
+    "model.similar_evidence": (0, 1e6, True),
     "features.numeric_bins": (0, 1000, True),
     "train.epochs": (1, 100_000, True),
     "train.batch_size": (1, 1_048_576, True),
@@ -383,6 +388,13 @@ def _check_ranges(cfg: Config) -> None:
             raise ConfigError(f"data.rating_range: expected [low, high] with low <= high, got {shown(rating_range)}")
 
 
+def default_terms(variant: str) -> list[dict[str, Any]]:
+    """The score terms a config that names none gets: co-occurrence for similar items ("had together", shrunk for
+    rare pairs), so that similar items carry co-consumption whatever the towers were trained on. A content-only
+    model learns nothing from behaviour, so it gets none."""
+    return [] if variant == "content-only" else [{"type": "cooccurrence", "similar_weight": 0.5}]
+
+
 def config_from_dict(payload: dict, base_dir: str | Path | None = None) -> Config:
     """Build a Config; `base_dir` (else the payload's own, as saved in a model) anchors relative data paths."""
     check_size(payload)
@@ -390,6 +402,9 @@ def config_from_dict(payload: dict, base_dir: str | Path | None = None) -> Confi
     payload.pop("format_version", None)
     saved_base = payload.pop("base_dir", None)
     cfg = build_section(Config, payload, "")
+    model = payload.get("model")
+    if not (isinstance(model, dict) and "terms" in model):  # `terms: []` says "none"; leaving it out, the default
+        cfg.model.terms = default_terms(cfg.model.variant)
     _check_ranges(cfg)
     cfg.base_dir = str(base_dir if base_dir is not None else (saved_base or "."))
     return cfg

@@ -134,6 +134,17 @@ def ml100k():
     return df
 
 
+def evidence_by_hand(rec):
+    """(as a neighbour, as a query) trust per item row, written out from `model.similar_evidence`'s definition:
+    n / (n + half) after n training interactions, as neighbour and as query (all 1 for content-only models)."""
+    import numpy as np
+
+    n = rec.item_counts_.astype(np.float64)
+    half = 0.0 if rec.config.model.variant == "content-only" else rec.config.model.similar_evidence
+    trust = n / (n + half) if half > 0 else np.ones(len(n))
+    return trust, trust
+
+
 def similar_items_follow(rec, expected_of, query_of, atol: float = 1e-5) -> int:
     """Assert that `similar_items` of three demo items ranks and scores as `expected_of(row)` (the query item's
     own entry left out); returns how many of those lists differ from the index's neighbours of `query_of(row)`."""

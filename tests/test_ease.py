@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DEMO_CONFIG, demo_split, fit_demo, similar_items_follow
+from conftest import DEMO_CONFIG, demo_split, evidence_by_hand, fit_demo, similar_items_follow
 
 from hybridrec.artifacts import write_manifest
 from hybridrec.config import load_config
@@ -154,9 +154,12 @@ def test_similar_items_blend_the_cosine_with_ease_after_standardising_both(
     assert np.allclose(rec.term("ease").weights, ease, atol=1e-5)
     vectors = rec.towers_.item_vectors
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    neighbour, query = evidence_by_hand(rec)  # EASE is behavioural: its share shrinks with the query's evidence
     changed = similar_items_follow(
         rec,
-        lambda row: (1 - weight) * z(unit @ unit[row], row) + weight * z(ease[row], row),
+        lambda row: (
+            (1 - weight * query[row]) * z(unit @ unit[row] * neighbour, row) + weight * query[row] * z(ease[row], row)
+        ),
         lambda row: vectors[row],
         atol=1e-4,
     )
@@ -178,10 +181,13 @@ def test_new_items_join_an_ease_model_with_no_co_purchase_evidence(demo_dataset,
     weights = rec.term("ease").weights
     assert weights.shape == (len(rec.items_), len(rec.items_))
     assert not weights[row].any() and not weights[:, row].any()
-    # nobody bought it, so its EASE share is flat and its neighbours are those of its content vector alone
+    # nobody bought it, so its EASE share is flat and its neighbours are those of its content vector alone, each
+    # trusted as far as its own evidence goes
     vectors = rec.towers_.item_vectors
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    cosine = unit @ unit[row]
+    neighbour, query = evidence_by_hand(rec)
+    assert query[row] == 0
+    cosine = unit @ unit[row] * neighbour
     cosine[row] = -np.inf
     assert rec.similar_items("NEW-1", 5)[0] == rec.items_.raws(np.argsort(-cosine, kind="stable")[:5])
 

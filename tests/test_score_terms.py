@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DEMO_CONFIG, demo_split, fit_demo, similar_items_follow
+from conftest import DEMO_CONFIG, demo_split, evidence_by_hand, fit_demo, similar_items_follow
 
 from hybridrec.artifacts import ModelDir, write_manifest
 from hybridrec.errors import ModelFileError, NotFittedError
@@ -340,8 +340,10 @@ def test_similar_items_blend_the_towers_with_the_toy_term(pop):
     rec, _ = pop
     popularity = np.log1p(rec.term("popularity").counts.astype(np.float64))
 
+    neighbour, _ = evidence_by_hand(rec)  # the toy term is not behavioural: its weight ignores the query's evidence
+
     def expected_of(row: int) -> np.ndarray:
-        return (1 - WEIGHT) * z(rec.towers_.similar_scores(row), row) + WEIGHT * z(popularity, row)
+        return (1 - WEIGHT) * z(rec.towers_.similar_scores(row) * neighbour, row) + WEIGHT * z(popularity, row)
 
     similar_items_follow(rec, expected_of, rec.towers_.query_vector)
 

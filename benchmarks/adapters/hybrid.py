@@ -11,16 +11,27 @@ from benchmarks.adapters.base import Model
 from benchmarks.data import ROOT, SOURCES
 from hybridrec.config import load_config
 
-VARIANTS = {"hybridrec": "hybrid", "hybridrec-id": "id-only", "hybridrec-content": "content-only"}
+VARIANTS = {
+    "hybridrec": "hybrid",
+    "hybridrec-id": "id-only",
+    "hybridrec-content": "content-only",
+    "hybridrec-default": "hybrid",  # configs/default.yaml's model, whatever the dataset: what a new user gets
+    "hybridrec-recipe": "hybrid",  # the dataset's configs/ recipe, never a protocol recipe of benchmarks/configs
+}
+DEFAULT_RECIPE = ROOT / "configs" / "default.yaml"
 # A protocol recipe in benchmarks/configs/ (movielens-100k-cold.yaml for P3) wins over the dataset's configs/ file.
 RECIPES = ROOT / "benchmarks" / "configs"
 SUFFIX = {"P2": "-topn", "P3": "-cold", "P4": "-similar"}
 # score terms a variant leaves out: the content ridge is content; EASE is "bought with it", i.e. behaviour
-DROPPED_TERMS = {"hybrid": (), "id-only": ("content_ridge",), "content-only": ("ease",)}
+DROPPED_TERMS = {"hybrid": (), "id-only": ("content_ridge",), "content-only": ("ease", "cooccurrence")}
 
 
-def config_path(protocol: str, dataset_key: str) -> Path:
+def config_path(protocol: str, dataset_key: str, name: str = "hybridrec") -> Path:
+    if name == "hybridrec-default":
+        return DEFAULT_RECIPE
     base = ROOT / SOURCES[dataset_key].config
+    if name == "hybridrec-recipe":
+        return base
     recipe = RECIPES / f"{base.stem}{SUFFIX.get(protocol, '')}.yaml"
     return recipe if protocol in SUFFIX and recipe.is_file() else base
 
@@ -53,7 +64,7 @@ class HybridRec(Model):
         from hybridrec.config import dump_config
         from hybridrec.recommender import HybridRecommender
 
-        path = config_path(ctx.protocol, ctx.dataset_key)
+        path = config_path(ctx.protocol, ctx.dataset_key, self.name)
         overrides = [f"seed={ctx.seed}", *self.params["overrides"]]
         overrides += variant_overrides(path, self.params["variant"], overrides)
         cfg = load_config(path, overrides)  # model/train/features only: the data comes from the split files

@@ -279,6 +279,13 @@ def standardised(scores: np.ndarray, skip: int | None) -> np.ndarray:
     return (np.asarray(scores, dtype=np.float64) - rest.mean()) / spread
 
 
+def evidence(counts: np.ndarray, half: float) -> np.ndarray:
+    """n / (n + half) per item: how far an item's behavioural signal is trusted after n training interactions
+    (1 everywhere when half is 0). Rarely seen items have ID vectors and co-occurrence rows made of noise."""
+    n = np.asarray(counts, dtype=np.float64)
+    return np.ones(len(n)) if half <= 0 else n / (n + half)
+
+
 def blend_similar(tower_scores: np.ndarray, term_rows: list[tuple[float, np.ndarray]], row: int | None) -> np.ndarray:
     """(1 - sum w) x z(towers) + sum w x z(term) for item `row`; `term_rows` = [(similar_weight, raw row)]."""
     rest = 1.0 - sum(weight for weight, _ in term_rows)
