@@ -4,6 +4,7 @@ features -> score terms -> towers -> vectors -> index. It never splits and never
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -77,11 +78,13 @@ def fit_model(
     quiet: bool = True,
     checkpoint: str | Path | None = None,
     resume: bool = False,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> FittedModel:
     """Fit a model; progress goes to the `hybridrec.*` loggers (printed to stderr when `quiet` is False and
-    logging is not configured: hybridrec/progress.py)."""
+    logging is not configured: hybridrec/progress.py). `on_epoch` gets each finished epoch's row ({epoch,
+    train_loss, val, seconds, metric}); an exception it raises stops the fit (how `tune` prunes a trial)."""
     with fit_output(quiet):
-        return _fit_model(config, dataset, train, validation, quiet, checkpoint, resume)
+        return _fit_model(config, dataset, train, validation, quiet, checkpoint, resume, on_epoch)
 
 
 def _fit_model(
@@ -92,6 +95,7 @@ def _fit_model(
     quiet: bool,
     checkpoint: str | Path | None,
     resume: bool,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> FittedModel:
     """Fit features on the training rows, the score terms, the towers (early stopping on `validation`), then
     export vectors and build the index. `checkpoint`: a file for per-epoch training state (`resume` continues a
@@ -197,7 +201,7 @@ def _fit_model(
     metric = ("rmse" if loss == "mse" else "1-AUC") if val is not None else "train loss"
     stopping = f"early stopping on {metric_label(metric)}" if cfg.train.early_stopping else "no early stopping"
     event(LOG, f"training: up to {cfg.train.epochs} epochs, loss {loss}, {stopping}", "train", total=cfg.train.epochs)
-    result = trainer.fit(tr, val, progress=EpochReport(cfg.train, metric), checkpoint=ckpt)
+    result = trainer.fit(tr, val, progress=EpochReport(cfg.train, metric, on_epoch), checkpoint=ckpt)
     result.metric = metric
     if result.resumed_from:
         LOG.info(f"resumed from the checkpoint after epoch {result.resumed_from}")
@@ -366,16 +370,20 @@ def display_rows(items: pd.DataFrame) -> list[list]:
 
 class EpochReport:
     """The trainer's per-epoch callback: adds the epoch count, the metric's name and the ETA (from the mean time
-    per epoch so far) to the row and hands it to `_print_epoch`, looked up at call time so tests can patch it."""
+    per epoch so far) to the row and hands it to `_print_epoch`, looked up at call time so tests can patch it;
+    then to the caller's `on_epoch`, if any, with the metric's name."""
 
-    def __init__(self, settings: TrainConfig, metric: str):
+    def __init__(self, settings: TrainConfig, metric: str, on_epoch: Callable[[dict], None] | None = None):
         self.epochs, self.metric, self.sooner = settings.epochs, metric, settings.early_stopping
+        self.on_epoch = on_epoch
         self.seconds: list[float] = []
 
     def __call__(self, row: dict) -> None:
         self.seconds.append(float(row.get("seconds", 0.0)))
         eta = (self.epochs - row["epoch"]) * float(np.mean(self.seconds))
         _print_epoch({**row, "epochs": self.epochs, "metric": self.metric, "eta": eta, "sooner": self.sooner})
+        if self.on_epoch is not None:
+            self.on_epoch({**row, "metric": self.metric})
 
 
 def _print_epoch(row: dict) -> None:

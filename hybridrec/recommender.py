@@ -18,6 +18,8 @@ from hybridrec.scoring.base import ScoreTerm, blend_similar
 from hybridrec.titles import TitleMatcher
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
 
     from hybridrec.data.dataset import Dataset
@@ -79,6 +81,7 @@ class HybridRecommender:
         validation: pd.DataFrame | None = None,
         checkpoint: str | Path | None = None,
         resume: bool = False,
+        on_epoch: Callable[[dict], None] | None = None,
     ) -> HybridRecommender:
         """Fit on training rows, with optional validation rows for early stopping.
 
@@ -93,6 +96,9 @@ class HybridRecommender:
             Rows that judge early stopping; never trained on.
         checkpoint : path, optional
             A file for per-epoch training state; `resume=True` continues a matching one.
+        on_epoch : callable, optional
+            Called after each epoch with its row ({epoch, train_loss, val, seconds, metric}: `val` is the
+            validation score, lower is better); an exception it raises stops the fit (`tune` prunes this way).
 
         Returns
         -------
@@ -102,7 +108,7 @@ class HybridRecommender:
         from hybridrec.fitting import fit_model
 
         train = dataset.interactions if train is None else train
-        fitted = fit_model(self.config, dataset, train, validation, self.quiet, checkpoint, resume)
+        fitted = fit_model(self.config, dataset, train, validation, self.quiet, checkpoint, resume, on_epoch)
         self._adopt(fitted)
         return self
 

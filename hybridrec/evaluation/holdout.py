@@ -4,6 +4,8 @@ The library's fit never imports this: evaluation is the job's (cli/job.py) and t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -38,7 +40,10 @@ def evaluate(rec, test: pd.DataFrame, cold_items: list[str] | None = None, k: in
     return out
 
 
-def _warm_ranking_metrics(rec, pos: pd.DataFrame, k: int, seed: int) -> dict:
+def full_ranking(rec, pos: pd.DataFrame, k: int, exclude_of: Callable[[int], np.ndarray]) -> dict[str, float]:
+    """Full-catalogue recall / NDCG / precision@k of the positive rows `pos` (users and items the model knows):
+    each of their users gets every item ranked, minus `exclude_of(user_row)` (what the user already has: training
+    and validation items for a held-out test; only the training items when `tune` scores the validation rows)."""
     users = rec.users_.indices(pos["user_id"])
     items = rec.items_.indices(pos["item_id"])
     user_rows = np.unique(users)
@@ -46,8 +51,15 @@ def _warm_ranking_metrics(rec, pos: pd.DataFrame, k: int, seed: int) -> dict:
     where = {u: j for j, u in enumerate(user_rows)}
     for u, i in zip(users, items):
         relevant[where[u]].add(int(i))
-    exclude = [rec.seen_rows(u) for u in user_rows]
-    full = ranking_metrics(lambda rows: rec.score_matrix(user_rows[rows]), relevant, k=k, exclude=exclude)
+    exclude = [exclude_of(u) for u in user_rows]
+    return ranking_metrics(lambda rows: rec.score_matrix(user_rows[rows]), relevant, k=k, exclude=exclude)
+
+
+def _warm_ranking_metrics(rec, pos: pd.DataFrame, k: int, seed: int) -> dict:
+    full = full_ranking(rec, pos, k, rec.seen_rows)
+    users = rec.users_.indices(pos["user_id"])
+    items = rec.items_.indices(pos["item_id"])
+    user_rows = np.unique(users)
     # NCF protocol: each test positive against 99 items the user never interacted with.
     user_test = pos.groupby(users)["item_id"].agg(lambda s: rec.items_.indices(s)).to_dict()
     taken = {u: np.union1d(rec.seen_rows(u), user_test[u]) for u in user_rows}
