@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from hybridrec_cli.practitioner import register as register_practitioner
 from hybridrec_cli.serve import register as register_serving
+from hybridrec_cli.tune import register as register_tune
 
 from hybridrec.errors import HybridrecError
 
@@ -360,6 +361,7 @@ def info(model: ModelOpt = DEFAULT_MODEL, as_json: JsonOpt = False, debug: Debug
 
 register_serving(app, _run, DEFAULT_MODEL)  # `serve` and `export` (cli/serve.py)
 register_practitioner(app, _run, DEFAULT_MODEL)  # `recommend`, `remove`, `explain` (cli/practitioner.py)
+register_tune(app, _run)  # `tune` (cli/tune.py)
 
 
 def _history_table(result) -> None:
