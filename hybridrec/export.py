@@ -1,7 +1,8 @@
 """Export a fitted model's vectors for a vector database or FAISS: Parquet tables keyed by raw ids.
 
-`items.parquet`: item_id, title, price, category, in_training, bias, vector (and query_vector when similar items
-query with a "bought with it" blend). `users.parquet`: user_id, bias, vector. Vectors are one fixed-size list
+`items.parquet`: item_id, title, price, category, in_training, bias, vector, interactions (training interactions:
+similar items weigh a neighbour's cosine by n / (n + model.similar_evidence)) and query_vector when similar items
+query with a "bought with it" blend. `users.parquet`: user_id, bias, vector. Vectors are one fixed-size list
 column of float32 (`vector`), so a table of any width reads back as one (n, dim) array. `export.json` holds what
 turns them into the towers' score, `global_mean + user.bias + item.bias + <user.vector, item.vector>`; the score
 terms (EASE, content ridge) and the MLP residual are not in the export.
@@ -62,6 +63,7 @@ def export_model(rec: HybridRecommender, out: str | Path, fmt: str = "parquet") 
         "in_training": pa.array(np.asarray(rec.item_has_id_, bool)),
         "bias": pa.array(np.asarray(towers.item_bias, np.float32)),
         "vector": _vectors(towers.item_vectors),
+        "interactions": pa.array(np.asarray(rec.item_counts_, np.int64)),  # for similar items' evidence weight
     }
     if towers.item_queries is not None:
         items["query_vector"] = _vectors(towers.item_queries)
@@ -77,7 +79,9 @@ def export_model(rec: HybridRecommender, out: str | Path, fmt: str = "parquet") 
         "dim": dim,
         "global_mean": float(towers.global_mean),
         "score": "global_mean + user.bias + item.bias + dot(user.vector, item.vector)",
-        "similar": "cosine of vectors (query_vector for the query item when present)",
+        "similar": "cosine of vectors (query_vector for the query item when present) x interactions / (interactions"
+        " + similar_evidence)",
+        "similar_evidence": float(rec.config.model.similar_evidence),
         "not_exported": [t.type for t in rec.terms_] + (["mlp_residual"] if towers.residual is not None else []),
         "items": len(rec.items_),
         "users": len(rec.users_),

@@ -14,7 +14,7 @@ import numpy as np
 
 from hybridrec.config import Config
 from hybridrec.errors import NotFittedError, QueryError
-from hybridrec.scoring.base import ScoreTerm, blend_similar
+from hybridrec.scoring.base import ScoreTerm, blend_similar, evidence
 from hybridrec.titles import TitleMatcher
 
 if TYPE_CHECKING:
@@ -193,7 +193,7 @@ class HybridRecommender:
         _check_k(k)
         row = self.items_.index(item_id)
         if not self._similar_terms():
-            return self.index_.query(self.towers_.query_vector(row), k, exclude={self.items_.raw(row)})
+            return self._similar_from_index(row, k)
         scores = self.similar_scores(item_id)
         scores[row] = -np.inf
         scores[self.retired_] = -np.inf
@@ -206,10 +206,34 @@ class HybridRecommender:
         with each similar term; the cosine alone when no term has a similar weight)."""
         self._check_fitted()
         row = self.items_.index(item_id)
-        towers = self.towers_.similar_scores(row)
-        rows = [(t.params.similar_weight, t.similar(row)) for t in self._similar_terms()]
+        as_neighbour, as_query = self._similar_evidence()
+        towers = self.towers_.similar_scores(row) * as_neighbour
+        rows = [
+            (t.params.similar_weight * (as_query[row] if t.behavioural else 1.0), t.similar(row))
+            for t in self._similar_terms()
+        ]
         present = [(w, s) for w, s in rows if s is not None]
         return blend_similar(towers, present, row) if present else towers.astype(np.float64)
+
+    def _similar_evidence(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per item, how far its behaviour is trusted as a neighbour (its learned vector) and as a query (its
+        behavioural terms' share): `model.similar_evidence`. Items nobody had count 0 as neighbours: a list of
+        "similar" items is a claim about co-consumption, which they cannot back (new items are found through
+        recommend and score_new). A content-only model learned nothing from behaviour: it trusts all alike."""
+        half = 0.0 if self.config.model.variant == "content-only" else self.config.model.similar_evidence
+        trust = evidence(self.item_counts_, half)
+        return trust, trust
+
+    def _similar_from_index(self, row: int, k: int) -> tuple[list[str], np.ndarray]:
+        """The index's nearest items, re-ranked by evidence: it fetches a few times k so that rarely seen items
+        the re-ranking pushes down leave room for the next ones."""
+        as_neighbour, _ = self._similar_evidence()
+        rows, sims = self.index_.query_rows(self.towers_.query_vector(row).reshape(1, -1), 4 * k + 1)
+        rows, sims = rows[0], sims[0] * as_neighbour[rows[0]]
+        keep = rows != row
+        rows, sims = rows[keep], sims[keep]
+        top = np.argsort(-sims, kind="stable")[:k]
+        return self.items_.raws(rows[top]), sims[top].astype(np.float32)
 
     def _similar_terms(self) -> list[ScoreTerm]:
         return [t for t in self.terms_ if t.params.similar_weight > 0]

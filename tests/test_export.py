@@ -61,17 +61,21 @@ def test_user_vectors_and_the_score_formula_rebuild_the_towers_score(exported):
     np.testing.assert_allclose(score, rec.towers_.matrix(u_rows[:5], i_rows), rtol=1e-5, atol=1e-5)
 
 
-def test_cosine_search_on_the_export_matches_similar_items(exported):
-    """The README's numpy example: cosine over items.parquet gives the model's similar items (no score terms)."""
+def test_cosine_search_on_the_export_matches_the_towers_part_of_similar_items(exported):
+    """The README's numpy example: cosine over items.parquet, weighed by each item's evidence, gives the towers'
+    part of the model's similar items (what the index answers when no score term has a similar weight)."""
     out, rec = exported
-    assert not [t for t in rec.terms_ if t.params.similar_weight > 0]  # the demo's similar items are cosine only
-    table = pq.read_table(out / "items.parquet", columns=["item_id", "vector"])
+    table = pq.read_table(out / "items.parquet", columns=["item_id", "vector", "interactions"])
+    half = json.loads((out / "export.json").read_text())["similar_evidence"]
+    assert half == rec.config.model.similar_evidence > 0
     ids = table.column("item_id").to_pylist()
     vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False))
+    n = table.column("interactions").to_numpy().astype(np.float64)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     query = unit[ids.index("D0031")]
-    order = [ids[j] for j in np.argsort(-(unit @ query)) if ids[j] != "D0031"][:5]
-    assert order == rec.similar_items("D0031", 5)[0]
+    order = [ids[j] for j in np.argsort(-(unit @ query) * n / (n + half)) if ids[j] != "D0031"][:5]
+    assert order == rec._similar_from_index(rec.items_.index("D0031"), 5)[0]
+    assert order != [ids[j] for j in np.argsort(-(unit @ query)) if ids[j] != "D0031"][:5]  # the weight matters
 
 
 def test_an_unknown_format_is_one_error_line(demo_model, tmp_path):
