@@ -279,15 +279,25 @@ def _summary(params: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _header(cfg: Config, data: Any, task: Task, space: Space, journal: Path, minutes, trials, existing: int) -> str:
+def _header(
+    cfg: Config,
+    data: Any,
+    task: Task,
+    space: Space,
+    journal: Path,
+    minutes: float | None,
+    trials: int | None,
+    existing: int,
+) -> str:
     budget = " or ".join(
         ([f"{trials} trials in the study"] if trials else []) + ([f"{minutes:g} min"] if minutes else [])
     )
     resumed = f", resumed after {existing} finished trials" if existing else ""
+    deadline = " (a trial running at the deadline finishes)" if minutes else ""
     return (
         f"tune {cfg.name}: {task.metric} ({task.direction}) on {len(data.validation):,} validation rows carved from"
         f" the training part; trials fit on {len(data.train):,} rows; the {data.n_test:,} test rows are set aside."
-        f" {len(space.params)} settings; budget {budget} (a trial running at the deadline finishes);"
+        f" {len(space.params)} settings; budget {budget}{deadline};"
         f" study {journal}{resumed}"
     )
 
