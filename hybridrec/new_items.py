@@ -46,7 +46,7 @@ def score_new_items(rec: HybridRecommender, items: pd.DataFrame, user_ids, k_nei
     scores = rec._clip(scores)
     rows = []
     for j, item_id in enumerate(items["item_id"]):
-        nb_ids, nb_sims = rec.index_.query(vecs[j], k_neighbours)
+        nb_ids, nb_sims = rec.nearest(vecs[j], k_neighbours)
         for n, user in enumerate(users or [None]):
             rows.append(
                 {

@@ -225,12 +225,16 @@ class HybridRecommender:
         return trust, trust
 
     def _similar_from_index(self, row: int, k: int) -> tuple[list[str], np.ndarray]:
-        """The index's nearest items, re-ranked by evidence: it fetches a few times k so that rarely seen items
-        the re-ranking pushes down leave room for the next ones."""
+        return self.nearest(self.towers_.query_vector(row), k, skip=row)
+
+    def nearest(self, vector: np.ndarray, k: int, skip: int | None = None) -> tuple[list[str], np.ndarray]:
+        """The index's nearest items to a vector (item row `skip` left out), their cosine weighed by evidence
+        (`model.similar_evidence`); it fetches a few times k so that rarely seen items the weighing pushes down
+        leave room for the next ones."""
         as_neighbour, _ = self._similar_evidence()
-        rows, sims = self.index_.query_rows(self.towers_.query_vector(row).reshape(1, -1), 4 * k + 1)
+        rows, sims = self.index_.query_rows(np.asarray(vector).reshape(1, -1), 4 * k + 1)
         rows, sims = rows[0], sims[0] * as_neighbour[rows[0]]
-        keep = rows != row
+        keep = rows != (-1 if skip is None else skip)
         rows, sims = rows[keep], sims[keep]
         top = np.argsort(-sims, kind="stable")[:k]
         return self.items_.raws(rows[top]), sims[top].astype(np.float32)

@@ -97,6 +97,10 @@ def test_implicit_losses_train_and_rank_better_than_chance(demo_dataset, text_ca
     assert len(ids) == 5 and list(scores) == sorted(scores, reverse=True)
 
 
+# similar items from the index's cosine alone: no co-occurrence share, every item fully trusted
+TOWERS_ONLY = ("model.terms=[]", "model.similar_evidence=0")
+
+
 @pytest.mark.parametrize("weight", [1.0, 0.5])
 def test_similar_by_history_queries_the_index_with_the_bought_with_vector(
     demo_dataset, text_cache_dir, tmp_path, weight
@@ -108,8 +112,11 @@ def test_similar_by_history_queries_the_index_with_the_bought_with_vector(
         "train.negatives=1000",
         "model.user_history.length=20",
         f"model.user_history.similar_weight={weight}",
+        *TOWERS_ONLY,
     )
-    plain = fit_demo(implicit(demo_dataset), text_cache_dir, "train.loss=sampled-softmax", "train.negatives=1000")
+    plain = fit_demo(
+        implicit(demo_dataset), text_cache_dir, "train.loss=sampled-softmax", "train.negatives=1000", *TOWERS_ONLY
+    )
     assert plain.towers_.item_queries is None
     item_vectors, item_queries = rec.towers_.item_vectors, rec.towers_.item_queries
     vectors = item_vectors / np.linalg.norm(item_vectors, axis=1, keepdims=True)

@@ -287,7 +287,10 @@ def evidence(counts: np.ndarray, half: float) -> np.ndarray:
 
 
 def blend_similar(tower_scores: np.ndarray, term_rows: list[tuple[float, np.ndarray]], row: int | None) -> np.ndarray:
-    """(1 - sum w) x z(towers) + sum w x z(term) for item `row`; `term_rows` = [(similar_weight, raw row)]."""
+    """(1 - sum w) x z(towers) + sum w x z(term) for item `row`; `term_rows` = [(similar_weight, raw row)].
+    With no term share at all (every weight 0: a query nobody had), the towers' own scores."""
+    if not any(weight > 0 for weight, _ in term_rows):
+        return np.asarray(tower_scores, dtype=np.float64)
     rest = 1.0 - sum(weight for weight, _ in term_rows)
     blended = rest * standardised(tower_scores, row)
     for weight, scores in term_rows:
