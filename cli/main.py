@@ -142,6 +142,14 @@ def fit(
     set_: Annotated[
         list[str] | None, typer.Option("--set", "-s", help="Override any config key: a.b=value (repeatable).")
     ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task",
+            help="Use the task's recipe (rating, topn, similar, cold) in place of the config's model and train "
+            "sections; --set applies on top.",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted fit of the same config from its checkpoint.")
@@ -163,7 +171,7 @@ def fit(
         overrides = [f"data.paths.{kv}" for kv in (data or [])] + list(set_ or [])
         if seed is not None:
             overrides.append(f"seed={seed}")
-        cfg = load_config(config, overrides)
+        cfg = load_config(config, overrides, task=task)
         Path(out).mkdir(parents=True, exist_ok=True)  # an unusable --out fails now, not after training
         with fit_display(quiet):  # progress on stderr: a live bar on a terminal, plain lines elsewhere
             report = fit_from_config(cfg, out, quiet=quiet, resume=resume)

@@ -411,8 +411,9 @@ def config_from_dict(payload: dict, base_dir: str | Path | None = None) -> Confi
     return cfg
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (or the defaults when path is None) and apply `key.sub=value` overrides."""
+def load_config(path: str | Path | None, overrides: list[str] | None = None, task: str | None = None) -> Config:
+    """Load a YAML config (or the defaults when path is None), put `task`'s recipe in place of its model and train
+    sections (hybridrec/recipes.py), and apply `key.sub=value` overrides."""
     payload: dict = {}
     base_dir: Path = Path(".")
     if path is not None:
@@ -433,6 +434,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(
                 f"{path}: format_version {shown(version)} is not supported (this hybridrec reads {FORMAT_VERSION}){why}"
             )
+    if task is not None:
+        from hybridrec.recipes import with_task
+
+        payload = with_task(payload, task)
     for item in overrides or []:
         apply_override(payload, item)
     return config_from_dict(payload, base_dir)

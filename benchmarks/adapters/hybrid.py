@@ -17,7 +17,10 @@ VARIANTS = {
     "hybridrec-content": "content-only",
     "hybridrec-default": "hybrid",  # configs/default.yaml's model, whatever the dataset: what a new user gets
     "hybridrec-recipe": "hybrid",  # the dataset's configs/ recipe, never a protocol recipe of benchmarks/configs
+    "hybridrec-task": "hybrid",  # the protocol's task recipe (hybridrec/recipes.py) on the dataset's data
 }
+# the task recipe (`hybridrec fit --task`) each protocol's task gets
+TASK_RECIPE = {"P1": "rating", "P2": "topn", "P3": "cold", "P4": "similar"}
 DEFAULT_RECIPE = ROOT / "configs" / "default.yaml"
 # A protocol recipe in benchmarks/configs/ (movielens-100k-cold.yaml for P3) wins over the dataset's configs/ file.
 RECIPES = ROOT / "benchmarks" / "configs"
@@ -30,7 +33,7 @@ def config_path(protocol: str, dataset_key: str, name: str = "hybridrec") -> Pat
     if name == "hybridrec-default":
         return DEFAULT_RECIPE
     base = ROOT / SOURCES[dataset_key].config
-    if name == "hybridrec-recipe":
+    if name in ("hybridrec-recipe", "hybridrec-task"):
         return base
     recipe = RECIPES / f"{base.stem}{SUFFIX.get(protocol, '')}.yaml"
     return recipe if protocol in SUFFIX and recipe.is_file() else base
@@ -66,14 +69,16 @@ class HybridRec(Model):
 
         path = config_path(ctx.protocol, ctx.dataset_key, self.name)
         overrides = [f"seed={ctx.seed}", *self.params["overrides"]]
-        overrides += variant_overrides(path, self.params["variant"], overrides)
-        cfg = load_config(path, overrides)  # model/train/features only: the data comes from the split files
+        task = TASK_RECIPE[ctx.protocol] if self.name == "hybridrec-task" else None
+        if task is None:
+            overrides += variant_overrides(path, self.params["variant"], overrides)
+        cfg = load_config(path, overrides, task=task)  # model/train/features only: the data comes from the splits
         if ctx.quick:
             cfg.train.epochs = min(cfg.train.epochs, 8)
         # cold items are the catalogue's items without training rows: the split files already leave them out
         self.rec_ = HybridRecommender(cfg).fit(ctx.dataset, train=train, validation=ctx.validation)
         full = dump_config(cfg)
-        self.params["config_file"] = str(path.relative_to(ROOT))
+        self.params["config_file"] = str(path.relative_to(ROOT)) + (f" --task {task}" if task else "")
         self.params["config"] = {k: full[k] for k in ("model", "train", "features")}
         self.params["best_epoch"] = self.rec_.train_result_.best_epoch
         return self

@@ -1,0 +1,87 @@
+"""One recipe per task (`hybridrec fit --task rating|topn|similar|cold`): the model and training sections a user
+gets without tuning, whatever the dataset.
+
+A recipe replaces the config's `model` and `train` sections (keeping where training runs: `train.threads` and
+`train.device`); `--set` overrides apply on top. The settings are the ones the per-dataset recipes agreed on, and
+each recipe's scores on every benchmark dataset, beside the per-dataset recipes and the best peer, are in
+benchmarks/RESULTS.md ("Task recipes"); the similar-items defaults were chosen leave-one-dataset-out
+(benchmarks/results/lodo-similar.md).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from hybridrec.errors import ConfigError
+
+# where training runs, not what it learns: a task recipe keeps the config's own
+MACHINE_KEYS = ("threads", "device")
+
+RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    # explicit ratings: predict the rating (MSE on explicit data, BPR on implicit), the user's recent items in the
+    # user tower (SVD++-like), the ID half hidden 10% of the time so content carries rarely rated items
+    "rating": {
+        "model": {"variant": "hybrid", "dim": 32, "id_dropout": 0.1, "user_history": {"length": 100}},
+        "train": {"loss": "auto", "l2": 0.05, "epochs": 30, "batch_size": 2048},
+    },
+    # top-N: a softmax over the catalogue (shared uniform negatives, all of them on catalogues up to 2,048 items),
+    # users as their history (no user IDs), each training interaction seeing only what came before it
+    "topn": {
+        "model": {
+            "variant": "hybrid",
+            "dim": 64,
+            "id_dropout": 0.1,
+            "user_id_dropout": 1.0,
+            "user_history": {"length": 100, "order": "causal", "position_weights": True},
+        },
+        "train": {
+            "loss": "sampled-softmax",
+            "negatives": 2048,
+            "l2": 0.01,
+            "lr": 0.01,
+            "epochs": 30,
+            "patience": 2,
+            "batch_size": 4096,
+        },
+    },
+    # similar items: the rating recipe's towers (trained on whatever the data holds) with the default co-occurrence
+    # share and evidence weighting (README: model.terms, model.similar_evidence)
+    "similar": {
+        "model": {"variant": "hybrid", "dim": 32, "id_dropout": 0.1, "user_history": {"length": 100}},
+        "train": {"loss": "auto", "l2": 0.05, "epochs": 30, "batch_size": 2048},
+    },
+    # cold-start items: items scored from content; IDs hidden half the time in training so the content path
+    # learns to stand alone, and a ridge from users' items to content tokens beside the towers
+    "cold": {
+        "model": {
+            "variant": "hybrid",
+            "dim": 32,
+            "id_dropout": 0.5,
+            "terms": [
+                {"type": "content_ridge", "l2": 100, "recommend_weight": 0.5},
+                {"type": "cooccurrence", "similar_weight": 0.75},
+            ],
+        },
+        "train": {
+            "loss": "sampled-softmax",
+            "negatives": 8192,
+            "batch_size": 1024,
+            "epochs": 20,
+            "early_stopping": False,
+        },
+    },
+}
+TASKS = tuple(RECIPES)
+
+
+def with_task(payload: dict, task: str) -> dict:
+    """The config `payload` with its model and train sections replaced by `task`'s recipe (machine keys kept)."""
+    if task not in RECIPES:
+        raise ConfigError(f"--task {task!r}: choose from {', '.join(TASKS)}")
+    out = dict(payload)
+    recipe = copy.deepcopy(RECIPES[task])
+    train = payload.get("train") if isinstance(payload.get("train"), dict) else {}
+    recipe["train"].update({k: train[k] for k in MACHINE_KEYS if k in train})
+    out.update(recipe)
+    return out
