@@ -81,7 +81,8 @@ def with_task(payload: dict, task: str) -> dict:
         raise ConfigError(f"--task {task!r}: choose from {', '.join(TASKS)}")
     out = dict(payload)
     recipe = copy.deepcopy(RECIPES[task])
-    train = payload.get("train") if isinstance(payload.get("train"), dict) else {}
+    given = payload.get("train")
+    train: dict = given if isinstance(given, dict) else {}
     recipe["train"].update({k: train[k] for k in MACHINE_KEYS if k in train})
     out.update(recipe)
     return out
