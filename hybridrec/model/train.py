@@ -206,9 +206,15 @@ class Trainer:
         v_c, b_c = self.item_vectors(cand, self._keep_mask(len(cand)))
         neg = u @ v_c.T + b_c.unsqueeze(0)
         pos = (u * v).sum(-1) + b_i
-        neg = neg.masked_fill(cand.unsqueeze(0) == i_idx.unsqueeze(1), -1e9)
-        logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
-        loss = F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long, device=self.device), reduction="none")
+        # a row's own positive among the candidates is no negative: mask those entries only (one lookup per row,
+        # not a batch x candidates comparison), and take -log softmax as logaddexp(pos, logsumexp(neg)) - pos
+        # rather than concatenating the positive onto a copy of the logits
+        column = torch.full((self.n_items,), -1, dtype=torch.long, device=self.device)
+        column[cand] = torch.arange(len(cand), device=self.device)
+        hit = column[i_idx]
+        at = torch.nonzero(hit >= 0).squeeze(1)
+        neg = neg.index_put_((at, hit[at]), torch.tensor(-1e9, device=self.device))
+        loss = torch.logaddexp(pos, torch.logsumexp(neg, dim=1)) - pos
         return (weight * loss).sum() / weight.sum()
 
     # -- validation ------------------------------------------------------------------------------------------
