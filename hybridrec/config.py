@@ -391,9 +391,10 @@ def _check_ranges(cfg: Config) -> None:
 def default_terms(variant: str) -> list[dict[str, Any]]:
     """The score terms a config that names none gets: co-occurrence for similar items ("had together", shrunk for
     rare pairs), so that similar items carry co-consumption whatever the towers were trained on. A content-only
-    model learns nothing from behaviour, so it gets none. The weight was chosen on MovieLens 100K's similar-items
-    protocol (benchmarks P4) and reported on the other P4 datasets: benchmarks/results/tuning-notes.md."""
-    return [] if variant == "content-only" else [{"type": "cooccurrence", "similar_weight": 0.75}]
+    model learns nothing from behaviour, so it gets none. Weight, the term's shrink and model.similar_evidence
+    were chosen together over the four P4 datasets, and leave-one-dataset-out says what that choice costs on data
+    it did not see: benchmarks/results/lodo-similar.md."""
+    return [] if variant == "content-only" else [{"type": "cooccurrence", "similar_weight": 0.9}]
 
 
 def config_from_dict(payload: dict, base_dir: str | Path | None = None) -> Config:

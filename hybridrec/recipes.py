@@ -60,7 +60,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
             "id_dropout": 0.5,
             "terms": [
                 {"type": "content_ridge", "l2": 100, "recommend_weight": 0.5},
-                {"type": "cooccurrence", "similar_weight": 0.75},
+                {"type": "cooccurrence", "similar_weight": 0.9},
             ],
         },
         "train": {
