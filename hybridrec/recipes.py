@@ -25,7 +25,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "model": {"variant": "hybrid", "dim": 32, "id_dropout": 0.1, "user_history": {"length": 100}},
         "train": {"loss": "auto", "l2": 0.05, "epochs": 30, "batch_size": 2048},
     },
-    # top-N: a softmax over the catalogue (shared uniform negatives, all of them on catalogues up to 2,048 items),
+    # top-N: a softmax over the catalogue (shared uniform negatives, all of them on catalogues up to 4,096 items),
     # users as their history (no user IDs), each training interaction seeing only what came before it
     "topn": {
         "model": {
@@ -37,7 +37,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         },
         "train": {
             "loss": "sampled-softmax",
-            "negatives": 2048,
+            "negatives": 4096,
             "l2": 0.01,
             "lr": 0.01,
             "epochs": 30,
