@@ -360,6 +360,21 @@ def co_purchase_truth(lines: pd.DataFrame, min_invoices: int = 2, min_lift: floa
     return {k: sorted(v) for k, v in sorted(truth.items())}
 
 
+def _latest_tenth(rows: pd.DataFrame) -> np.ndarray:
+    """The latest 10% of training rows by timestamp: P4's validation part."""
+    ts = rows["timestamp"].to_numpy()
+    return ts >= np.sort(ts)[int(0.9 * len(ts))]
+
+
+def _truth_sets(baskets: pd.DataFrame, spec: dict[str, tuple[int, float]], train_items: set) -> dict:
+    """truth name -> item -> items in >= n common baskets with lift >= l (co_purchase_truth), for items with
+    training interactions only (an item the model never saw cannot be queried)."""
+    return {
+        name: {k: v for k, v in co_purchase_truth(baskets, n, lift).items() if k in train_items}
+        for name, (n, lift) in spec.items()
+    }
+
+
 def _retail_split(cutoff: str, end: str | None = None) -> BenchSplit:
     """Online Retail pairs bought before `cutoff`; truth from the invoices from `cutoff` up to `end` (or the end)."""
     lines = _retail_lines()
@@ -368,14 +383,9 @@ def _retail_split(cutoff: str, end: str | None = None) -> BenchSplit:
     pairs = pairs.reset_index()
     pairs["timestamp"] = (pairs["timestamp"] - pd.Timestamp(0)) // pd.Timedelta(seconds=1)
     pairs["review"] = ""
-    ts = pairs["timestamp"].to_numpy()
-    val = ts >= np.sort(ts)[int(0.9 * len(ts))]  # the latest 10% of training pairs
+    val = _latest_tenth(pairs)
     after = lines[(lines["when"] >= pd.Timestamp(cutoff)) & (lines["when"] < pd.Timestamp(end or "2100-01-01"))]
-    train_items = set(pairs.loc[~val, "item_id"])
-    truth = {
-        name: {k: v for k, v in co_purchase_truth(after, n, lift).items() if k in train_items}
-        for name, (n, lift) in RETAIL_TRUTH.items()
-    }
+    truth = _truth_sets(after, RETAIL_TRUTH, set(pairs.loc[~val, "item_id"]))
     info = {
         "recipe": f"clean purchase lines before {cutoff} merged into customer x product pairs "
         "(rating = summed quantity), validation = latest 10% of those pairs; truth from invoices on or after "
@@ -399,14 +409,9 @@ def _movielens_similar_split(dataset: str) -> BenchSplit:
     ts = df["timestamp"].to_numpy()
     cutoff = np.sort(ts)[int((1 - MOVIELENS_TEST_SHARE) * len(ts))]
     before, after = df[ts < cutoff].reset_index(drop=True), df[ts >= cutoff]
-    bts = before["timestamp"].to_numpy()
-    val = bts >= np.sort(bts)[int(0.9 * len(bts))]
+    val = _latest_tenth(before)
     liked = after[after["rating"] >= POSITIVE].rename(columns={"user_id": "invoice"})
-    train_items = set(before.loc[~val, "item_id"])
-    truth = {
-        name: {k: v for k, v in co_purchase_truth(liked, n, lift).items() if k in train_items}
-        for name, (n, lift) in MOVIELENS_TRUTH.items()
-    }
+    truth = _truth_sets(liked, MOVIELENS_TRUTH, set(before.loc[~val, "item_id"]))
     info = {
         "recipe": f"ratings before the {1 - MOVIELENS_TEST_SHARE:.0%} time quantile are training data (validation ="
         " their latest 10%); truth from the later ratings >= 4: films liked by >= 2 common users with lift >= 2"

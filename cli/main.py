@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from hybridrec_cli.options import DataOpt, DebugOpt, JsonOpt, KOpt, ModelOpt, SetOpt
 from hybridrec_cli.practitioner import register as register_practitioner
 from hybridrec_cli.serve import register as register_serving
 from hybridrec_cli.tune import register as register_tune
@@ -25,11 +26,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="Model directory (default: the latest fitted model).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-KOpt = Annotated[int, typer.Option("-k", "--k", help="How many results.")]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show a traceback on errors.")]
 
 
 def _fail(exc: BaseException, debug: bool) -> None:
@@ -136,12 +132,8 @@ def fit(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config.")] = Path("configs/default.yaml"),
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for models.")] = DEFAULT_OUT,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed (overrides the config).")] = None,
-    data: Annotated[
-        list[str] | None, typer.Option("--data", "-d", help="Override a data path: KEY=PATH (repeatable).")
-    ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", "-s", help="Override any config key: a.b=value (repeatable).")
-    ] = None,
+    data: DataOpt = None,
+    set_: SetOpt = None,
     task: Annotated[
         str | None,
         typer.Option(

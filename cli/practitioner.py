@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from hybridrec_cli.options import DebugOpt, JsonOpt, ModelOpt
 
 from hybridrec.errors import QueryError
 
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show a traceback on errors.")]
-ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="Model directory (default: the latest fitted model).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 BATCH_USERS = 1000  # users per recommend_batch call from a users file (one progress step)
 RECOMMEND_HELP = (
     "Top-k for a user, a user the model never saw (--history) or a file of users (--users-file).\n\n"

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from hybridrec_cli.options import DebugOpt
 
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show a traceback on errors.")]
 ModelOpt = Annotated[
     Path, typer.Option("--model", "-m", help="Model directory or link (default: the latest fitted model).")
 ]

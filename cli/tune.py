@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show a traceback on errors.")]
+from hybridrec_cli.options import DataOpt, DebugOpt, SetOpt
 
 
 def register(app: typer.Typer, run: Callable[[bool, Callable[[], Any]], Any]) -> None:
@@ -21,12 +20,8 @@ def register(app: typer.Typer, run: Callable[[bool, Callable[[], Any]], Any]) ->
         config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config to start from.")] = Path(
             "configs/default.yaml"
         ),
-        data: Annotated[
-            list[str] | None, typer.Option("--data", "-d", help="Override a data path: KEY=PATH (repeatable).")
-        ] = None,
-        set_: Annotated[
-            list[str] | None, typer.Option("--set", "-s", help="Override any config key: a.b=value (repeatable).")
-        ] = None,
+        data: DataOpt = None,
+        set_: SetOpt = None,
         minutes: Annotated[
             float | None,
             typer.Option(
