@@ -159,8 +159,54 @@ def write(results: Path, out: Path = OUT) -> Path:
             lines += ["", "_No full run recorded yet._"]
         for anchor in ANCHORS.get(protocol, []):
             lines += ["", f"Published anchor: {anchor}"]
+    lines += defaults_section(grouped)
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+# the metric that decides each protocol, and what a user gets without tuning beside what tuning per dataset gives
+DECIDES = {"P1": "rmse", "P2": "recall@10", "P3": "cold_auc", "P4": "precision@10"}
+UNTUNED = {
+    "hybridrec-task": "task recipe (`fit --task`)",
+    "hybridrec-default": "configs/default.yaml",
+    "hybridrec": "per-dataset recipe",
+}
+LODO = ROOT / "benchmarks" / "results" / "lodo-similar.md"
+
+
+def defaults_section(grouped: dict[tuple[str, str], dict[str, dict]]) -> list[str]:
+    """Issue 17's table: per protocol and dataset, the best peer against hybridrec untuned (the task recipe, the
+    default config) and tuned per dataset; then the latest leave-one-dataset-out run of the similar defaults."""
+    lines = [
+        "",
+        "## Defaults against per-dataset recipes",
+        "",
+        "What a user gets without tuning, beside what the per-dataset recipes (chosen on each dataset's own "
+        "validation or tuning split) give, and the best peer of the same table. `hybridrec-task` is the protocol's "
+        "task recipe (`hybridrec fit --task rating|topn|cold|similar`, hybridrec/recipes.py); `hybridrec-default` is "
+        "configs/default.yaml's model. Decides: P1 RMSE (lower is better), P2 full-ranking recall@10, P3 cold-item "
+        "AUC, P4 precision@10. Margin = task recipe against the best peer (positive: hybridrec ahead).",
+        "",
+        "| protocol | dataset | best peer | " + " | ".join(UNTUNED.values()) + " | margin |",
+        "|---|---|---|" + "---|" * (len(UNTUNED) + 1),
+    ]
+    for (protocol, dataset), models in sorted(grouped.items()):
+        metric = DECIDES.get(protocol)
+        if metric is None or "," in dataset or "hybridrec-task" not in models:
+            continue
+        sign = -1.0 if metric in LOWER else 1.0
+        peers = {m: r["metrics"][metric] for m, r in models.items() if not m.startswith("hybridrec")}
+        if not peers:
+            continue
+        peer = max(peers, key=lambda m: sign * peers[m])
+        cells = [f"{models[m]['metrics'][metric]:.4f}" if m in models else "" for m in UNTUNED]
+        margin = sign * (models["hybridrec-task"]["metrics"][metric] - peers[peer])
+        row = f"| {protocol} | {dataset} | {peer} {peers[peer]:.4f} | " + " | ".join(cells) + f" | {margin:+.4f} |"
+        lines.append(row)
+    if LODO.is_file():
+        sections = LODO.read_text().split("\n## ")
+        lines += ["", "### Similar-items defaults, leave-one-dataset-out", "", "From " + sections[-1].strip()]
+    return lines
 
 
 DECIDING = "the deciding run"
