@@ -231,6 +231,7 @@ class HybridRecommender:
         """The index's nearest items to a vector (item row `skip` left out), their cosine weighed by evidence
         (`model.similar_evidence`); it fetches a few times k so that rarely seen items the weighing pushes down
         leave room for the next ones."""
+        _check_k(k)
         as_neighbour, _ = self._similar_evidence()
         rows, sims = self.index_.query_rows(np.asarray(vector).reshape(1, -1), 4 * k + 1)
         rows, sims = rows[0], sims[0] * as_neighbour[rows[0]]
