@@ -77,7 +77,8 @@ class UserHistoryConfig:
 
     length: int = 0  # 0 = off; N = the user's N most recent training items
     # latest: every training row sees its user's latest items (minus the target); causal: each row sees only the
-    # user's items before it in time, which is what the served bag is for the user's next item
+    # user's items before it in time, which is what the served bag is for the user's next item; auto: causal when
+    # the training rows carry times and the loss ranks, latest otherwise (data without times has no "before")
     order: str = "latest"
     position_weights: bool = False  # one learned weight per history position (most recent first) instead of a mean
     # similar items: 0 ranks by the item's own fused vector; 1 by the user vector of someone whose history is only
@@ -191,7 +192,7 @@ CHOICES = {
     "split.kind": {"random", "leave-last-out", "time", "cold-items", "given"},
     "features.text_encoder": {"sentence-transformer", "tfidf", "none"},
     "model.variant": {"hybrid", "id-only", "content-only"},
-    "model.user_history.order": {"latest", "causal"},
+    "model.user_history.order": {"latest", "causal", "auto"},
     "train.loss": {"auto", "mse", "bpr", "softmax", "sampled-softmax"},
     "train.device": {"auto", "cpu", "cuda"},
 }

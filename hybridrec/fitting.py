@@ -15,7 +15,7 @@ import pandas as pd
 from hybridrec.config import Config, TrainConfig, model_settings
 from hybridrec.data.idmap import IdMap
 from hybridrec.index import ItemIndex
-from hybridrec.model.history import CausalHistories, UserHistory
+from hybridrec.model.history import CausalHistories, UserHistory, resolve_order
 from hybridrec.progress import epoch_message, event, fit_output, get_logger, metric_label, stop_message
 from hybridrec.scoring.base import SCALE_ITEMS, SCALE_USERS, FitContext, ScoreTerm, blend_scale, build_terms
 from hybridrec.scoring.towers import TowerScores, similar_queries
@@ -172,7 +172,11 @@ def _fit_model(
     loss = resolve_loss(cfg.train.loss, dataset.feedback)
     inputs = None
     if bag.length:
-        causal = CausalHistories.build(tr.users, tr.items, stamps, bag.length) if bag.order == "causal" else None
+        order = resolve_order(bag.order, loss, stamps)
+        if bag.order == "auto":
+            why = "timed rows and a ranking loss" if order == "causal" else "no times, or a rating loss"
+            LOG.info(f"user history order auto: {order} ({why})")
+        causal = CausalHistories.build(tr.users, tr.items, stamps, bag.length) if order == "causal" else None
         inputs = HistoryInputs(history.tokens(bag.length), causal)
     text_dim = pipeline.encoder_.dim if pipeline.encoder_ is not None else 0
     review_slice = (text_dim, 2 * text_dim + 1) if text_dim else None

@@ -44,7 +44,7 @@ def test_the_recipe_replaces_model_and_train_but_keeps_where_training_runs(tmp_p
     path.write_text(yaml.safe_dump(payload))
     cfg = load_config(path, ["train.epochs=7"], task="topn")
     assert cfg.model.variant == "hybrid" and cfg.model.dim == RECIPES["topn"]["model"]["dim"]
-    assert cfg.model.user_history.order == "causal"
+    assert cfg.model.user_history.order == "auto"
     assert [t["type"] for t in cfg.model.terms] == ["cooccurrence"]  # the file's EASE term is gone; the default
     assert cfg.train.lr == RECIPES["topn"]["train"]["lr"]  # the file's lr is the recipe's now
     assert (cfg.train.threads, cfg.train.device) == (1, "cpu")  # the machine settings stay
@@ -75,3 +75,36 @@ def test_fit_with_a_task_saves_the_recipe_it_trained(text_cache_dir, tmp_path):
     assert load_config(DEMO_CONFIG).model.dim != rec.config.model.dim  # not what the file alone gives
     ids, _ = rec.recommend(rec.users_.raw(0), 5)
     assert len(ids) == 5
+
+
+def test_order_auto_is_causal_only_for_timed_rows_and_a_ranking_loss():
+    import numpy as np
+
+    from hybridrec.model.history import resolve_order
+
+    timed, untimed = np.array([3, 1, 2]), np.zeros(3)
+    assert resolve_order("auto", "sampled-softmax", timed) == "causal"
+    assert resolve_order("auto", "sampled-softmax", untimed) == "latest"  # goodbooks: no "before" to learn from
+    assert resolve_order("auto", "mse", timed) == "latest"  # a rating loss keeps the rated item in the bag
+    assert resolve_order("causal", "bpr", untimed) == "causal" and resolve_order("latest", "bpr", timed) == "latest"
+
+
+@pytest.mark.parametrize("timed", [True, False])
+def test_a_fit_with_order_auto_trains_the_bag_the_data_allows(demo_dataset, text_cache_dir, caplog, timed):
+    import dataclasses
+    import logging
+
+    from conftest import fit_demo
+
+    data = (
+        demo_dataset
+        if timed
+        else dataclasses.replace(demo_dataset, interactions=demo_dataset.interactions.assign(timestamp=0))
+    )
+    sets = ("train.loss=sampled-softmax", "model.user_history.length=20", "model.user_history.order=auto")
+    with caplog.at_level(logging.INFO, logger="hybridrec"):
+        rec = fit_demo(data, text_cache_dir, *sets)
+    said = [r.getMessage() for r in caplog.records if "user history order auto" in r.getMessage()]
+    expected = "causal" if timed else "latest"
+    assert len(said) == 1 and said[0].startswith(f"user history order auto: {expected} (")
+    assert rec.config.model.user_history.order == "auto"  # saved as asked: the rule is re-applied on refit

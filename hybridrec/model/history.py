@@ -121,3 +121,12 @@ class CausalHistories:
         ends[order] = block_end
         tokens = np.concatenate([np.asarray(items, np.int64)[order] + 1, np.full(length, PAD, np.int64)])
         return cls(tokens, starts, ends, length)
+
+
+def resolve_order(order: str, loss: str, stamps: np.ndarray) -> str:
+    """`model.user_history.order` as training uses it: `auto` is causal when the rows carry more than one distinct
+    time and the loss ranks (a rating loss keeps the rated item in the bag), latest otherwise."""
+    if order != "auto":
+        return order
+    timed = len(stamps) > 0 and np.unique(stamps).size > 1
+    return "causal" if timed and loss != "mse" else "latest"
