@@ -25,10 +25,12 @@ WHAT = {
     "P3": "Per test user with a training history: ROC-AUC and recall/NDCG@10 over all cold items, positives = cold "
     "items rated >= 4 (unrated cold items count as negatives).",
     "P4": "For each query item with a non-empty truth set: |top-10 similar ∩ truth| / 10. `full_lists` = share of "
-    "queries that got 10 neighbours. Popularity ignores the query: where it scores well, popularity fools the truth.",
+    "queries that got 10 neighbours. Popularity ignores the query: where it scores well, popularity fools the truth. "
+    "`rare_share`: the mean share of a list taken by items with fewer than 5 training interactions, beside that "
+    "share in the truth lists (`truth_rare_share`): a list far above the truth's share is guessing.",
 }
 LOWER = {"rmse", "mae", "fit_seconds", "similar_ms"}
-INFO = {"mean_truth_size", "full_lists", "n_items"}  # shown, never bolded
+INFO = {"mean_truth_size", "full_lists", "n_items", "rare_share", "truth_rare_share"}  # shown, never bolded
 ANCHORS = {
     "P1": [
         "Surprise documentation benchmark table, ML-100K, 5-fold cross-validation RMSE: **SVD 0.934**, "
