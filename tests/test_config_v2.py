@@ -101,7 +101,7 @@ def test_the_user_history_defaults_are_off(write):
         (model(user_history={"length": 5, "similar_weight": 1.5}), r"similar_weight: 1.5 is out of range \[0, 1\]"),
         (model(user_history={"length": -1}), r"length: -1 is out of range"),
         (model(user_history={"length": 2.5}), "length: expected an integer"),
-        (model(user_history={"order": "random"}), r"order: 'random' is not one of \['causal', 'latest'\]"),
+        (model(user_history={"order": "random"}), r"order: 'random' is not one of \['auto', 'causal', 'latest'\]"),
         (model(user_history={"position_weights": "yes"}), "position_weights: expected true or false"),
         (model(variant="content-only", user_history={"length": 5, "similar_weight": 0.3}), "content-only"),
     ],
