@@ -18,13 +18,15 @@ from hybridrec.errors import ConfigError
 # where training runs, not what it learns: a task recipe keeps the config's own
 MACHINE_KEYS = ("threads", "device")
 
+# explicit ratings: predict the rating (MSE on explicit data, BPR on implicit), the user's recent items in the
+# user tower (SVD++-like), the ID half hidden 10% of the time so content carries rarely rated items
+RATING: dict[str, dict[str, Any]] = {
+    "model": {"variant": "hybrid", "dim": 32, "id_dropout": 0.1, "user_history": {"length": 100}},
+    "train": {"loss": "auto", "l2": 0.05, "epochs": 30, "batch_size": 2048},
+}
+
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
-    # explicit ratings: predict the rating (MSE on explicit data, BPR on implicit), the user's recent items in the
-    # user tower (SVD++-like), the ID half hidden 10% of the time so content carries rarely rated items
-    "rating": {
-        "model": {"variant": "hybrid", "dim": 32, "id_dropout": 0.1, "user_history": {"length": 100}},
-        "train": {"loss": "auto", "l2": 0.05, "epochs": 30, "batch_size": 2048},
-    },
+    "rating": RATING,
     # top-N: a softmax over the catalogue (shared uniform negatives, all of them on catalogues up to 4,096 items),
     # users as their history (no user IDs), each training interaction seeing only what came before it when the
     # data has times (order auto: goodbooks has none, and a causal bag over file order cost it 0.25 recall@10)
@@ -47,11 +49,8 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
     # similar items: the rating recipe's towers (trained on whatever the data holds) with the default co-occurrence
-    # share and evidence weighting (README: model.terms, model.similar_evidence)
-    "similar": {
-        "model": {"variant": "hybrid", "dim": 32, "id_dropout": 0.1, "user_history": {"length": 100}},
-        "train": {"loss": "auto", "l2": 0.05, "epochs": 30, "batch_size": 2048},
-    },
+    # share and evidence weighting (README: model.terms, model.similar_evidence); with_task copies it
+    "similar": RATING,
     # cold-start items: items scored from content; IDs hidden half the time in training so the content path
     # learns to stand alone, and a ridge from users' items to content tokens beside the towers
     "cold": {

@@ -160,3 +160,21 @@ def similar_items_follow(rec, expected_of, query_of, atol: float = 1e-5) -> int:
         assert np.allclose(scores, np.sort(expected)[::-1][:5], atol=atol)
         changed += rec.index_.query(query_of(row), 5, exclude={item})[0] != ids
     return changed
+
+
+def assert_one_line_error(result, *fragments: str) -> str:
+    """A CLI result that failed the way every bad input must: exit code 2 and one `error:` line on stderr holding
+    every fragment, no traceback. Returns the line."""
+    assert result.exit_code == 2, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def assert_ok(result) -> None:
+    """A CLI result that succeeded; on failure, what it printed and raised."""
+    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"

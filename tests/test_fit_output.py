@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DEMO_CONFIG, DEMO_ITEMS_CSV, DEMO_RATINGS_CSV, quick_fit_overrides
+from conftest import DEMO_CONFIG, DEMO_ITEMS_CSV, DEMO_RATINGS_CSV, assert_ok, quick_fit_overrides
 from hybridrec_cli.main import app
 from typer.testing import CliRunner
 
@@ -25,10 +25,6 @@ TFIDF = "features.text_encoder=tfidf"  # no sentence-transformer load: these tes
 
 def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def assert_ok(result):
-    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
 
 
 # ------------------------------------------------------------------------------------------- logging records

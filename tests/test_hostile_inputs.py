@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import assert_one_line_error
 from hybridrec_cli.main import app
 from typer.testing import CliRunner
 
@@ -37,17 +38,6 @@ DEEP = "[" * 200_000  # json.loads raises RecursionError on this; PyYAML too
 
 def invoke(*args, env: dict | None = None):
     return CliRunner().invoke(app, [str(a) for a in args], env=env)
-
-
-def assert_one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def put(path: Path, text: str | bytes) -> Path:

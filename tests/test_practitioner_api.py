@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import demo_split, fit_demo
+from conftest import assert_ok, assert_one_line_error, demo_split, fit_demo
 from hybridrec_cli.main import app
 from typer.testing import CliRunner
 
@@ -305,18 +305,6 @@ def test_explain_bag_and_content_effects_match_rerunning_the_towers(bag_model, d
 # ------------------------------------------------------------------------------------------------ CLI
 def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def assert_ok(result):
-    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-
-
-def assert_one_line_error(result, *fragments: str):
-    assert result.exit_code == 2, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_cli_recommend_for_an_unknown_user_nobody_and_with_rules(demo_model):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import DEMO_CONFIG, DEMO_ITEMS_CSV, DEMO_RATINGS_CSV
+from conftest import DEMO_CONFIG, DEMO_ITEMS_CSV, DEMO_RATINGS_CSV, assert_ok, assert_one_line_error
 from hybridrec_cli.main import app
 from typer.testing import CliRunner
 
@@ -26,19 +26,6 @@ def invoke(*args):
 def tune_args(out: Path, cache: Path, *extra: str, config: Path = DEMO_CONFIG) -> list[str]:
     sets = [x for kv in [*QUICK, f"features.cache_dir={cache}"] for x in ("--set", kv)]
     return ["tune", "--config", config, *sets, "--out", out, *extra]
-
-
-def assert_ok(result):
-    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-
-
-def assert_one_line_error(result, *fragments: str):
-    assert result.exit_code == 2, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def read_trials(out: Path) -> list[dict[str, str]]:
