@@ -31,8 +31,8 @@ from scipy import sparse
 from benchmarks import data
 from benchmarks.adapters.hybrid import HybridRec
 from benchmarks.protocols import K, context, rare_share
-from hybridrec.config import default_terms
 from hybridrec.evaluation.metrics import precision_at_k
+from hybridrec.recipes import default_terms
 from hybridrec.scoring.cooccurrence import CooccurrenceParams, cooccurrence_neighbours
 
 OUT = data.ROOT / "benchmarks" / "results" / "lodo-similar.md"

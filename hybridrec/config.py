@@ -389,15 +389,6 @@ def _check_ranges(cfg: Config) -> None:
             raise ConfigError(f"data.rating_range: expected [low, high] with low <= high, got {shown(rating_range)}")
 
 
-def default_terms(variant: str) -> list[dict[str, Any]]:
-    """The score terms a config that names none gets: co-occurrence for similar items ("had together", shrunk for
-    rare pairs), so that similar items carry co-consumption whatever the towers were trained on. A content-only
-    model learns nothing from behaviour, so it gets none. Weight, the term's shrink and model.similar_evidence
-    were chosen together over the four P4 datasets, and leave-one-dataset-out says what that choice costs on data
-    it did not see: benchmarks/results/lodo-similar.md."""
-    return [] if variant == "content-only" else [{"type": "cooccurrence", "similar_weight": 0.9}]
-
-
 def config_from_dict(payload: dict, base_dir: str | Path | None = None) -> Config:
     """Build a Config; `base_dir` (else the payload's own, as saved in a model) anchors relative data paths."""
     check_size(payload)
@@ -407,6 +398,8 @@ def config_from_dict(payload: dict, base_dir: str | Path | None = None) -> Confi
     cfg = build_section(Config, payload, "")
     model = payload.get("model")
     if not (isinstance(model, dict) and "terms" in model):  # `terms: []` says "none"; leaving it out, the default
+        from hybridrec.recipes import default_terms
+
         cfg.model.terms = default_terms(cfg.model.variant)
     _check_ranges(cfg)
     cfg.base_dir = str(base_dir if base_dir is not None else (saved_base or "."))

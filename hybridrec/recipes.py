@@ -1,11 +1,12 @@
-"""One recipe per task (`hybridrec fit --task rating|topn|similar|cold`): the model and training sections a user
-gets without tuning, whatever the dataset.
+"""What a user gets without tuning: the score terms of a config that names none (`default_terms`), and one recipe
+per task (`hybridrec fit --task rating|topn|similar|cold`), the model and training sections for that task whatever
+the dataset.
 
 A recipe replaces the config's `model` and `train` sections (keeping where training runs: `train.threads` and
 `train.device`); `--set` overrides apply on top. The settings are the ones the per-dataset recipes agreed on, and
 each recipe's scores on every benchmark dataset, beside the per-dataset recipes and the best peer, are in
-benchmarks/RESULTS.md ("Task recipes"); the similar-items defaults were chosen leave-one-dataset-out
-(benchmarks/results/lodo-similar.md).
+benchmarks/RESULTS.md ("Defaults against per-dataset recipes"); the similar-items defaults were chosen
+leave-one-dataset-out (benchmarks/results/lodo-similar.md).
 """
 
 from __future__ import annotations
@@ -73,6 +74,15 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 TASKS = tuple(RECIPES)
+
+
+def default_terms(variant: str) -> list[dict[str, Any]]:
+    """The score terms a config that names none gets: co-occurrence for similar items ("had together", shrunk for
+    rare pairs), so that similar items carry co-consumption whatever the towers were trained on. A content-only
+    model learns nothing from behaviour, so it gets none. Weight, the term's shrink and model.similar_evidence
+    were chosen together over the four P4 datasets, and leave-one-dataset-out says what that choice costs on data
+    it did not see: benchmarks/results/lodo-similar.md."""
+    return [] if variant == "content-only" else [{"type": "cooccurrence", "similar_weight": 0.9}]
 
 
 def with_task(payload: dict, task: str) -> dict:

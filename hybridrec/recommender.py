@@ -14,7 +14,7 @@ import numpy as np
 
 from hybridrec.config import Config
 from hybridrec.errors import NotFittedError, QueryError
-from hybridrec.scoring.base import ScoreTerm, blend_similar, evidence
+from hybridrec.scoring.base import ScoreTerm, blend_similar
 from hybridrec.titles import TitleMatcher
 
 if TYPE_CHECKING:
@@ -191,54 +191,28 @@ class HybridRecommender:
         """
         self._check_fitted()
         _check_k(k)
-        row = self.items_.index(item_id)
-        if not self._similar_terms():
-            return self._similar_from_index(row, k)
-        scores = self.similar_scores(item_id)
-        scores[row] = -np.inf
-        scores[self.retired_] = -np.inf
-        top = np.argsort(-scores, kind="stable")[:k]
-        top = top[np.isfinite(scores[top])]
-        return self.items_.raws(top), scores[top].astype(np.float32)
+        from hybridrec import similar
+
+        return similar.similar_items(self, self.items_.index(item_id), k)
 
     def similar_scores(self, item_id: str) -> np.ndarray:
-        """Exact similar-item scores of `item_id` against every catalogue item (the blend of the towers' cosine
-        with each similar term; the cosine alone when no term has a similar weight)."""
+        """Exact similar-item scores of `item_id` against every catalogue item (the blend of the towers' cosine,
+        weighed by evidence, with each similar term; the weighed cosine alone when no term has a similar weight)."""
         self._check_fitted()
-        row = self.items_.index(item_id)
-        as_neighbour, as_query = self._similar_evidence()
-        towers = self.towers_.similar_scores(row) * as_neighbour
-        rows = [
-            (t.params.similar_weight * (as_query[row] if t.behavioural else 1.0), t.similar(row))
-            for t in self._similar_terms()
-        ]
-        present = [(w, s) for w, s in rows if s is not None]
-        return blend_similar(towers, present, row) if present else towers.astype(np.float64)
+        from hybridrec import similar
 
-    def _similar_evidence(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per item, how far its behaviour is trusted as a neighbour (its learned vector) and as a query (its
-        behavioural terms' share): `model.similar_evidence`. Items nobody had count 0 as neighbours: a list of
-        "similar" items is a claim about co-consumption, which they cannot back (new items are found through
-        recommend and score_new). A content-only model learned nothing from behaviour: it trusts all alike."""
-        half = 0.0 if self.config.model.variant == "content-only" else self.config.model.similar_evidence
-        trust = evidence(self.item_counts_, half)
-        return trust, trust
+        return similar.similar_scores(self, self.items_.index(item_id))
 
     def _similar_from_index(self, row: int, k: int) -> tuple[list[str], np.ndarray]:
+        """The towers' part of similar items: the index's answer for item `row`, re-ranked by evidence."""
         return self.nearest(self.towers_.query_vector(row), k, skip=row)
 
     def nearest(self, vector: np.ndarray, k: int, skip: int | None = None) -> tuple[list[str], np.ndarray]:
-        """The index's nearest items to a vector (item row `skip` left out), their cosine weighed by evidence
-        (`model.similar_evidence`); it fetches a few times k so that rarely seen items the weighing pushes down
-        leave room for the next ones."""
+        """The index's nearest items to a vector (item row `skip` left out), weighed by evidence (similar.py)."""
         _check_k(k)
-        as_neighbour, _ = self._similar_evidence()
-        rows, sims = self.index_.query_rows(np.asarray(vector).reshape(1, -1), 4 * k + 1)
-        rows, sims = rows[0], sims[0] * as_neighbour[rows[0]]
-        keep = rows != (-1 if skip is None else skip)
-        rows, sims = rows[keep], sims[keep]
-        top = np.argsort(-sims, kind="stable")[:k]
-        return self.items_.raws(rows[top]), sims[top].astype(np.float32)
+        from hybridrec import similar
+
+        return similar.nearest(self, vector, k, skip)
 
     def _similar_terms(self) -> list[ScoreTerm]:
         return [t for t in self.terms_ if t.params.similar_weight > 0]
