@@ -4,7 +4,7 @@ datasets would have picked, and what does not tuning cost?
     python -m benchmarks.lodo_similar [--datasets ml-100k,ml-1m-half,online-retail,amazon-gift-cards]
 
 For every P4 dataset, one fit of the default recipe (configs/default.yaml's model, `hybridrec-default`) on the P4
-training rows; then every candidate of GRID (the co-occurrence term's similar weight and shrink,
+training rows; then every candidate of GRID (the co-occurrence term's similar weight, shrink and user_discount,
 model.similar_evidence) answers the P4 queries from that one fit. The candidates change only query-time parts and
 the co-occurrence term, which is refitted in place from the term's own user histories: the towers do not depend on
 them, so no refit is needed. A candidate's score on a dataset is its precision@10 over the best peer's (from the
@@ -38,20 +38,21 @@ from hybridrec.scoring.cooccurrence import CooccurrenceParams, cooccurrence_neig
 OUT = data.ROOT / "benchmarks" / "results" / "lodo-similar.md"
 RESULTS = data.ROOT / "benchmarks" / "results" / "results.jsonl"
 DATASETS = ("ml-100k", "ml-1m-half", "online-retail", "amazon-gift-cards")
-WEIGHTS, SHRINKS, EVIDENCE = (0.5, 0.75, 0.9), (10.0, 30.0, 100.0), (0.0, 3.0, 10.0)
+WEIGHTS, SHRINKS, DISCOUNTS, EVIDENCE = (0.75, 0.9), (30.0, 100.0), (0.0, 0.3, 0.5), (3.0, 10.0, 20.0)
 
 
 @dataclass(frozen=True)
 class Candidate:
     weight: float  # the co-occurrence term's similar_weight
     shrink: float  # its shrink
+    discount: float  # its user_discount
     evidence: float  # model.similar_evidence
 
     def label(self) -> str:
-        return f"weight {self.weight:g}, shrink {self.shrink:g}, evidence {self.evidence:g}"
+        return f"weight {self.weight:g}, shrink {self.shrink:g}, discount {self.discount:g}, evidence {self.evidence:g}"
 
 
-GRID = [Candidate(*c) for c in itertools.product(WEIGHTS, SHRINKS, EVIDENCE)]
+GRID = [Candidate(*c) for c in itertools.product(WEIGHTS, SHRINKS, DISCOUNTS, EVIDENCE)]
 
 
 def shipped() -> Candidate:
@@ -59,7 +60,8 @@ def shipped() -> Candidate:
     from hybridrec.config import ModelConfig
 
     (term,) = default_terms("hybrid")
-    return Candidate(term["similar_weight"], CooccurrenceParams().shrink, ModelConfig().similar_evidence)
+    params = CooccurrenceParams()
+    return Candidate(term["similar_weight"], params.shrink, params.user_discount, ModelConfig().similar_evidence)
 
 
 def best_peers() -> dict[str, tuple[str, float]]:
@@ -95,15 +97,15 @@ def scores(dataset: str) -> dict[Candidate, dict[str, float]]:
     truth = {i: set(t) for i, t in split.truth["precision@10"].items() if t}
     counts = split.train["item_id"].value_counts()
     out: dict[Candidate, dict[str, float]] = {}
-    for shrink in SHRINKS:
-        term.neighbours = cooccurrence_neighbours(x, term.params.neighbours, shrink)
-        for c in (c for c in GRID if c.shrink == shrink):
+    for shrink, discount in itertools.product(SHRINKS, DISCOUNTS):
+        term.neighbours = cooccurrence_neighbours(x, term.params.neighbours, shrink, discount)
+        for c in (c for c in GRID if (c.shrink, c.discount) == (shrink, discount)):
             term.params.similar_weight = c.weight
             rec.config.model.similar_evidence = c.evidence
             lists = {q: rec.similar_items(q, K)[0] for q in truth}
             out[c] = {"precision@10": precision_at_k(lists, truth, K), "rare_share": rare_share(lists, counts)}
-        print(f"  {dataset}: shrink {shrink:g} done", file=sys.stderr, flush=True)
-    out[Candidate(-1, -1, -1)] = {"truth_rare_share": rare_share(truth, counts)}
+        print(f"  {dataset}: shrink {shrink:g}, discount {discount:g} done", file=sys.stderr, flush=True)
+    out[Candidate(-1, -1, -1, -1)] = {"truth_rare_share": rare_share(truth, counts)}
     return out
 
 
@@ -118,7 +120,7 @@ def main(argv: list[str]) -> None:
         sys.exit(f"no peer rows in results.jsonl for {missing}: run `python -m benchmarks.run --protocol P4` first")
     t0 = time.perf_counter()
     table = {d: scores(d) for d in datasets}
-    truth_rare = {d: table[d].pop(Candidate(-1, -1, -1))["truth_rare_share"] for d in datasets}
+    truth_rare = {d: table[d].pop(Candidate(-1, -1, -1, -1))["truth_rare_share"] for d in datasets}
 
     def ratio(c: Candidate, d: str) -> float:
         return table[d][c]["precision@10"] / peers[d][1]
