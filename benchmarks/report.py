@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from benchmarks.data import ROOT
+from benchmarks.scale.report import results_section
 
 OUT = ROOT / "benchmarks" / "RESULTS.md"
 TITLES = {
@@ -162,6 +163,7 @@ def write(results: Path, out: Path = OUT) -> Path:
         for anchor in ANCHORS.get(protocol, []):
             lines += ["", f"Published anchor: {anchor}"]
     lines += defaults_section(grouped)
+    lines += results_section(ROOT / "benchmarks" / "results" / "scale.jsonl")  # benchmarks/scale: its own runs
     out.write_text("\n".join(lines) + "\n")
     return out
 
