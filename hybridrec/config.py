@@ -56,11 +56,14 @@ class SplitConfig:
 class FeatureConfig:
     text_encoder: str = "sentence-transformer"  # sentence-transformer | tfidf | none
     text_model: str | None = None  # name or path; None = bundled all-MiniLM-L6-v2
-    bf16: bool = False  # bf16 autocast for the sentence-transformer on CPU/GPU
+    # auto: bf16 where the CPU computes it natively (avx512_bf16/AMX) or on a GPU, fp32 elsewhere | fp32 | bf16
+    text_precision: str = "auto"
+    bf16: bool | None = None  # replaced by text_precision: true/false (0.2 configs, saved models) = bf16/fp32
     batch_size: int = 64
     tfidf_dim: int = 128
     max_reviews_per_item: int = 20
     max_document_chars: int = 2000
+    review_max_tokens: int = 128  # review documents are cut at this many tokens (0: the text model's own)
     cache_dir: str = ".hybridrec-cache"
     min_count: int = 2  # categorical values seen fewer times share the out-of-vocabulary slot
     # item title and text words as a bag of trainable word embeddings (shared words tie new items to warm ones)
@@ -191,6 +194,7 @@ CHOICES = {
     "data.feedback": {"explicit", "implicit"},
     "split.kind": {"random", "leave-last-out", "time", "cold-items", "given"},
     "features.text_encoder": {"sentence-transformer", "tfidf", "none"},
+    "features.text_precision": {"auto", "fp32", "bf16"},
     "model.variant": {"hybrid", "id-only", "content-only"},
     "model.user_history.order": {"latest", "causal", "auto"},
     "train.loss": {"auto", "mse", "bpr", "softmax", "sampled-softmax"},
@@ -308,6 +312,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "features.tfidf_dim": (1, 4096, True),
     "features.max_reviews_per_item": (0, 100_000, True),
     "features.max_document_chars": (1, 100_000_000, True),
+    "features.review_max_tokens": (0, 100_000, True),
     "features.min_count": (0, math.inf, True),
     "model.dim": (1, 4096, True),
     "model.hidden": (1, 65_536, True),
@@ -389,6 +394,19 @@ def _check_ranges(cfg: Config) -> None:
             raise ConfigError(f"data.rating_range: expected [low, high] with low <= high, got {shown(rating_range)}")
 
 
+def _migrate_bf16(features: FeatureConfig) -> None:
+    """0.2's `features.bf16` (still in saved models' configs) becomes `features.text_precision`."""
+    if features.bf16 is None:
+        return
+    said = "bf16" if features.bf16 else "fp32"
+    if features.text_precision not in ("auto", said):
+        raise ConfigError(
+            f"features.bf16: {str(features.bf16).lower()} contradicts features.text_precision: "
+            f"{features.text_precision}; features.bf16 is replaced by features.text_precision, remove it"
+        )
+    features.text_precision, features.bf16 = said, None
+
+
 def config_from_dict(payload: dict, base_dir: str | Path | None = None) -> Config:
     """Build a Config; `base_dir` (else the payload's own, as saved in a model) anchors relative data paths."""
     check_size(payload)
@@ -396,6 +414,7 @@ def config_from_dict(payload: dict, base_dir: str | Path | None = None) -> Confi
     payload.pop("format_version", None)
     saved_base = payload.pop("base_dir", None)
     cfg = build_section(Config, payload, "")
+    _migrate_bf16(cfg.features)
     model = payload.get("model")
     if not (isinstance(model, dict) and "terms" in model):  # `terms: []` says "none"; leaving it out, the default
         from hybridrec.recipes import default_terms

@@ -1,11 +1,16 @@
 """On-disk embedding cache keyed by (encoder, text), so a second fit re-encodes nothing.
 
-One folder per encoder key holds shards, `shard-<time>-<id>.npz`: the texts' hashes, their vectors and one
-checksum over the shard's hashes and vectors together. A writer only ever adds a shard (written under a temporary
-name, then renamed), so fits sharing the cache never lose each other's entries. A reader checks every shard
-(types, shapes, finiteness, the checksum, so swapped rows or altered values are caught) and drops a
-damaged one with one warning line on stderr: its texts are encoded again. It is only a cache, never a reason to
-fail or to use a wrong vector.
+One folder per encoder key holds shards, `shard-<time>-<pid>-<id>.npz`: the texts' hashes, their vectors and one
+checksum over the shard's hashes and vectors together (shards of the first 0.3 layout carry one checksum per entry
+and are read too). A writer only ever adds a shard (written under a temporary name, then renamed), so fits sharing
+the cache never lose each other's entries and a miss never rewrites what is cached. Past MAX_SHARDS shards the
+writer merges the smaller half into one (size-tiered: an entry is rewritten a logarithmic number of times, not at
+every merge); parts are removed only once the merged shard is in place. A reader checks every shard (plain stored
+zip members no bigger than the file, types, shapes, finiteness, the checksum, so swapped rows or altered values are
+caught) and drops a damaged one with one warning line: its texts are encoded again. It is only a cache, never a
+reason to fail or to use a wrong vector. A future layout must take another file name, so that this reader skips it
+instead of dropping it as damaged (the race behind "arrays of different lengths": fits of the per-entry layout and
+of the per-shard one sharing a cache dropped each other's shards).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import re
 import tempfile
 import time
 import uuid
+import zipfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +34,8 @@ from hybridrec.progress import Rate, get_logger
 
 CACHE_ENV = "HYBRIDREC_CACHE_DIR"
 DEFAULT_CACHE_DIR = ".hybridrec-cache"
-MAX_SHARDS = 16  # more shards than this are merged into one by the next writer
+MAX_SHARDS = 16  # more shards than this: the next writer merges the smaller half of them into one
+STALE_TEMP_SECONDS = 3600  # a temporary file this old is a killed writer's, removed by the next merge
 _HASH = np.dtype("S40")  # sha1 hex of the text
 _CHECK = np.dtype("S16")  # blake2b-64 hex of (hash, vector bytes)
 
@@ -52,6 +60,15 @@ def _checks(keys: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     return np.array([digest.hexdigest().encode()], dtype=_CHECK)
 
 
+def _entry_checks(keys: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """The first 0.3 layout's checksums, one per entry over its hash and its vector's bytes."""
+    rows = np.ascontiguousarray(vectors, dtype=np.float32)
+    return np.array(
+        [hashlib.blake2b(k + rows[i].tobytes(), digest_size=8).hexdigest().encode() for i, k in enumerate(keys)],
+        dtype=_CHECK,
+    )
+
+
 # shards already checked by this process, by (path, size, mtime): a served model's queries read each once
 _VERIFIED: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray]] = {}
 
@@ -68,6 +85,43 @@ class OtherWidth(Exception):
 def _warn(message: str) -> None:
     """One line (a WARNING record of `hybridrec.cache`; printed on stderr when logging is not configured)."""
     logging.getLogger("hybridrec.cache").warning(message)
+
+
+class Entries(Mapping):
+    """Every cached entry of one folder: text hash -> its vector, as one matrix and a hash -> row dict (a dict of
+    row views cost a Python object per entry)."""
+
+    def __init__(self, rows: dict[bytes, int], vectors: np.ndarray):
+        self.rows = rows
+        self.vectors = vectors
+
+    def __getitem__(self, key: bytes) -> np.ndarray:
+        return self.vectors[self.rows[key]]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def width(self) -> int | None:
+        return int(self.vectors.shape[1]) if len(self.rows) else None
+
+
+def _stored_members(path: Path, size: int) -> None:
+    """np.savez writes plain stored members: a compressed one (a zip bomb) or one bigger than the file is refused
+    before numpy allocates what its header declares."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise DamagedShard(f"unreadable ({type(exc).__name__})") from None
+    names = sorted(i.filename for i in infos)
+    if names != ["checks.npy", "keys.npy", "vectors.npy"]:
+        raise DamagedShard("unexpected members")
+    if any(i.compress_type != zipfile.ZIP_STORED or i.file_size > size for i in infos):
+        raise DamagedShard("compressed or oversized members")
 
 
 class EmbeddingCache:
@@ -97,13 +151,14 @@ class EmbeddingCache:
             if self.dim is not None and vectors.shape[1] != self.dim:
                 raise OtherWidth()
             return keys, vectors
-        keys, vectors = self._check_shard(path)
+        keys, vectors = self._check_shard(path, stat.st_size)
         _VERIFIED[memo] = (keys, vectors)
         if self.dim is not None and vectors.shape[1] != self.dim:
             raise OtherWidth()
         return keys, vectors
 
-    def _check_shard(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    def _check_shard(self, path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+        _stored_members(path, size)
         try:
             with np.load(path, allow_pickle=False) as z:
                 keys, vectors, checks = z["keys"], z["vectors"], z["checks"]
@@ -113,18 +168,21 @@ class EmbeddingCache:
             raise DamagedShard(f"unreadable ({type(exc).__name__})") from None
         if keys.dtype != _HASH or checks.dtype != _CHECK or keys.ndim != 1 or vectors.ndim != 2:
             raise DamagedShard("wrong array types")
-        if not np.issubdtype(vectors.dtype, np.floating) or len(keys) != len(vectors) or len(checks) != 1:
+        if not np.issubdtype(vectors.dtype, np.floating) or len(keys) != len(vectors):
             raise DamagedShard("arrays of different lengths")
+        if len(checks) != 1 and len(checks) != len(keys):  # one per shard; the first 0.3 layout: one per entry
+            raise DamagedShard("a checksum array of the wrong length")
         if not np.all(np.isfinite(vectors)):
             raise DamagedShard("vectors that are not finite")
-        if not np.array_equal(_checks(keys, vectors), checks):
+        expected = _checks(keys, vectors) if len(checks) == 1 else _entry_checks(keys, vectors)
+        if not np.array_equal(expected, checks):
             raise DamagedShard("entries that do not match the checksum")
         return keys, vectors.astype(np.float32, copy=False)
 
-    def _load(self) -> dict[bytes, np.ndarray]:
-        """Every valid cached entry (hash -> vector); damaged shards are removed with one warning line."""
-        self._migrate_legacy()
-        entries: dict[bytes, np.ndarray] = {}
+    def _sound_shards(self) -> list[tuple[Path, np.ndarray, np.ndarray]]:
+        """Every shard that passes its checks and has this cache's width (the first sound shard's when none is
+        set); damaged ones are removed with one warning line."""
+        out = []
         width: int | None = self.dim
         for shard in self._shards():
             try:
@@ -137,9 +195,20 @@ class EmbeddingCache:
                 self._drop(shard, str(why))
                 continue
             width = vectors.shape[1]
-            for key, row in zip(keys.tolist(), vectors):
-                entries.setdefault(key, row)
-        return entries
+            out.append((shard, keys, vectors))
+        return out
+
+    def _load(self) -> Entries:
+        """Every valid cached entry (hash -> vector); damaged shards are removed with one warning line."""
+        self._migrate_legacy()
+        shards = self._sound_shards()
+        if not shards:
+            return Entries({}, np.zeros((0, self.dim or 0), np.float32))
+        keys = np.concatenate([k for _, k, _ in shards])
+        vectors = np.concatenate([v for _, _, v in shards]) if len(shards) > 1 else shards[0][2]
+        # the first shard holding a text wins (the same text gives the same vector in every shard anyway)
+        rows = dict(zip(reversed(keys.tolist()), range(len(keys) - 1, -1, -1)))
+        return Entries(rows, vectors)
 
     def _drop(self, shard: Path, why: str) -> None:
         _warn(f"text cache {shard}: {why}; dropped, its texts will be encoded again")
@@ -187,62 +256,61 @@ class EmbeddingCache:
                 pass
 
     # ------------------------------------------------------------------------------------------------- writing
-    def _store(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        """Add one shard; a write that fails (full disk, no permission) costs only the caching, with a warning."""
-        tmp = None
+    def _write_shard(self, keys: np.ndarray, vectors: np.ndarray) -> Path:
+        """One new shard under a name no other writer uses (time, process, random), published by a rename: a
+        reader sees the whole shard or none of it. OSError when it cannot be written (nothing is left behind)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".npz")
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".npz")
             with os.fdopen(fd, "wb") as fh:
                 np.savez(fh, keys=keys, vectors=vectors, checks=_checks(keys, vectors))
-            os.replace(tmp, self.folder / f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz")
-            tmp = None
+            final = self.folder / f"shard-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.npz"
+            os.replace(tmp, final)
+            return final
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _store(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        """Add one shard; a write that fails (full disk, no permission) costs only the caching, with a warning."""
+        try:
+            self._write_shard(np.asarray(keys, _HASH), np.asarray(vectors, np.float32))
         except OSError as exc:
             _warn(f"text cache {self.folder}: cannot write ({exc.strerror or exc}); continuing without caching")
-        finally:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
+            return
         if len(self._shards()) > MAX_SHARDS:
             self._compact()
 
     def _compact(self) -> None:
-        """Merge every shard into one. Shards are removed only after the merged one is in place, and only those
-        that were read, so a concurrent writer's new shard is never lost."""
-        shards, keys, vectors = [], [], []
-        for shard in self._shards():
-            try:
-                k, v = self._read_shard(shard)
-            except (FileNotFoundError, DamagedShard, OtherWidth):
-                continue
-            shards.append(shard)
-            keys.append(k)
-            vectors.append(v)
-        if len(shards) < 2 or len({v.shape[1] for v in vectors}) != 1:
+        """Merge the smaller half of the shards (at least two) into one. Parts are removed only after the merged
+        shard is in place, and only those that were read, so a concurrent writer's new shard is never lost; two
+        writers merging at once leave duplicates, which the next merge folds."""
+        self._remove_stale_temps()
+        shards = self._sound_shards()
+        if len(shards) <= MAX_SHARDS // 2:
             return
-        merged_keys, first = np.unique(np.concatenate(keys), return_index=True)
-        merged = np.concatenate(vectors)[first]
-        if not self._store_merged(merged_keys, merged):  # not written: keep the parts
+        shards.sort(key=lambda s: len(s[1]))
+        parts = shards[: max(2, len(shards) // 2)]
+        merged_keys, first = np.unique(np.concatenate([k for _, k, _ in parts]), return_index=True)
+        merged = np.concatenate([v for _, _, v in parts])[first]
+        try:
+            self._write_shard(merged_keys, merged)
+        except OSError:  # not written: keep the parts
             return
-        for shard in shards:
+        for shard, _, _ in parts:
             try:
                 shard.unlink()
             except OSError:
                 pass
 
-    def _store_merged(self, keys: np.ndarray, vectors: np.ndarray) -> bool:
-        tmp = None
+    def _remove_stale_temps(self) -> None:
+        now = time.time()
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".npz")
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, keys=keys, vectors=vectors, checks=_checks(keys, vectors))
-            os.replace(tmp, self.folder / f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz")
-            tmp = None
-            return True
+            for tmp in self.folder.glob(".tmp-*.npz"):
+                if now - tmp.stat().st_mtime > STALE_TEMP_SECONDS:
+                    tmp.unlink()
         except OSError:
-            return False
-        finally:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
+            pass
 
     # ------------------------------------------------------------------------------------------------- encoding
     def encode(self, encoder, texts: list[str], label: str = "") -> np.ndarray:
@@ -250,36 +318,40 @@ class EmbeddingCache:
         the texts for progress output (empty: none)."""
         entries = self._load()
         hashes = [_text_hash(t).encode() for t in texts]
-        missing = list(dict.fromkeys(h for h in hashes if h not in entries))
+        missing = list(dict.fromkeys(h for h in hashes if h not in entries.rows))
         self.misses += len(missing)
         cached = len(set(hashes)) - len(missing)
         self.hits += cached
-        if missing:
-            by_hash = dict(zip(hashes, texts))
-            fresh = _encode_chunks(encoder, [by_hash[h] for h in missing], label, cached)
-            if fresh.ndim != 2 or len(fresh) != len(missing):
-                raise RuntimeError(f"the text encoder returned {fresh.shape} for {len(missing)} texts")
-            if self.dim is not None and fresh.shape[1] != self.dim:  # the model's text width is not this encoder's
-                raise ModelFileError(
-                    f"the text encoder {self.key!r} gives vectors of width {fresh.shape[1]}, the model's text "
-                    f"features expect {self.dim}"
-                )
-            if entries and next(iter(entries.values())).shape[0] != fresh.shape[1]:
-                _warn(f"text cache {self.folder}: cached vectors are not {fresh.shape[1]} wide; rebuilding it")
-                for shard in self._shards():
-                    shard.unlink(missing_ok=True)
-                self.dim = fresh.shape[1]
-                return self.encode(encoder, texts, label)
-            finite = np.all(np.isfinite(fresh), axis=1)  # never cache a NaN the encoder gave
-            keys = np.array(missing, dtype=_HASH)
-            if finite.any():
-                self._store(keys[finite], fresh[finite])
-            entries.update(zip(missing, fresh))
-        elif hashes:
-            LOG.log(_level(label), f"{label or 'texts'}: {len(set(hashes)):,} texts, all from the embedding cache")
         if not hashes:
             return np.zeros((0, self.dim if self.dim is not None else int(encoder.dim)), np.float32)
-        return np.stack([entries[h] for h in hashes]).astype(np.float32, copy=False)
+        if not missing:
+            LOG.log(_level(label), f"{label or 'texts'}: {len(set(hashes)):,} texts, all from the embedding cache")
+            return entries.vectors[[entries.rows[h] for h in hashes]]
+        by_hash = dict(zip(hashes, texts))
+        fresh = _encode_chunks(encoder, [by_hash[h] for h in missing], label, cached)
+        if fresh.ndim != 2 or len(fresh) != len(missing):
+            raise RuntimeError(f"the text encoder returned {fresh.shape} for {len(missing)} texts")
+        if self.dim is not None and fresh.shape[1] != self.dim:  # the model's text width is not this encoder's
+            raise ModelFileError(
+                f"the text encoder {self.key!r} gives vectors of width {fresh.shape[1]}, the model's text "
+                f"features expect {self.dim}"
+            )
+        if entries.width is not None and entries.width != fresh.shape[1]:
+            _warn(f"text cache {self.folder}: cached vectors are not {fresh.shape[1]} wide; rebuilding it")
+            for shard in self._shards():
+                shard.unlink(missing_ok=True)
+            self.dim = fresh.shape[1]
+            return self.encode(encoder, texts, label)
+        finite = np.all(np.isfinite(fresh), axis=1)  # never cache a NaN the encoder gave
+        keys = np.array(missing, dtype=_HASH)
+        if finite.any():
+            self._store(keys[finite], fresh[finite])
+        fresh_rows = {h: i for i, h in enumerate(missing)}
+        out = np.empty((len(hashes), fresh.shape[1]), np.float32)
+        for i, h in enumerate(hashes):
+            row = entries.rows.get(h)
+            out[i] = entries.vectors[row] if row is not None else fresh[fresh_rows[h]]
+        return out
 
 
 # ----------------------------------------------------------------------------------------------------- progress

@@ -15,22 +15,11 @@ from hybridrec.errors import ModelFileError
 from hybridrec.features.cache import EmbeddingCache
 from hybridrec.features.categorical import MAX_VALUES, Vocabulary
 from hybridrec.features.documents import metadata_documents, review_documents
+from hybridrec.features.entity import EntityFeatures
 from hybridrec.features.numeric import NumericBins, NumericScaler
 from hybridrec.features.text import SentenceTransformerEncoder, TfidfSvdEncoder, make_text_encoder
 from hybridrec.features.words import MAX_WORDS, WORDS, with_words
 from hybridrec.model.spec import TowerSpec
-
-
-@dataclass
-class EntityFeatures:
-    """Model inputs for a block of rows: text (n, t), numeric (n, m) and one index matrix per categorical column."""
-
-    text: np.ndarray
-    numeric: np.ndarray
-    categorical: list[np.ndarray] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.numeric)
 
 
 @dataclass
@@ -140,7 +129,7 @@ class FeaturePipeline:
         self.encoder_ = make_text_encoder(
             self.cfg.text_encoder,
             self.cfg.text_model,
-            self.cfg.bf16,
+            self.cfg.text_precision,
             self.cfg.batch_size,
             self.cfg.tfidf_dim,
             self.seed,
@@ -159,12 +148,16 @@ class FeaturePipeline:
         cfg = self.cfg
         return review_documents(list(items["item_id"]), train, cfg.max_reviews_per_item, cfg.max_document_chars)
 
-    def encode_texts(self, texts: list[str], label: str = "") -> np.ndarray:
-        """Encode through the on-disk cache: repeated fits and repeated queries re-encode nothing."""
+    def encode_texts(self, texts: list[str], label: str = "", reviews: bool = False) -> np.ndarray:
+        """Encode through the on-disk cache: repeated fits and repeated queries re-encode nothing. `reviews`: the
+        texts are review documents, cut at features.review_max_tokens (the fast path for big catalogues)."""
         assert self.encoder_ is not None  # only called with a text encoder
+        encoder = self.encoder_
+        if reviews and isinstance(encoder, SentenceTransformerEncoder):
+            encoder = encoder.with_max_seq_length(self.cfg.review_max_tokens)
         width = (self.text_dim_ - 1) // 2 if self.text_dim_ else None  # every cached vector must be this wide
-        cache = EmbeddingCache(self.cfg.cache_dir, self.encoder_.key, width)
-        out = cache.encode(self.encoder_, texts, label)
+        cache = EmbeddingCache(self.cfg.cache_dir, encoder.key, width)
+        out = cache.encode(encoder, texts, label)
         self.cache_hits += cache.hits
         self.cache_misses += cache.misses
         return out
@@ -179,8 +172,8 @@ class FeaturePipeline:
             reviews = self._reviews(items, train)
             has = np.array([bool(r) for r in reviews])
             review_vecs = np.zeros_like(meta)
-            if has.any():
-                review_vecs[has] = self.encode_texts([r for r in reviews if r], "item reviews")  # only in a fit
+            if has.any():  # only in a fit
+                review_vecs[has] = self.encode_texts([r for r in reviews if r], "item reviews", reviews=True)
             text = np.concatenate([meta, review_vecs, has[:, None].astype(np.float32)], axis=1)
         if any(v.column == WORDS for v in self.items_.vocabularies):  # fitted with features.title_words
             items = with_words(items, self.item_schema_)
@@ -239,6 +232,6 @@ class FeaturePipeline:
             pipe.encoder_ = TfidfSvdEncoder.load(folder)
         else:
             pipe.encoder_ = make_text_encoder(
-                "sentence-transformer", cfg.text_model, cfg.bf16, cfg.batch_size, cfg.tfidf_dim, seed
+                "sentence-transformer", cfg.text_model, cfg.text_precision, cfg.batch_size, cfg.tfidf_dim, seed
             )
         return pipe
