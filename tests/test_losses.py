@@ -117,7 +117,8 @@ def softmax_losses(trainer: Trainer, negatives_rng: int = 0) -> tuple[float, flo
         u, _ = trainer.user_vectors(users, targets)
         v, b = trainer.item_vectors(targets)
         weight = torch.tensor(WEIGHTS)
-        sampled = trainer._sampled_softmax(u, v, b, targets, weight, np.random.default_rng(negatives_rng))
+        torch.manual_seed(negatives_rng)  # negatives are drawn by torch's RNG on the training device
+        sampled = trainer._sampled_softmax(u, v, b, targets, weight)
         v_all, b_all = trainer.item_vectors(torch.arange(N_ITEMS))
     total = 0.0
     for r, target in enumerate(TARGETS):

@@ -83,7 +83,10 @@ class Checkpointer:
             if key.startswith("opt."):
                 _, idx, name = key.split(".", 2)
                 state.setdefault(int(idx), {})[name] = value
-        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        try:
+            opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        except (ValueError, KeyError, TypeError) as exc:  # e.g. an older hybridrec's one Adam for all weights
+            raise ModelFileError(f"{self.path}: {exc}; delete it to start over") from None
         torch.set_rng_state(tensors["torch_rng"])
         rng.bit_generator.state = meta["numpy_rng"]
         meta["best_state"] = (

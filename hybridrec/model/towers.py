@@ -1,4 +1,8 @@
-"""Item and user towers: ID embedding plus content (text projection, numeric MLP, categorical bags), fused by sum."""
+"""Item and user towers: ID embedding plus content (text projection, numeric MLP, categorical bags), fused by sum.
+
+The ID tables, the categorical bags and the history bag give sparse gradients (only the rows a batch looked up), so
+a training step costs what the batch touches rather than the whole catalogue (train.py steps them with a row-wise
+optimiser)."""
 
 from __future__ import annotations
 
@@ -21,7 +25,9 @@ class ContentEncoder(nn.Module):
         text_dim, numeric_dim, vocab_sizes = spec.text_dim, spec.numeric_dim, spec.vocab_sizes
         # the user's history bag: item row + 1 -> an embedding (0 pads), averaged, with one learned weight per
         # position (most recent first) when history_positions is set, so recent items can count more
-        self.history = nn.Embedding(spec.history_items + 1, hidden, padding_idx=0) if spec.history_items else None
+        self.history = (
+            nn.Embedding(spec.history_items + 1, hidden, padding_idx=0, sparse=True) if spec.history_items else None
+        )
         if self.history is not None:
             nn.init.normal_(self.history.weight, std=0.05)
             with torch.no_grad():
@@ -33,9 +39,12 @@ class ContentEncoder(nn.Module):
         )
         self.text = nn.Linear(text_dim, hidden) if text_dim else None
         self.numeric = nn.Sequential(nn.Linear(numeric_dim, hidden), nn.GELU()) if numeric_dim else None
-        self.bags = nn.ModuleList(nn.Embedding(size, hidden, padding_idx=0) for size in vocab_sizes)
+        # a cell's values (0 pads) summed by an EmbeddingBag, which skips the pads without an (n, width, hidden) copy
+        self.bags = nn.ModuleList(
+            nn.EmbeddingBag(size, hidden, mode="sum", padding_idx=0, sparse=True) for size in vocab_sizes
+        )
         for bag in self.bags:
-            assert isinstance(bag, nn.Embedding)  # ModuleList items are typed as Module
+            assert isinstance(bag, nn.EmbeddingBag)  # ModuleList items are typed as Module
             nn.init.normal_(bag.weight, std=0.05)
             with torch.no_grad():
                 bag.weight[0].zero_()
@@ -64,9 +73,7 @@ class ContentEncoder(nn.Module):
         if self.numeric is not None:
             parts.append(per_row(self.numeric(numeric)))
         for bag, idx in zip(self.bags, categorical):
-            weight = (idx > 0).float()
-            total, count = (bag(idx) * weight.unsqueeze(-1)).sum(1), weight.sum(1)
-            parts.append(per_row(_mean(total, count)))
+            parts.append(per_row(_mean(bag(idx), (idx > 0).sum(1).float())))
         if self.history is not None and history is not None:
             parts.append(self._history_bag(*history))
         hidden = torch.stack(parts).sum(0)
@@ -79,7 +86,9 @@ class ContentEncoder(nn.Module):
             weight = weight * F.softplus(self.position_logits[: tokens.shape[1]])
         if leave_out is not None:
             weight = weight * (tokens != leave_out.unsqueeze(-1)).float()
-        total = F.embedding_bag(tokens, self.history.weight, per_sample_weights=weight, mode="sum")
+        total = F.embedding_bag(
+            tokens, self.history.weight, per_sample_weights=weight, mode="sum", sparse=True, padding_idx=0
+        )
         return _mean(total, weight.sum(1))
 
 
@@ -96,8 +105,8 @@ class Tower(nn.Module):
     ):
         super().__init__()
         self.use_id = use_id
-        self.id_embedding = nn.Embedding(n_ids, dim) if use_id else None
-        self.id_bias = nn.Embedding(n_ids, 1) if use_id else None
+        self.id_embedding = nn.Embedding(n_ids, dim, sparse=True) if use_id else None
+        self.id_bias = nn.Embedding(n_ids, 1, sparse=True) if use_id else None
         if self.id_embedding is not None and self.id_bias is not None:
             nn.init.normal_(self.id_embedding.weight, std=0.05)
             nn.init.zeros_(self.id_bias.weight)

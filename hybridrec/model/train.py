@@ -1,4 +1,8 @@
-"""Training loop: MSE (explicit) or BPR / in-batch softmax (implicit), ID dropout, early stopping, seeds."""
+"""Training loop: MSE (explicit) or BPR / in-batch softmax (implicit), ID dropout, early stopping, seeds.
+
+A step costs what its batch touches: the embedding tables give sparse gradients and a row-wise Adam updates only the
+rows looked up (`Optimisers`), negatives are drawn on the training device, and the epoch's loss is summed there and
+read once per epoch (no host sync per batch)."""
 
 from __future__ import annotations
 
@@ -11,10 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from hybridrec.config import TrainConfig
 from hybridrec.errors import TrainingError
 from hybridrec.features.pipeline import EntityFeatures
+from hybridrec.model import validation
 from hybridrec.model.checkpoint import Checkpointer
 from hybridrec.model.history import CausalHistories
 from hybridrec.model.network import HybridNet
@@ -37,6 +43,94 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+class Optimisers:
+    """Adam for the whole network, split by gradient kind: `torch.optim.SparseAdam` (lazy, row-wise) on the
+    embedding tables, whose gradients are sparse, and fused Adam (foreach where fused is not available) on the dense
+    layers. A step then updates only the table rows its batch looked up, where one dense Adam rewrote every row of
+    every table.
+
+    `weight_decay` keeps its meaning of L2 added to the gradient on the dense layers; on a table it is added to the
+    rows the batch touched only (the sparse form of the same penalty: an untouched row is left as it is, where the
+    dense optimiser shrank every row at every step).
+
+    `state_dict` has the layout of one torch optimiser (the tables' parameters numbered after the dense ones, each
+    group labelled with its `kind`), so a checkpoint stores it as before."""
+
+    def __init__(self, net: nn.Module, lr: float, weight_decay: float):
+        tables = [m.weight for m in net.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse]
+        table_ids = {id(p) for p in tables}
+        dense = [p for p in net.parameters() if id(p) not in table_ids]
+        self.tables, self.weight_decay = tables, weight_decay
+        self.dense = _dense_adam(dense, lr, weight_decay) if dense else None
+        self.sparse = torch.optim.SparseAdam(tables, lr=lr) if tables else None
+
+    def zero_grad(self) -> None:
+        for opt in (self.dense, self.sparse):
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        if self.weight_decay > 0:
+            for table in self.tables:
+                if table.grad is not None:
+                    table.grad = _decayed(table.grad, table.detach(), self.weight_decay)
+        for opt in (self.dense, self.sparse):
+            if opt is not None:
+                opt.step()
+
+    def _parts(self) -> list[tuple[str, torch.optim.Optimizer]]:
+        return [(kind, opt) for kind, opt in (("dense", self.dense), ("sparse", self.sparse)) if opt is not None]
+
+    def state_dict(self) -> dict:
+        state: dict[int, dict] = {}
+        groups: list[dict] = []
+        offset = 0
+        for kind, opt in self._parts():
+            part = opt.state_dict()
+            state.update({offset + idx: value for idx, value in part["state"].items()})
+            for group in part["param_groups"]:
+                groups.append({**group, "params": [offset + idx for idx in group["params"]], "kind": kind})
+            offset += sum(len(group["params"]) for group in part["param_groups"])
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, saved: dict) -> None:
+        """Restores `state_dict`'s output; a ValueError for one written otherwise (one optimiser for all weights,
+        before the tables were split off, or another network)."""
+        groups = saved["param_groups"]
+        kinds = [group.get("kind") for group in groups]
+        if kinds != [kind for kind, _ in self._parts()]:
+            raise ValueError(
+                "its optimiser state is not this trainer's (written by an older hybridrec, one Adam for all weights,"
+                " or for another network)"
+            )
+        offset = 0
+        for (kind, opt), group in zip(self._parts(), groups):
+            ids = [int(idx) for idx in group["params"]]
+            state = {idx - offset: dict(saved["state"][idx]) for idx in ids if idx in saved["state"]}
+            if kind == "sparse":  # SparseAdam counts steps in a Python int; the file holds a tensor
+                for entry in state.values():
+                    entry["step"] = int(entry["step"])
+            local = {k: v for k, v in group.items() if k != "kind"}
+            opt.load_state_dict({"state": state, "param_groups": [{**local, "params": [i - offset for i in ids]}]})
+            offset += len(ids)
+
+
+def _dense_adam(params: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Fused Adam (one kernel over all dense parameters; CPU since torch 2.4), else the foreach form."""
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
+def _decayed(grad: torch.Tensor, weight: torch.Tensor, weight_decay: float) -> torch.Tensor:
+    """A table's sparse gradient plus `weight_decay` x each touched row (Adam's coupled L2, on those rows only)."""
+    grad = grad.coalesce()
+    rows = grad.indices()[0]
+    values = grad.values() + weight_decay * weight[rows]
+    return torch.sparse_coo_tensor(grad.indices(), values, grad.shape, check_invariants=False, is_coalesced=True)
 
 
 class FeatureTable:
@@ -113,6 +207,9 @@ class Trainer:
         self.user_has_id = torch.as_tensor(user_has_id.astype(np.float32), device=device)
         self.n_items = len(item_has_id)
         self.positive_items = np.flatnonzero(item_has_id)
+        self.pool = torch.as_tensor(self.positive_items, device=device)  # negatives are drawn from it on the device
+        # item row -> its column among a batch's shared negatives (-1: not one), reset after each batch
+        self._column = torch.full((self.n_items,), -1, dtype=torch.long, device=device)
         self.history = None if history is None else torch.as_tensor(history.tokens, device=device)
         causal = history.causal if history is not None and loss != "mse" else None
         self.causal = None
@@ -184,63 +281,52 @@ class Trainer:
         u, b_u = self.user_vectors(u_idx, targets, history_rows)
         return u, b_u, v[i_inv], b_i[i_inv]
 
-    def _batch_loss(
-        self, u_idx, i_idx, rating, weight, rng: np.random.Generator, rows: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def _batch_loss(self, u_idx, i_idx, rating, weight, rows: torch.Tensor | None = None) -> torch.Tensor:
         """The configured loss of one batch. `rows`: the batch's training row numbers, which pick each row's own
         history under `order: causal`."""
         history_rows = self._causal_rows(rows) if self.causal is not None and rows is not None else None
-        return LOSSES[self.loss_kind](self, Batch(u_idx, i_idx, rating, weight, history_rows, rng))
+        return LOSSES[self.loss_kind](self, Batch(u_idx, i_idx, rating, weight, history_rows))
 
     def penalty(self, u: torch.Tensor, b_u: torch.Tensor, v: torch.Tensor, b_i: torch.Tensor) -> torch.Tensor:
         """train.l2 on the embeddings and biases the batch touched."""
         return self.cfg.l2 * (u.pow(2).sum(-1) + v.pow(2).sum(-1) + b_u.pow(2) + b_i.pow(2)).mean()
 
-    def _sampled_softmax(self, u, v, b_i, i_idx, weight, rng: np.random.Generator) -> torch.Tensor:
+    def draw_negatives(self, n: int, distinct: bool = False) -> torch.Tensor:
+        """`n` item rows drawn uniformly from the trained catalogue on the training device (torch's seeded RNG,
+        checkpointed with the rest); `distinct`: without replacement (n < catalogue)."""
+        if distinct:
+            return self.pool[torch.randperm(len(self.pool), device=self.device)[:n]]
+        return self.pool[torch.randint(len(self.pool), (n,), device=self.device)]
+
+    def _sampled_softmax(self, u, v, b_i, i_idx, weight) -> torch.Tensor:
         """Softmax over the positive and `negatives` items drawn uniformly (once per batch) from the trained
         catalogue; with negatives >= the catalogue it is the exact full softmax. Uniform draws need no logQ
         correction, unlike in-batch negatives, which over-penalise popular items."""
-        pool = self.positive_items
-        rows = pool if self.cfg.negatives >= len(pool) else rng.choice(pool, size=self.cfg.negatives, replace=False)
-        cand = torch.as_tensor(rows, device=self.device)
+        n_neg = self.cfg.negatives
+        cand = self.pool if n_neg >= len(self.pool) else self.draw_negatives(n_neg, distinct=True)
         v_c, b_c = self.item_vectors(cand, self._keep_mask(len(cand)))
         neg = u @ v_c.T + b_c.unsqueeze(0)
         pos = (u * v).sum(-1) + b_i
         # a row's own positive among the candidates is no negative: mask those entries only (one lookup per row,
-        # not a batch x candidates comparison), and take -log softmax as logaddexp(pos, logsumexp(neg)) - pos
-        # rather than concatenating the positive onto a copy of the logits
-        column = torch.full((self.n_items,), -1, dtype=torch.long, device=self.device)
+        # not a batch x candidates comparison; a row whose positive is no candidate rewrites one entry with its own
+        # value, so no data-dependent shape and no host sync), and take -log softmax as
+        # logaddexp(pos, logsumexp(neg)) - pos rather than concatenating the positive onto a copy of the logits
+        column = self._column
         column[cand] = torch.arange(len(cand), device=self.device)
         hit = column[i_idx]
-        at = torch.nonzero(hit >= 0).squeeze(1)
-        neg = neg.index_put_((at, hit[at]), torch.tensor(-1e9, device=self.device))
+        column[cand] = -1
+        rows, at = torch.arange(len(i_idx), device=self.device), hit.clamp(min=0)
+        neg = neg.index_put((rows, at), torch.where(hit >= 0, -1e9, neg[rows, at]))
         loss = torch.logaddexp(pos, torch.logsumexp(neg, dim=1)) - pos
         return (weight * loss).sum() / weight.sum()
 
     # -- validation ------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def validation_score(self, val: Interactions) -> float:
-        """Lower is better: RMSE for ratings, 1 - sampled AUC (100 fixed negatives per pair) for implicit data."""
+        """Lower is better: RMSE for ratings, 1 - sampled AUC (100 fixed negatives per pair) for implicit data;
+        chunked, over at most train.validation_max_rows rows (model/validation.py)."""
         self.net.eval()
         try:
-            v_all, b_all = (torch.as_tensor(a, device=self.device) for a in self.all_item_vectors())
-            u_idx = torch.as_tensor(val.users, device=self.device)
-            i_idx = torch.as_tensor(val.items, device=self.device)
-            u, b_u = self.user_vectors(u_idx)
-            pred = self.net.head(u, b_u, v_all[i_idx], b_all[i_idx])
-            if self.loss_kind == "mse":
-                target = torch.as_tensor(np.array(val.ratings), device=self.device)
-                return float(torch.sqrt(((pred - target) ** 2).mean()))
-            rng = np.random.default_rng(self.seed + 1)
-            neg = torch.as_tensor(rng.choice(self._validation_pool(val), size=(len(val), 100)), device=self.device)
-            negs = self.net.head(
-                u.repeat_interleave(100, 0),
-                b_u.repeat_interleave(100, 0),
-                v_all[neg.reshape(-1)],
-                b_all[neg.reshape(-1)],
-            ).view(-1, 100)
-            auc = ((pred.unsqueeze(-1) > negs).float() + 0.5 * (pred.unsqueeze(-1) == negs).float()).mean()
-            return float(1.0 - auc)
+            return validation.validation_score(self, val)
         finally:
             self.net.train()
 
@@ -259,7 +345,7 @@ class Trainer:
     def fit(
         self, train: Interactions, val: Interactions | None, progress=None, checkpoint: Checkpointer | None = None
     ) -> TrainResult:
-        """Adam over shuffled mini-batches; keeps the weights of the best validation epoch (with
+        """Adam (`Optimisers`) over shuffled mini-batches; keeps the weights of the best validation epoch (with
         `train.early_stopping` off: runs every epoch and keeps the last).
 
         With a checkpointer, state is saved after every epoch and a matching checkpoint is resumed from, giving
@@ -267,7 +353,7 @@ class Trainer:
         """
         seed_everything(self.seed)
         rng = np.random.default_rng(self.seed)
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        opt = Optimisers(self.net, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         tensors = [
             torch.as_tensor(np.array(a), device=self.device)
             for a in (train.users, train.items, train.ratings.astype(np.float32), train.weights.astype(np.float32))
@@ -285,15 +371,16 @@ class Trainer:
                 break
             started = time.perf_counter()
             order = torch.as_tensor(rng.permutation(len(train)), device=self.device)
-            total = 0.0
+            summed = torch.zeros((), dtype=torch.float64, device=self.device)  # read once, after the epoch
             for start in range(0, len(train), self.cfg.batch_size):
                 batch = order[start : start + self.cfg.batch_size]
                 users, items, ratings, weights = (t[batch] for t in tensors)
-                loss = self._batch_loss(users, items, ratings, weights, rng, rows=batch)
-                opt.zero_grad(set_to_none=True)
+                loss = self._batch_loss(users, items, ratings, weights, rows=batch)
+                opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += float(loss.detach()) * len(batch)
+                summed += loss.detach() * len(batch)
+            total = float(summed)
             if not np.isfinite(total):  # diverged: nothing from here on may be checkpointed, saved or published
                 raise TrainingError(
                     f"training diverged in epoch {epoch}: the training loss is {total / len(train)}; "
@@ -411,7 +498,6 @@ class Batch:
     ratings: torch.Tensor
     weights: torch.Tensor
     history_rows: torch.Tensor | None
-    rng: np.random.Generator
 
 
 def weighted_mean(loss: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -428,7 +514,7 @@ def mse_loss(t: Trainer, b: Batch) -> torch.Tensor:
 def bpr_loss(t: Trainer, b: Batch) -> torch.Tensor:
     """Each positive against `train.negatives` items drawn uniformly from the trained catalogue."""
     n, n_neg = len(b.items), max(1, t.cfg.negatives)
-    neg = torch.as_tensor(b.rng.choice(t.positive_items, size=n * n_neg), device=t.device)
+    neg = t.draw_negatives(n * n_neg)
     u, b_u, v_all, b_all = t._towers(b.users, torch.cat([b.items, neg]), b.items, b.history_rows)
     v, b_i = v_all[:n], b_all[:n]
     pos = t.net.head(u, b_u, v, b_i)
@@ -451,7 +537,7 @@ def in_batch_softmax_loss(t: Trainer, b: Batch) -> torch.Tensor:
 def sampled_softmax_loss(t: Trainer, b: Batch) -> torch.Tensor:
     """Softmax over the positive and negatives shared by the batch (Trainer._sampled_softmax)."""
     u, b_u, v, b_i = t._towers(b.users, b.items, b.items, b.history_rows)
-    return t._sampled_softmax(u, v, b_i, b.items, b.weights, b.rng) + t.penalty(u, b_u, v, b_i)
+    return t._sampled_softmax(u, v, b_i, b.items, b.weights) + t.penalty(u, b_u, v, b_i)
 
 
 LOSSES: dict[str, Callable[[Trainer, Batch], torch.Tensor]] = {

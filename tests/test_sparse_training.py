@@ -1,0 +1,267 @@
+"""Training that costs what the batch touches: the bags summed by EmbeddingBag give the numbers of the dense
+weighted sum they replace; the tables' sparse gradients are stepped row-wise (only looked-up rows move, padding rows
+stay zero, weight decay keeps its meaning on the rows a batch touches); both optimisers' states survive a checkpoint
+and the next step after a resume is the step an unbroken run takes; negatives are drawn from the trained items.
+
+Reference values come from the dense formulas and torch.optim.Adam written out here, never from the code under
+test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybridrec.config import TrainConfig
+from hybridrec.errors import ModelFileError
+from hybridrec.features.pipeline import EntityFeatures
+from hybridrec.model.checkpoint import Checkpointer
+from hybridrec.model.network import HybridNet, NetShape
+from hybridrec.model.spec import TowerSpec
+from hybridrec.model.towers import ContentEncoder
+from hybridrec.model.train import Dropouts, Optimisers, Trainer
+
+N_USERS, N_ITEMS, HISTORY = 12, 30, 5
+VOCABS = (9, 6)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_net(seed: int = 0) -> HybridNet:
+    """A hybrid net with two categorical bags on items and a position-weighted history bag on users."""
+    torch.manual_seed(seed)
+    item_spec = TowerSpec(text_dim=6, numeric_dim=2, vocab_sizes=VOCABS)
+    user_spec = TowerSpec(history_items=N_ITEMS, history_positions=HISTORY)
+    shape = NetShape(variant="hybrid", dim=8, hidden=16, dropout=0.0)
+    net = HybridNet(N_USERS, N_ITEMS, item_spec, user_spec, shape, 0.0)
+    with torch.no_grad():
+        net.users.content.position_logits.normal_()  # unequal position weights
+    return net
+
+
+def random_cells(rng: np.random.Generator, n: int, vocab: int, width: int) -> torch.Tensor:
+    """(n, width) value indices with pads (0) mixed in, some rows all pads."""
+    cells = rng.integers(0, vocab, size=(n, width))
+    cells[rng.random((n, width)) < 0.3] = 0
+    cells[: n // 5] = 0
+    return torch.as_tensor(cells)
+
+
+def dense_forward(enc: ContentEncoder, text, numeric, cats, tokens, leave_out) -> tuple[torch.Tensor, torch.Tensor]:
+    """ContentEncoder.forward as written before EmbeddingBag: each bag a dense lookup, weighted and summed."""
+    parts = [enc.text(text), enc.numeric(numeric)]
+    for bag, idx in zip(enc.bags, cats):
+        weight = (idx > 0).float()
+        total = (F.embedding(idx, bag.weight) * weight.unsqueeze(-1)).sum(1)
+        count = weight.sum(1, keepdim=True)
+        parts.append(torch.where(count > 0, total / count.clamp(min=1e-6), 0.0))
+    weight = (tokens > 0).float() * F.softplus(enc.position_logits[: tokens.shape[1]])
+    weight = weight * (tokens != leave_out.unsqueeze(-1)).float()
+    total = (F.embedding(tokens, enc.history.weight) * weight.unsqueeze(-1)).sum(1)
+    count = weight.sum(1, keepdim=True)
+    parts.append(torch.where(count > 1e-6, total / count.clamp(min=1e-6), 0.0))
+    hidden = torch.stack(parts).sum(0)
+    return enc.out(hidden), enc.bias(hidden).squeeze(-1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_embedding_bags_give_the_dense_weighted_sums_and_their_gradients(seed):
+    rng = np.random.default_rng(seed)
+    item_enc = make_net(seed).items.content
+    user_enc = make_net(seed).users.content
+    n = 40
+    text = torch.as_tensor(rng.normal(size=(n, 6)), dtype=torch.float32)
+    numeric = torch.as_tensor(rng.normal(size=(n, 2)), dtype=torch.float32)
+    cats = [random_cells(rng, n, VOCABS[0], 3), random_cells(rng, n, VOCABS[1], 4)]
+    tokens = random_cells(rng, n, N_ITEMS + 1, HISTORY)
+    leave_out = torch.as_tensor(rng.integers(0, N_ITEMS + 1, size=n))
+    # one encoder holding both kinds of input, so one comparison covers the categorical and the history bags
+    enc = item_enc
+    enc.history, enc.position_logits = user_enc.history, user_enc.position_logits
+    enc.eval()
+    vec, bias = enc(text, numeric, cats, None, (tokens, leave_out))
+    ref_vec, ref_bias = dense_forward(enc, text, numeric, cats, tokens, leave_out)
+    torch.testing.assert_close(vec, ref_vec, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(bias, ref_bias, atol=1e-5, rtol=1e-5)
+
+    probe = torch.as_tensor(rng.normal(size=vec.shape), dtype=torch.float32)
+    tables = [*(bag.weight for bag in enc.bags), enc.history.weight, enc.position_logits]
+    got = torch.autograd.grad((vec * probe).sum() + bias.sum(), tables)
+    ref_vec, ref_bias = dense_forward(enc, text, numeric, cats, tokens, leave_out)
+    want = torch.autograd.grad((ref_vec * probe).sum() + ref_bias.sum(), tables)
+    for g, w in zip(got, want):
+        assert g.is_sparse or g.shape == enc.position_logits.shape
+        torch.testing.assert_close(g.to_dense(), w, atol=1e-5, rtol=1e-5)
+
+
+def bag_step_loss(net: HybridNet, rng: np.random.Generator, items: torch.Tensor) -> torch.Tensor:
+    """A loss through every table of `net` for the given item rows (and users 0..3)."""
+    n = len(items)
+    text = torch.as_tensor(rng.normal(size=(n, 6)), dtype=torch.float32)
+    numeric = torch.as_tensor(rng.normal(size=(n, 2)), dtype=torch.float32)
+    cats = [random_cells(rng, n, VOCABS[0], 3), random_cells(rng, n, VOCABS[1], 4)]
+    v, b_i = net.items(items, text, numeric, cats)
+    users = torch.arange(4)
+    tokens = random_cells(rng, 4, N_ITEMS + 1, HISTORY)
+    u, b_u = net.users(users, torch.zeros(4, 0), torch.zeros(4, 0), [], history=(tokens, None))
+    return ((u.sum(0) * v).sum(-1) + b_i).pow(2).mean() + b_u.pow(2).mean()
+
+
+def test_only_rows_a_batch_looked_up_move_and_padding_rows_stay_zero():
+    net = make_net()
+    opt = Optimisers(net, lr=0.05, weight_decay=1e-2)
+    rng = np.random.default_rng(3)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    touched = torch.tensor([2, 5, 5, 11])
+    opt.zero_grad()
+    bag_step_loss(net, rng, touched).backward()
+    opt.step()
+    table = net.items.id_embedding.weight.detach()
+    moved = (table != before["items.id_embedding.weight"]).any(1)
+    assert moved.nonzero().flatten().tolist() == [2, 5, 11]
+    assert net.items.id_bias.weight.grad.is_sparse
+    for _ in range(5):  # more steps, every table touched, weight decay on: the pads never move
+        opt.zero_grad()
+        bag_step_loss(net, rng, torch.as_tensor(rng.integers(0, N_ITEMS, 8))).backward()
+        opt.step()
+    for bag in net.items.content.bags:
+        assert torch.count_nonzero(bag.weight[0]) == 0
+    assert torch.count_nonzero(net.users.content.history.weight[0]) == 0
+    assert not torch.equal(net.users.content.history.weight, before["users.content.history.weight"])
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+def test_rows_touched_every_step_follow_adam_with_weight_decay(weight_decay):
+    """Where every row is in every batch, the row-wise optimiser is torch's Adam with the same weight decay: the
+    sparse form changes where it is applied (touched rows only), not what it means."""
+    torch.manual_seed(0)
+    sparse = nn.Embedding(6, 3, sparse=True)
+    dense = nn.Embedding(6, 3)
+    with torch.no_grad():
+        dense.weight.copy_(sparse.weight)
+    holder = nn.ModuleList([sparse])
+    opt = Optimisers(holder, lr=0.01, weight_decay=weight_decay)
+    reference = torch.optim.Adam(dense.parameters(), lr=0.01, weight_decay=weight_decay)
+    rows = torch.tensor([0, 1, 2, 3, 4, 5, 2])
+    for _ in range(20):
+        target = torch.randn(len(rows), 3)
+        opt.zero_grad()
+        (sparse(rows) - target).pow(2).sum().backward()
+        opt.step()
+        reference.zero_grad()
+        (dense(rows) - target).pow(2).sum().backward()
+        reference.step()
+    torch.testing.assert_close(sparse.weight, dense.weight, atol=1e-5, rtol=1e-4)
+
+
+def test_weight_decay_shrinks_only_the_touched_rows():
+    torch.manual_seed(0)
+    table = nn.Embedding(5, 4, sparse=True)
+    opt = Optimisers(nn.ModuleList([table]), lr=0.01, weight_decay=0.1)
+    before = table.weight.detach().clone()
+    opt.zero_grad()
+    (0.0 * table(torch.tensor([1, 3]))).sum().backward()  # a zero loss gradient: only the decay acts
+    opt.step()
+    after = table.weight.detach()
+    assert torch.all(after[[1, 3]].abs() < before[[1, 3]].abs())
+    torch.testing.assert_close(after[[0, 2, 4]], before[[0, 2, 4]], atol=0, rtol=0)
+
+
+def test_dense_layers_are_stepped_by_adam_with_the_configured_weight_decay():
+    net = make_net()
+    opt = Optimisers(net, lr=0.01, weight_decay=0.02)
+    assert opt.dense is not None and (opt.dense.defaults["fused"] or opt.dense.defaults["foreach"])
+    layer = net.items.content.text
+    reference = nn.Linear(6, 16)
+    with torch.no_grad():
+        reference.weight.copy_(layer.weight)
+        reference.bias.copy_(layer.bias)
+    ref_opt = torch.optim.Adam(reference.parameters(), lr=0.01, weight_decay=0.02)
+    x = torch.randn(10, 6)
+    for _ in range(3):
+        opt.zero_grad()
+        layer(x).pow(2).sum().backward()
+        opt.step()
+        ref_opt.zero_grad()
+        reference(x).pow(2).sum().backward()
+        ref_opt.step()
+    torch.testing.assert_close(layer.weight, reference.weight, atol=1e-6, rtol=1e-5)
+
+
+def trained(seed: int = 0, steps: int = 3) -> tuple[HybridNet, Optimisers]:
+    net = make_net(seed)
+    opt = Optimisers(net, lr=0.02, weight_decay=1e-3)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        opt.zero_grad()
+        bag_step_loss(net, rng, torch.as_tensor(rng.integers(0, N_ITEMS, 8))).backward()
+        opt.step()
+    return net, opt
+
+
+def next_step(net: HybridNet, opt: Optimisers) -> dict[str, torch.Tensor]:
+    opt.zero_grad()
+    bag_step_loss(net, np.random.default_rng(99), torch.tensor([1, 4, 4, 7, 20])).backward()
+    opt.step()
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def test_a_resumed_checkpoint_takes_the_same_next_step_with_both_optimisers(tmp_path):
+    net, opt = trained()
+    ckpt = Checkpointer(tmp_path / "run.safetensors", "run")
+    ckpt.save(net, opt, None, np.random.default_rng(0), 3, {})
+    assert {g["kind"] for g in opt.state_dict()["param_groups"]} == {"dense", "sparse"}
+    unbroken = next_step(net, opt)
+
+    fresh = make_net(seed=5)  # other weights, empty optimiser state: all of it must come from the file
+    fresh_opt = Optimisers(fresh, lr=0.02, weight_decay=1e-3)
+    meta = ckpt.load(fresh, fresh_opt, np.random.default_rng(0))
+    assert meta is not None and meta["epoch"] == 3
+    resumed = next_step(fresh, fresh_opt)
+    for key, value in unbroken.items():
+        torch.testing.assert_close(resumed[key], value, atol=0, rtol=0)
+
+
+def test_a_checkpoint_with_one_optimiser_for_all_weights_is_refused_clearly(tmp_path):
+    net = make_net()
+    old = torch.optim.Adam(net.parameters(), lr=0.01)  # how checkpoints were written before the split
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    old.step()
+    ckpt = Checkpointer(tmp_path / "old.safetensors", "run")
+    ckpt.save(net, old, None, np.random.default_rng(0), 1, {})
+    with pytest.raises(ModelFileError, match=r"old\.safetensors: .*older hybridrec.*delete it to start over"):
+        ckpt.load(make_net(), Optimisers(make_net(), lr=0.01, weight_decay=0.0), np.random.default_rng(0))
+
+
+def test_negatives_come_from_the_trained_items_and_shared_ones_are_distinct():
+    has_id = np.zeros(N_ITEMS, bool)
+    has_id[::3] = True
+    empty = EntityFeatures(np.zeros((N_ITEMS, 0), np.float32), np.zeros((N_ITEMS, 0), np.float32))
+    users = EntityFeatures(np.zeros((N_USERS, 0), np.float32), np.zeros((N_USERS, 0), np.float32))
+    net = HybridNet(N_USERS, N_ITEMS, TowerSpec(), TowerSpec(), NetShape(variant="id-only", dim=4), 0.0)
+    trainer = Trainer(
+        net,
+        empty,
+        users,
+        has_id,
+        np.ones(N_USERS, bool),
+        TrainConfig(),
+        "bpr",
+        Dropouts(),
+        0,
+        torch.device("cpu"),
+    )
+    torch.manual_seed(0)
+    drawn = trainer.draw_negatives(2000)
+    assert set(drawn.tolist()) == set(np.flatnonzero(has_id).tolist())  # every trained item, nothing else
+    shared = trainer.draw_negatives(7, distinct=True)
+    assert len(set(shared.tolist())) == 7 and set(shared.tolist()) <= set(np.flatnonzero(has_id).tolist())
