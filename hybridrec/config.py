@@ -128,6 +128,9 @@ class TrainConfig:
     negatives: int = 4  # bpr: negatives per positive; sampled-softmax: negatives shared by a batch (>= catalogue: all)
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads; 0 = torch default
+    # per-epoch validation scores at most this many validation rows (a seeded subsample, the same every epoch;
+    # 0 = all): early stopping needs a stable estimate, not every row of a big split
+    validation_max_rows: int = 100_000
 
 
 @dataclass
@@ -333,6 +336,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "train.average_last": (0, math.inf, True),
     "train.negatives": (1, 1_000_000, True),
     "train.threads": (0, 4096, True),
+    "train.validation_max_rows": (0, math.inf, True),
     "index.M": (2, 10_000, True),  # hnswlib's own cap: above it, it silently uses 10000
     "index.ef_construction": (1, 1_000_000, True),
     "index.ef_search": (1, 1_000_000, True),

@@ -240,11 +240,15 @@ def test_score_new_add_waits_for_the_lock_then_fails_with_one_line(demo_model, t
 # ================================================================================ 4: a power user in evaluation
 def test_sampled_negatives_leave_out_a_user_who_had_every_item():
     from hybridrec.evaluation.holdout import sampled_negatives
+    from hybridrec.evaluation.streaming import ItemSets
 
     users = np.array([0, 1, 1, 2])
     taken = {0: np.arange(6), 1: np.array([0, 1]), 2: np.array([5])}
+    sets = ItemSets.from_pairs(
+        np.repeat(list(taken), [len(v) for v in taken.values()]), np.concatenate(list(taken.values())), 3, 6
+    )
     with time_limit(20):
-        neg, has = sampled_negatives(users, taken, 6, 99, np.random.default_rng(0))
+        neg, has = sampled_negatives(users, sets, 99, seed=0)
     assert has.tolist() == [False, True, True, True]
     for row in np.flatnonzero(has):
         assert neg[row].shape == (99,) and not np.isin(neg[row], taken[users[row]]).any()

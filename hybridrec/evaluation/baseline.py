@@ -27,6 +27,7 @@ class PopularityBaseline:
         self.users_, self.items_ = rec.users_, rec.items_
         self.feedback_, self.config = rec.feedback_, rec.config
         self._seen = rec.seen_rows
+        self.seen_ = rec.seen_  # training and validation items per user (UserHistory): what rankings leave out
         rows = self.items_.indices(train["item_id"])
         n_items = len(self.items_)
         self.counts = np.bincount(rows, minlength=n_items).astype(np.float64)

@@ -1,118 +1,178 @@
 """Held-out evaluation of a fitted HybridRecommender: ratings, top-N (sampled and full ranking), cold items.
 
-The library's fit never imports this: evaluation is the job's (cli/job.py) and the benchmarks'."""
+Streams: test users are scored a chunk at a time, the chunk sized so its scores and their work arrays stay within
+`budget` bytes (EVAL_BUDGET_BYTES), and each chunk's scores serve both the full ranking and the 99 sampled
+negatives of its rows; per-user sets are sorted numpy arrays (streaming.py). Any chunking gives the same metrics,
+exactly. The library's fit never imports this: evaluation is the job's (cli/job.py) and the benchmarks'."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from hybridrec.evaluation.metrics import hit_rate_ndcg_sampled, mae, per_user_auc, ranking_metrics, rmse
+from hybridrec.evaluation.metrics import mae, mean_auc, ranking_gains, rmse, roc_auc, sampled_gains, top_k_indices
+from hybridrec.evaluation.streaming import (
+    EVAL_BUDGET_BYTES,
+    NEGATIVE_BYTES,
+    SCORE_CELL_BYTES,
+    ItemSets,
+    chunk_rows,
+    gather_rows,
+    sampled_negatives,
+)
+from hybridrec.model.history import UserHistory
 
 POSITIVE_RATING = 4.0  # explicit data: a rating >= 4 counts as a positive for ranking metrics
+SAMPLED_NEGATIVES = 99  # NCF protocol: each test positive against 99 items its user never had
+PAIR_BYTES = 1024  # per scored (user, item) pair of `predict`: user and item vectors and their product, dim <= 64
 
 
 def positives(test: pd.DataFrame, feedback: str) -> pd.DataFrame:
     return test if feedback == "implicit" else test[test["rating"] >= POSITIVE_RATING]
 
 
-def evaluate(rec, test: pd.DataFrame, cold_items: list[str] | None = None, k: int = 10, seed: int = 0) -> dict:
+def evaluate(
+    rec,
+    test: pd.DataFrame,
+    cold_items: list[str] | None = None,
+    k: int = 10,
+    seed: int = 0,
+    budget: int = EVAL_BUDGET_BYTES,
+) -> dict:
     """Metrics on a test split. Explicit data: RMSE and MAE. Warm items: HR/NDCG@k against 99 sampled
-    negatives and full-ranking Recall/NDCG@k. Cold-item splits: per-user AUC and Recall@k among cold items."""
+    negatives and full-ranking Recall/NDCG@k. Cold-item splits: per-user AUC and Recall@k among cold items.
+    `budget`: bytes one chunk of scores may take (the metrics do not depend on it)."""
     out: dict = {"n_test": int(len(test))}
     if test.empty:
         return out
     known = test["user_id"].isin(rec.users_.raw_ids) & test["item_id"].isin(rec.items_.raw_ids)
     test = test[known]
-    if rec.feedback_ == "explicit" and rec.config.train.loss in ("auto", "mse"):
+    if rec.feedback_ == "explicit" and rec.config.train.loss in ("auto", "mse") and len(test):
         # a ranking loss (bpr, softmax) makes scores, not ratings: RMSE would be meaningless
-        pred = rec.predict(test["user_id"], test["item_id"])
+        block = chunk_rows(1, PAIR_BYTES, budget)
+        pred = np.concatenate(
+            [
+                rec.predict(test["user_id"].iloc[a : a + block], test["item_id"].iloc[a : a + block])
+                for a in range(0, len(test), block)
+            ]
+        )
         out["rmse"], out["mae"] = rmse(test["rating"], pred), mae(test["rating"], pred)
     pos = positives(test, rec.feedback_)
     if pos.empty:
         return out
     if cold_items:
-        out.update(_cold_item_metrics(rec, pos, cold_items, k))
+        out.update(_cold_item_metrics(rec, pos, cold_items, k, budget))
     else:
-        out.update(_warm_ranking_metrics(rec, pos, k, seed))
+        out.update(_warm_ranking_metrics(rec, pos, k, seed, budget))
     return out
 
 
-def full_ranking(rec, pos: pd.DataFrame, k: int, exclude_of: Callable[[int], np.ndarray]) -> dict[str, float]:
+@dataclass
+class _Chunk:
+    """One chunk of test users: their rows, the chunk's test rows as (local user, item row, row number in the
+    test set), and the users' scores against every column scored."""
+
+    users: np.ndarray
+    local: np.ndarray
+    items: np.ndarray
+    row_ids: np.ndarray
+    scores: np.ndarray
+
+
+def _user_chunks(score, users: np.ndarray, items: np.ndarray, n_cols: int, budget: int) -> Iterator[_Chunk]:
+    """Test rows grouped by user, a budget-sized chunk of users at a time, with `score(user_rows)` of the chunk."""
+    order = np.argsort(users, kind="stable")
+    users, items = users[order], items[order]
+    user_rows, starts = np.unique(users, return_index=True)
+    bounds = np.append(starts, len(users))
+    per = chunk_rows(n_cols, SCORE_CELL_BYTES, budget)
+    for a in range(0, len(user_rows), per):
+        b = min(a + per, len(user_rows))
+        r0, r1 = bounds[a], bounds[b]
+        local = np.repeat(np.arange(b - a, dtype=np.int64), np.diff(bounds[a : b + 1]))
+        yield _Chunk(user_rows[a:b], local, items[r0:r1], order[r0:r1], np.asarray(score(user_rows[a:b])))
+
+
+def _ranked(chunk: _Chunk, k: int, n_cols: int, exclude: tuple[np.ndarray, np.ndarray] | None) -> dict:
+    """The chunk's per-user recall / NDCG / precision@k of its relevant items, `exclude` pairs left out."""
+    relevant = ItemSets.from_pairs(chunk.local, chunk.items, len(chunk.users), n_cols)
+    top = top_k_indices(chunk.scores, k, exclude_pairs=exclude)
+    hit = relevant.contains(np.arange(len(chunk.users))[:, None], top)
+    return ranking_gains(hit, relevant.sizes(), k)
+
+
+def _mean(parts: list[np.ndarray]) -> float:
+    return float(np.concatenate(parts).mean()) if parts else float("nan")
+
+
+def full_ranking(rec, pos: pd.DataFrame, k: int, exclude: UserHistory, budget: int = EVAL_BUDGET_BYTES) -> dict:
     """Full-catalogue recall / NDCG / precision@k of the positive rows `pos` (users and items the model knows):
-    each of their users gets every item ranked, minus `exclude_of(user_row)` (what the user already has: training
+    each of their users gets every item ranked, minus its items in `exclude` (what the user already has: training
     and validation items for a held-out test; only the training items when `tune` scores the validation rows)."""
+    return _rank_and_sample(rec, pos, k, exclude, None, budget)[0]
+
+
+def _rank_and_sample(
+    rec, pos: pd.DataFrame, k: int, exclude: UserHistory, seed: int | None, budget: int
+) -> tuple[dict, dict]:
+    """Full-ranking metrics of `pos`, and (with a seed) the sampled ones, from one pass of scores per chunk."""
     users = rec.users_.indices(pos["user_id"])
     items = rec.items_.indices(pos["item_id"])
-    user_rows = np.unique(users)
-    relevant: list[set[int]] = [set() for _ in user_rows]
-    where = {u: j for j, u in enumerate(user_rows)}
-    for u, i in zip(users, items):
-        relevant[where[u]].add(int(i))
-    exclude = [exclude_of(u) for u in user_rows]
-    return ranking_metrics(lambda rows: rec.score_matrix(user_rows[rows]), relevant, k=k, exclude=exclude)
+    n_items = len(rec.items_)
+    full: dict[str, list[np.ndarray]] = {"recall": [], "ndcg": [], "precision": []}
+    hits: list[np.ndarray] = []
+    ndcgs: list[np.ndarray] = []
+    row_block = chunk_rows(SAMPLED_NEGATIVES, NEGATIVE_BYTES, budget)
+    for chunk in _user_chunks(rec.score_matrix, users, items, n_items, budget):
+        excluded = gather_rows(exclude.indptr, exclude.items, chunk.users)
+        for name, values in _ranked(chunk, k, n_items, excluded).items():
+            full[name].append(values)
+        if seed is None:
+            continue
+        seen = gather_rows(rec.seen_.indptr, rec.seen_.items, chunk.users)
+        taken = ItemSets.from_pairs(
+            np.concatenate([seen[0], chunk.local]), np.concatenate([seen[1], chunk.items]), len(chunk.users), n_items
+        )
+        for a in range(0, len(chunk.local), row_block):
+            local, items_ = chunk.local[a : a + row_block], chunk.items[a : a + row_block]
+            neg, has = sampled_negatives(local, taken, SAMPLED_NEGATIVES, seed, chunk.row_ids[a : a + row_block])
+            if not has.any():
+                continue
+            local, items_, neg = local[has], items_[has], neg[has]
+            hit, ndcg = sampled_gains(chunk.scores[local, items_], chunk.scores[local[:, None], neg], k)
+            hits.append(hit)
+            ndcgs.append(ndcg)
+    sampled = {"hr": _mean(hits), "ndcg": _mean(ndcgs)} if hits else {}
+    return {name: _mean(parts) for name, parts in full.items()}, sampled
 
 
-def _warm_ranking_metrics(rec, pos: pd.DataFrame, k: int, seed: int) -> dict:
-    full = full_ranking(rec, pos, k, rec.seen_rows)
-    users = rec.users_.indices(pos["user_id"])
-    items = rec.items_.indices(pos["item_id"])
-    user_rows = np.unique(users)
-    # NCF protocol: each test positive against 99 items the user never interacted with.
-    user_test = pos.groupby(users)["item_id"].agg(lambda s: rec.items_.indices(s)).to_dict()
-    taken = {u: np.union1d(rec.seen_rows(u), user_test[u]) for u in user_rows}
-    neg, has = sampled_negatives(users, taken, len(rec.items_), 99, np.random.default_rng(seed))
-    users, items, neg = users[has], items[has], neg[has]
-    if not len(users):
-        return {f"recall@{k}": full["recall"], f"ndcg@{k}": full["ndcg"]}
-    pos_scores = rec.score_pairs(users, items)
-    neg_scores = rec.score_pairs(np.repeat(users, neg.shape[1]), neg.ravel())
-    hr, ndcg = hit_rate_ndcg_sampled(pos_scores, neg_scores.reshape(-1, neg.shape[1]), k)
-    return {f"hr@{k}_sampled": hr, f"ndcg@{k}_sampled": ndcg, f"recall@{k}": full["recall"], f"ndcg@{k}": full["ndcg"]}
+def _warm_ranking_metrics(rec, pos: pd.DataFrame, k: int, seed: int, budget: int) -> dict:
+    full, sampled = _rank_and_sample(rec, pos, k, rec.seen_, seed, budget)
+    out = {f"recall@{k}": full["recall"], f"ndcg@{k}": full["ndcg"]}
+    if not sampled:  # no test user has an item left to draw: only the full ranking says anything
+        return out
+    return {f"hr@{k}_sampled": sampled["hr"], f"ndcg@{k}_sampled": sampled["ndcg"], **out}
 
 
-def sampled_negatives(
-    users: np.ndarray, taken: dict, n_items: int, count: int, rng: np.random.Generator, rounds: int = 20
-) -> tuple[np.ndarray, np.ndarray]:
-    """`count` items per row that its user never had, drawn uniformly and redrawn in whole vectors (never a
-    Python loop per draw). Returns (rows x count negatives, which rows have them): a user who had nearly every
-    item gets an exact draw from what is left, and one who had every item is left out instead of looping forever."""
-    neg = rng.integers(0, n_items, size=(len(users), count))
-    bad = np.zeros(neg.shape, bool)
-    for _ in range(rounds):
-        bad = np.stack([np.isin(neg[r], taken[u]) for r, u in enumerate(users)]) if len(users) else bad
-        if not bad.any():
-            break
-        neg[bad] = rng.integers(0, n_items, size=int(bad.sum()))
-    has = np.ones(len(users), bool)
-    for r in np.flatnonzero(bad.any(axis=1)) if bad.any() else []:  # rare: users who had most of the catalogue
-        free = np.setdiff1d(np.arange(n_items), taken[users[r]])
-        if len(free):
-            neg[r] = rng.choice(free, size=count, replace=len(free) < count)
-        else:
-            has[r] = False
-    return neg, has
-
-
-def _cold_item_metrics(rec, pos: pd.DataFrame, cold_items: list[str], k: int) -> dict:
+def _cold_item_metrics(rec, pos: pd.DataFrame, cold_items: list[str], k: int, budget: int) -> dict:
     """Each test user's positives among ALL cold items (unrated cold items count as negatives)."""
     cold_rows = rec.items_.indices([c for c in cold_items if c in rec.items_])
-    col = {int(r): j for j, r in enumerate(cold_rows)}
+    column = np.full(len(rec.items_), -1, np.int64)
+    column[cold_rows] = np.arange(len(cold_rows))
     pos = pos[pos["item_id"].isin(set(cold_items))]
     users = rec.users_.indices(pos["user_id"])
-    items = rec.items_.indices(pos["item_id"])
-    user_rows = np.unique(users)
-    scores = rec.score_matrix(user_rows, cold_rows)
-    labels = np.zeros_like(scores, dtype=np.int8)
-    where = {u: j for j, u in enumerate(user_rows)}
-    for u, i in zip(users, items):
-        labels[where[u], col[int(i)]] = 1
-    auc = per_user_auc({u: (scores[j], labels[j]) for j, u in enumerate(user_rows)})
-    relevant = [set(np.flatnonzero(labels[j]).tolist()) for j in range(len(user_rows))]
-    ranks = ranking_metrics(scores, relevant, k=k)
-    return {"cold_auc": auc, f"cold_recall@{k}": ranks["recall"], "cold_items": len(cold_rows)}
+    cols = column[rec.items_.indices(pos["item_id"])]
+    aucs: list[float] = []
+    recalls: list[np.ndarray] = []
+    for chunk in _user_chunks(lambda rows: rec.score_matrix(rows, cold_rows), users, cols, len(cold_rows), budget):
+        labels = np.zeros(chunk.scores.shape, dtype=np.int8)
+        labels[chunk.local, chunk.items] = 1
+        aucs.extend(roc_auc(chunk.scores[j], labels[j]) for j in range(len(chunk.users)))
+        recalls.append(_ranked(chunk, k, len(cold_rows), None)["recall"])
+    return {"cold_auc": mean_auc(aucs), f"cold_recall@{k}": _mean(recalls), "cold_items": len(cold_rows)}
 
 
 def co_view_truth(items: pd.DataFrame, columns: tuple[str, ...] = ("also_buy", "also_view")) -> dict[str, set[str]]:

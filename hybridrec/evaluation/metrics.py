@@ -40,6 +40,13 @@ def hit_rate_ndcg_sampled(pos_scores: np.ndarray, neg_scores: np.ndarray, k: int
     Ties count against the positive (pessimistic), so a model that scores everything equally gets
     no credit. Returns the means over the n positives.
     """
+    hit, ndcg = sampled_gains(pos_scores, neg_scores, k)
+    return float(hit.mean()), float(ndcg.mean())
+
+
+def sampled_gains(pos_scores: np.ndarray, neg_scores: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Per positive: hit@k (bool) and NDCG@k among its m sampled negatives (what `hit_rate_ndcg_sampled`
+    averages), so evaluation can score chunks of positives and average once at the end."""
     pos = np.asarray(pos_scores, dtype=np.float64).ravel()
     neg = np.asarray(neg_scores, dtype=np.float64)
     if neg.ndim != 2 or neg.shape[0] != pos.size:
@@ -51,8 +58,7 @@ def hit_rate_ndcg_sampled(pos_scores: np.ndarray, neg_scores: np.ndarray, k: int
     rank = (neg >= pos[:, None]).sum(axis=1)  # 0-based rank of the positive
     rank[np.isnan(pos)] = neg.shape[1]  # NaN compares False everywhere: rank it last, not first
     hit = rank < k
-    ndcg = np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0)
-    return float(hit.mean()), float(ndcg.mean())
+    return hit, np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0)
 
 
 def recall_ndcg_at_k(
@@ -103,11 +109,18 @@ def _max_len(rows: Sequence[Sequence[Hashable]] | np.ndarray, k: int | None) -> 
     return max(longest, k or 0)
 
 
-def top_k_indices(scores: np.ndarray, k: int, exclude: Sequence[Collection[int]] | None = None) -> np.ndarray:
+def top_k_indices(
+    scores: np.ndarray,
+    k: int,
+    exclude: Sequence[Collection[int]] | None = None,
+    exclude_pairs: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """Per row, the column indices of the k highest scores, best first (ties: lower index first).
 
-    exclude[i] lists columns row i must never return (items the user already has in train). Slots
-    that only excluded or NaN-scored items could fill are -1, so they can never count as hits.
+    exclude[i] lists columns row i must never return (items the user already has in train); exclude_pairs
+    (rows, columns) says the same as two aligned arrays (no Python loop per row). Slots that only excluded or
+    NaN-scored items could fill are -1, so they can never count as hits. Working memory: a float64 copy of the
+    scores and int64 partition indices, 16 bytes a cell.
     """
     s = np.array(scores, dtype=np.float64, ndmin=2)  # a copy: exclusions are written into it
     n_rows, n_cols = s.shape
@@ -120,18 +133,42 @@ def top_k_indices(scores: np.ndarray, k: int, exclude: Sequence[Collection[int]]
         for i, cols in enumerate(exclude):
             if len(cols):
                 s[i, np.fromiter(cols, dtype=np.int64, count=len(cols))] = -np.inf
+    if exclude_pairs is not None:
+        s[np.asarray(exclude_pairs[0], np.int64), np.asarray(exclude_pairs[1], np.int64)] = -np.inf
+    np.negative(s, out=s)  # in place: the k highest are now the k lowest, with no second copy
     kk = min(k, n_cols)
     if kk < n_cols:
-        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        part = np.argpartition(s, kk - 1, axis=1)[:, :kk].copy()  # the copy frees the full index array
     else:
         part = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols))
     part_scores = np.take_along_axis(s, part, axis=1)
-    order = np.lexsort((part, -part_scores), axis=1)
+    del s
+    order = np.lexsort((part, part_scores), axis=1)
     top = np.take_along_axis(part, order, axis=1).astype(np.int64)
-    top[np.take_along_axis(part_scores, order, axis=1) == -np.inf] = -1
+    top[np.take_along_axis(part_scores, order, axis=1) == np.inf] = -1
     if kk < k:
         top = np.hstack([top, np.full((n_rows, k - kk), -1, dtype=np.int64)])
     return top
+
+
+def ranking_gains(hit: np.ndarray, n_relevant: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Per user: recall, NDCG and precision@k from the hits of a top-k list (`hit[u, j]`: the j-th item is
+    relevant) and the user's count of distinct relevant items (> 0), by the formulas of `recall_ndcg_at_k`
+    and in its order of additions, so the two agree exactly; evaluation averages these over all users."""
+    hit = np.asarray(hit, bool)
+    n_relevant = np.asarray(n_relevant, np.int64)
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    if hit.ndim != 2 or hit.shape[1] > k or hit.shape[0] != n_relevant.size:
+        raise ValueError(f"hit must have shape ({n_relevant.size}, <= {k}), got {hit.shape}")
+    discounts = 1.0 / np.log2(np.arange(2, 2 + k + 1))
+    dcg = np.zeros(len(hit))
+    for j in range(hit.shape[1]):  # left to right, as recall_ndcg_at_k adds them
+        dcg += np.where(hit[:, j], discounts[j], 0.0)
+    ideal = np.minimum(k, n_relevant)
+    ideal_dcg = np.array([discounts[:m].sum() for m in range(k + 1)])
+    hits = hit.sum(axis=1)
+    return {"recall": hits / ideal, "ndcg": dcg / ideal_dcg[ideal], "precision": hits / k}
 
 
 def ranking_metrics(
@@ -190,9 +227,13 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def per_user_auc(scores_by_user: Mapping[Hashable, tuple[np.ndarray, np.ndarray]]) -> float:
     """Mean ROC-AUC over users that have both positives and negatives (others say nothing); NaN if none."""
-    aucs = [roc_auc(s, y) for s, y in scores_by_user.values()]
-    aucs = [a for a in aucs if not np.isnan(a)]
-    return float(np.mean(aucs)) if aucs else float("nan")
+    return mean_auc([roc_auc(s, y) for s, y in scores_by_user.values()])
+
+
+def mean_auc(aucs: Sequence[float] | np.ndarray) -> float:
+    """The mean of per-user AUCs, leaving out the NaN of users with one class only; NaN if none is left."""
+    defined = [a for a in aucs if not np.isnan(a)]
+    return float(np.mean(defined)) if defined else float("nan")
 
 
 def precision_at_k(

@@ -100,7 +100,7 @@ def trial_score(rec: Any, data: TuningData, task: Task, k: int) -> float:
     trained = UserHistory.distinct(
         rec.users_.indices(data.train["user_id"]), rec.items_.indices(data.train["item_id"]), len(rec.users_)
     )
-    return float(full_ranking(rec, pos, k, trained.of)["recall"])
+    return float(full_ranking(rec, pos, k, trained)["recall"])
 
 
 def has_content(cfg: Config, dataset: Dataset) -> bool:
