@@ -15,10 +15,11 @@ import numpy as np
 
 from hybridrec.errors import ModelFileError
 from hybridrec.limits import read_json_file
-from hybridrec.modelcheck import finite_arrays, finite_weights, ids_digest
+from hybridrec.modelcheck import display_columns, finite_arrays, finite_weights, ids_digest
 from hybridrec.safeio import diagnose, disk_error, model_lock
 
-FORMAT_VERSION = 2
+# 3: items.json stored by column (modelcheck.display_columns); version 2 folders (items.json by row) still load
+FORMAT_VERSION = 3
 # every file a model writes gets this mode (less the umask), so a serving account can read what a trainer wrote
 FILE_MODE, DIR_MODE = 0o644, 0o755
 MANIFEST = "manifest.json"
@@ -56,6 +57,9 @@ class ModelDir:
         if not self.requested.exists():
             raise ModelFileError(f"no model at {self.requested} (run `hybridrec fit` first, or pass --model DIR)")
         self.root = self.requested.resolve()
+        self._checked: dict[
+            str, tuple[int, int, int, int]
+        ] = {}  # name -> the stat of the file when its checksum matched
         manifest_path = self.root / MANIFEST
         if not self.root.is_dir():
             raise ModelFileError(f"{self.requested}: not a model directory")
@@ -76,7 +80,7 @@ class ModelDir:
             raise ModelFileError(
                 f"{self.requested}: a hybridrec 0.1 model (format version 1); refit it with this version: hybridrec fit"
             )
-        if not isinstance(version, int) or isinstance(version, bool) or version < 2:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 2:  # 2 and 3 are read
             raise ModelFileError(f"{manifest_path}: corrupted (format version {version!r} is not a known version)")
         if version > FORMAT_VERSION:
             raise ModelFileError(
@@ -87,15 +91,43 @@ class ModelDir:
 
     def verify(self) -> None:
         """Check every listed file now, so a damaged one is named on load, not at its first use (the network and
-        the features load lazily); names that would leave the model folder are refused."""
-        for name in self.manifest["files"]:
-            parts = Path(name).parts
+        the features load lazily); names that would leave the model folder are refused. The checksums run on one
+        thread per core (hashlib releases the GIL), the biggest files first, and each file is not hashed again
+        when it is read during the load (`path` remembers what was checked: its inode, size and time)."""
+        names = list(self.manifest["files"])
+        for name in names:
+            parts = Path(name).parts if isinstance(name, str) else ()
             if not isinstance(name, str) or Path(name).is_absolute() or ".." in parts or not parts:
                 raise ModelFileError(f"{self.root / MANIFEST}: lists a file outside the model folder ({name!r})")
-            self.path(name)
+        workers = min(len(names), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+        if workers <= 1:
+            for name in names:
+                self.path(name)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        def size(name: str) -> int:
+            try:
+                return (self.root / name).stat().st_size
+            except OSError:
+                return 0
+
+        order = sorted(names, key=size, reverse=True)
+        with ThreadPoolExecutor(workers) as pool:
+            done = dict(zip(order, pool.map(self._check_file, order)))
+        for name in names:  # the first damaged file in manifest order is the one named, as on one thread
+            if isinstance(done[name], ModelFileError):
+                raise done[name]
+
+    def _check_file(self, name: str) -> Path | ModelFileError:
+        try:
+            return self.path(name)
+        except ModelFileError as exc:
+            return exc
 
     def path(self, name: str) -> Path:
-        """The path of one listed file, after checking that it exists and matches its checksum."""
+        """The path of one listed file, after checking that it exists and matches its checksum (not again while
+        its inode, size and modification time are the ones checked)."""
         expected = self.manifest["files"].get(name)
         path = self.root / name
         if expected is None:
@@ -110,11 +142,16 @@ class ModelDir:
                 raise ModelFileError(f"{self.root}: this model version was replaced while in use; load it again")
             raise ModelFileError(f"{path}: missing from the model directory")
         try:
+            info = path.stat()
+            stamp = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+            if self._checked.get(name) == stamp:
+                return path
             actual = _sha256(path)
         except OSError as exc:
             raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
         if actual != expected:
             raise ModelFileError(f"{path}: corrupted or truncated (checksum mismatch)")
+        self._checked[name] = stamp
         return path
 
     def has(self, name: str) -> bool:
@@ -276,7 +313,7 @@ def save_model(
             term.save(staged / folder)
             components.append({"kind": "term", "type": term.type, "path": folder, "scale": float(term.scale)})
         rec.index_.save(staged / "index")
-        _write_json(staged / "items.json", {"columns": ["title", "price", "category"], "rows": rec.display_})
+        _write_json(staged / "items.json", display_columns(rec.display_))
         _write_json(staged / "metrics.json", metrics)
         result = rec.train_result_
         _write_json(
@@ -506,10 +543,10 @@ def _load_terms(md, cfg, components, n_users, n_items, registry, parse_term, Ter
 
 def _text_slots(payload, text_dim: int):
     """model.json's free-text slot record, checked: two flags and one finite mean vector of the text width."""
-    from hybridrec.fitting import TextSlots
-
     if payload is None:
         return None
+    from hybridrec.fitting import TextSlots  # only here: a model without text loads without pandas
+
     slots = TextSlots(**payload)
     mean = np.asarray(slots.meta_mean, dtype=np.float64)
     flags_ok = isinstance(slots.meta_used, bool) and isinstance(slots.review_used, bool)
@@ -562,7 +599,7 @@ def load_query_state(md: ModelDir, rec, n_users: int, n_items: int, dim: int) ->
     """Read and check what save_query_state wrote; a model saved before these files has nothing retired, item
     counts of 1 per trained item, and explanations without the bag or content effects."""
     from hybridrec.explain import ContentEffects
-    from hybridrec.features.pipeline import EntityFeatures
+    from hybridrec.features.entity import EntityFeatures
     from hybridrec.model.history import UserHistory
 
     where = md.root

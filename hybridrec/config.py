@@ -138,6 +138,8 @@ class IndexConfig:
     M: int = 16
     ef_construction: int = 200
     ef_search: int = 100
+    # build threads; 0 = one below 20,000 items (the graph stays reproducible), else train.threads or every core
+    threads: int = 0
 
 
 @dataclass
@@ -340,6 +342,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "index.M": (2, 10_000, True),  # hnswlib's own cap: above it, it silently uses 10000
     "index.ef_construction": (1, 1_000_000, True),
     "index.ef_search": (1, 1_000_000, True),
+    "index.threads": (0, 4096, True),
     "evaluate.k": (1, 100_000, True),
     "evaluate.similar_k": (1, 100_000, True),
 }

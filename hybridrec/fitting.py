@@ -14,7 +14,7 @@ import pandas as pd
 
 from hybridrec.config import Config, TrainConfig, model_settings
 from hybridrec.data.idmap import IdMap
-from hybridrec.index import ItemIndex
+from hybridrec.index import ItemIndex, build_threads
 from hybridrec.model.history import CausalHistories, UserHistory, resolve_order
 from hybridrec.progress import epoch_message, event, fit_output, get_logger, metric_label, stop_message
 from hybridrec.scoring.base import SCALE_ITEMS, SCALE_USERS, FitContext, ScoreTerm, blend_scale, build_terms
@@ -232,7 +232,7 @@ def _fit_model(
     _scale_terms(terms, towers, tr.users, cfg.seed)
     seen_rows = encode_rows(pd.concat([train, validation], ignore_index=True), users, item_ids, dataset.feedback)
     index = ItemIndex(item_ids, item_vectors.shape[1], cfg.index.M, cfg.index.ef_construction, cfg.index.ef_search)
-    index.build(item_vectors, seed=cfg.seed)
+    index.build(item_vectors, seed=cfg.seed, threads=build_threads(cfg.index.threads, len(item_ids), cfg.train.threads))
     from hybridrec.queries import fit_state
 
     extras = fit_state(cfg, pipeline, net, item_feats, user_feats, item_has_id, review_slice, tr.items, history)

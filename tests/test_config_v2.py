@@ -310,7 +310,9 @@ def test_a_format_version_1_model_is_refused_with_a_hint_to_refit(demo_model, tm
     with pytest.raises(ModelFileError, match="format version 1") as info:
         HybridRecommender.load(copy)
     assert "refit" in str(info.value)
-    manifest["format_version"] = 3
+    from hybridrec.artifacts import FORMAT_VERSION
+
+    manifest["format_version"] = FORMAT_VERSION + 1
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelFileError, match="upgrade hybridrec"):
         HybridRecommender.load(copy)

@@ -364,7 +364,12 @@ def _ids(fn):
 
 
 def _row0(col, value):
-    return lambda p: {**p, "rows": [[*p["rows"][0][:col], value, *p["rows"][0][col + 1 :]], *p["rows"][1:]]}
+    """items.json (format 3, by column): row 0's value in column `col` (0 title, 1 price, 2 category)."""
+    return lambda p: _set(p, "by_column", _at_column(p["by_column"], ("title", "price", "category")[col], value))
+
+
+def _at_column(columns, name, value):
+    return {**columns, name: [value, *columns[name][1:]]}
 
 
 def _spec(key, value):
@@ -402,8 +407,12 @@ def _numbers_vocab(p):
     return _set(p, "items", {**p["items"], "categorical": [{"column": "brand", "values": [1, 2]}]})
 
 
+def _last_row_off(p):
+    return {**p, "by_column": {k: v[:-1] for k, v in p["by_column"].items()}}
+
+
 def _short_row(p):
-    return {**p, "rows": [p["rows"][0][:2], *p["rows"][1:]]}
+    return {**p, "by_column": {**p["by_column"], "category": p["by_column"]["category"][:-1]}}
 
 
 DAMAGE = {
@@ -425,7 +434,7 @@ DAMAGE = {
     "a title that is a number": (J(IJ, _row0(0, 5)), IJ),
     "a category that is a list": (J(IJ, _row0(2, ["a"])), IJ),
     "a display row too short": (J(IJ, _short_row), IJ),
-    "one display row missing": (J(IJ, lambda p: {**p, "rows": p["rows"][:-1]}), IJ),
+    "one display row missing": (J(IJ, _last_row_off), IJ),
     # vectors and seen items
     "a NaN user bias": (N("user_bias", lambda a: _at(a, 3, np.nan)), "vectors/user_bias.npy"),
     "an infinite item vector": (N("item_vectors", lambda a: _at(a, (2, 0), np.inf)), "vectors/item_vectors.npy"),

@@ -67,7 +67,10 @@ class EaseTerm(ScoreTerm):
 
     def check_catalogue(self, n_items: int) -> None:
         if n_items > MAX_ITEMS:
-            raise ConfigError(f"{n_items} items, more than the {MAX_ITEMS} a dense EASE term allows")
+            raise ConfigError(
+                f"{n_items} items, more than the {MAX_ITEMS} a dense EASE term allows (items x items in memory); "
+                "drop {type: ease} from model.terms (the sparse {type: cooccurrence} term scales with interactions)"
+            )
 
     def fit(self, ctx: FitContext) -> None:
         from scipy import sparse
