@@ -113,6 +113,23 @@ def test_cold_item_metrics_do_not_depend_on_the_chunks():
     assert whole["cold_items"] == len(cold) and 0.0 <= whole["cold_auc"] <= 1.0
 
 
+def test_top_k_is_the_k_best_with_ties_to_the_lower_column_whatever_the_exclusions():
+    from hybridrec.evaluation.metrics import top_k_indices
+
+    rng = np.random.default_rng(8)
+    for trial in range(60):
+        n_rows, n_cols, k = int(rng.integers(1, 6)), int(rng.integers(1, 900)), int(rng.integers(1, 25))
+        scores = rng.integers(0, 3, (n_rows, n_cols)).astype(np.float32 if trial % 2 else np.float64)  # many ties
+        scores[rng.random(scores.shape) < 0.1] = np.nan
+        excluded = [rng.choice(n_cols, size=int(rng.integers(0, n_cols + 1)), replace=False) for _ in range(n_rows)]
+        rows = np.repeat(np.arange(n_rows), [len(e) for e in excluded])
+        top = top_k_indices(scores, k, exclude_pairs=(rows, np.concatenate(excluded)))
+        for r in range(n_rows):
+            allowed = np.setdiff1d(np.flatnonzero(~np.isnan(scores[r])), excluded[r])
+            best = allowed[np.lexsort((allowed, -scores[r, allowed]))][:k]
+            assert top[r].tolist() == [*best.tolist(), *[-1] * (k - len(best))]
+
+
 # ================================================================================== negatives of a power user
 def test_negatives_end_for_a_user_who_had_every_item_and_are_exact_for_crowded_users():
     n_items = 50

@@ -13,7 +13,7 @@ import numpy as np
 
 EVAL_BUDGET_BYTES = 256 * 2**20  # what one chunk of evaluation may hold at once (the scores and their work arrays)
 # per (user, item) cell of a full-ranking chunk: the float32 scores (float64 once score terms are added, with their
-# own float64 rows), top-k's float64 copy and its int64 partition indices, a NaN mask
+# own float64 rows and sums), top-k's copy of them and its masks
 SCORE_CELL_BYTES = 40
 # per sampled negative of a test row: its item (int64), hash and lookup key (uint64 / int64), lookup position
 # (int64), score (float64) and masks
