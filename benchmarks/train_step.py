@@ -69,7 +69,9 @@ def history_tokens(users: np.ndarray, items: np.ndarray, n_users: int) -> np.nda
     return tokens
 
 
-def trainer(n_items: int, variant: str, loss: str, users: np.ndarray, items: np.ndarray, epochs: int) -> Trainer:
+def trainer(
+    n_items: int, variant: str, loss: str, users: np.ndarray, items: np.ndarray, epochs: int, threads: int = 1
+) -> Trainer:
     rng = np.random.default_rng(SEED)
     hybrid = variant == "hybrid"
     n_users = 2 * n_items
@@ -78,7 +80,9 @@ def trainer(n_items: int, variant: str, loss: str, users: np.ndarray, items: np.
     user_spec = TowerSpec(history_items=n_items if hybrid else 0, history_positions=HISTORY if hybrid else 0)
     shape = NetShape(variant=variant, dim=64, hidden=128, dropout=0.1)
     net = HybridNet(n_users, n_items, item_spec, user_spec, shape, 0.0)
-    settings = TrainConfig(loss=loss, epochs=epochs, early_stopping=False, device="cpu", **LOSSES[loss])
+    settings = TrainConfig(
+        loss=loss, epochs=epochs, early_stopping=False, device="cpu", threads=threads, **LOSSES[loss]
+    )
     history = HistoryInputs(history_tokens(users, items, n_users)) if hybrid else None
     item_has_id = np.ones(n_items, dtype=bool)
     user_has_id = np.ones(n_users, dtype=bool)
@@ -94,15 +98,15 @@ def rows_of(users: np.ndarray, items: np.ndarray) -> Interactions:
     return Interactions(users, items, np.ones(n, dtype=np.float32), np.ones(n, dtype=np.float32))
 
 
-def measure(n_items: int, variant: str, loss: str, steps: int, rows: int) -> dict:
+def measure(n_items: int, variant: str, loss: str, steps: int, rows: int, threads: int) -> dict:
     rng = np.random.default_rng(SEED)
     batch = LOSSES[loss]["batch_size"]
     users, items = synthetic(n_items, max(rows, steps * batch), rng)
     torch.manual_seed(SEED)
-    small = trainer(n_items, variant, loss, users, items, epochs=2)
+    small = trainer(n_items, variant, loss, users, items, 2, threads)
     result = small.fit(rows_of(users[: steps * batch], items[: steps * batch]), None)
     step_s = result.history[-1]["seconds"] / steps
-    full = trainer(n_items, variant, loss, users, items, epochs=1)
+    full = trainer(n_items, variant, loss, users, items, 1, threads)
     started = time.perf_counter()
     full.fit(rows_of(users[:rows], items[:rows]), None)
     epoch_s = time.perf_counter() - started
@@ -116,7 +120,7 @@ def main() -> None:
     p.add_argument("--losses", default="bpr,sampled-softmax")
     p.add_argument("--steps", type=int, default=20, help="batches in the timed step epoch")
     p.add_argument("--rows", type=int, default=20000, help="rows of the timed epoch")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (train.threads)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {platform.processor() or platform.machine()}")
@@ -126,7 +130,7 @@ def main() -> None:
     for size in (int(float(s)) for s in args.sizes.split(",")):
         for variant in args.variants.split(","):
             for loss in args.losses.split(","):
-                r = measure(size, variant, loss, args.steps, args.rows)
+                r = measure(size, variant, loss, args.steps, args.rows, args.threads)
                 print(
                     f"| {size:,} | {variant} | {loss} | {r['step_ms']:.1f} | {r['step_sps']:,.0f} | "
                     f"{r['epoch_s']:.2f} | {r['epoch_sps']:,.0f} |",

@@ -127,7 +127,9 @@ class TrainConfig:
     average_last: int = 0
     negatives: int = 4  # bpr: negatives per positive; sampled-softmax: negatives shared by a batch (>= catalogue: all)
     device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # torch CPU threads; 0 = torch default
+    # torch CPU threads; 0 = auto: training on one thread where the process may use <= 2 cores (there a second
+    # thread made steps 6-16x slower: benchmarks/results/train-step.md), torch's default on larger machines
+    threads: int = 0
     # per-epoch validation scores at most this many validation rows (a seeded subsample, the same every epoch;
     # 0 = all): early stopping needs a stable estimate, not every row of a big split
     validation_max_rows: int = 100_000

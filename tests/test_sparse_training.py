@@ -2,6 +2,7 @@
 weighted sum they replace; the tables' sparse gradients are stepped row-wise (only looked-up rows move, padding rows
 stay zero, weight decay keeps its meaning on the rows a batch touches); both optimisers' states survive a checkpoint
 and the next step after a resume is the step an unbroken run takes; negatives are drawn from the trained items.
+Tables below towers.SPARSE_MIN_ROWS rows stay dense (stepped by Adam) and give the same numbers.
 
 Reference values come from the dense formulas and torch.optim.Adam written out here, never from the code under
 test."""
@@ -17,6 +18,7 @@ from torch import nn
 from hybridrec.config import TrainConfig
 from hybridrec.errors import ModelFileError
 from hybridrec.features.pipeline import EntityFeatures
+from hybridrec.model import towers
 from hybridrec.model.checkpoint import Checkpointer
 from hybridrec.model.network import HybridNet, NetShape
 from hybridrec.model.spec import TowerSpec
@@ -33,6 +35,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def sparse_tables(monkeypatch):
+    """Every table sparse, however small (real ones are from towers.SPARSE_MIN_ROWS rows)."""
+    monkeypatch.setattr(towers, "SPARSE_MIN_ROWS", 1)
 
 
 def make_net(seed: int = 0) -> HybridNet:
@@ -72,8 +80,11 @@ def dense_forward(enc: ContentEncoder, text, numeric, cats, tokens, leave_out) -
     return enc.out(hidden), enc.bias(hidden).squeeze(-1)
 
 
+@pytest.mark.parametrize("sparse", [True, False])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_embedding_bags_give_the_dense_weighted_sums_and_their_gradients(seed):
+def test_embedding_bags_give_the_dense_weighted_sums_and_their_gradients(seed, sparse, monkeypatch):
+    if not sparse:
+        monkeypatch.setattr(towers, "SPARSE_MIN_ROWS", 10**9)
     rng = np.random.default_rng(seed)
     item_enc = make_net(seed).items.content
     user_enc = make_net(seed).users.content
@@ -98,7 +109,7 @@ def test_embedding_bags_give_the_dense_weighted_sums_and_their_gradients(seed):
     ref_vec, ref_bias = dense_forward(enc, text, numeric, cats, tokens, leave_out)
     want = torch.autograd.grad((ref_vec * probe).sum() + ref_bias.sum(), tables)
     for g, w in zip(got, want):
-        assert g.is_sparse or g.shape == enc.position_logits.shape
+        assert g.is_sparse == (sparse and g.shape != enc.position_logits.shape)
         torch.testing.assert_close(g.to_dense(), w, atol=1e-5, rtol=1e-5)
 
 
@@ -136,6 +147,24 @@ def test_only_rows_a_batch_looked_up_move_and_padding_rows_stay_zero():
         assert torch.count_nonzero(bag.weight[0]) == 0
     assert torch.count_nonzero(net.users.content.history.weight[0]) == 0
     assert not torch.equal(net.users.content.history.weight, before["users.content.history.weight"])
+
+
+def test_small_tables_are_dense_and_their_padding_rows_stay_zero(monkeypatch):
+    monkeypatch.setattr(towers, "SPARSE_MIN_ROWS", 20)  # the ID and history tables are sparse, the bags dense
+    net = make_net()
+    assert net.items.id_embedding.sparse and net.users.content.history.sparse
+    assert not any(bag.sparse for bag in net.items.content.bags)
+    opt = Optimisers(net, lr=0.05, weight_decay=1e-2)
+    rng = np.random.default_rng(4)
+    before = net.items.content.bags[0].weight.detach().clone()
+    for _ in range(5):
+        opt.zero_grad()
+        bag_step_loss(net, rng, torch.as_tensor(rng.integers(0, N_ITEMS, 8))).backward()
+        opt.step()
+    assert not net.items.content.bags[0].weight.grad.is_sparse
+    for bag in net.items.content.bags:
+        assert torch.count_nonzero(bag.weight[0]) == 0
+    assert not torch.equal(net.items.content.bags[0].weight, before)
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.05])
@@ -265,3 +294,27 @@ def test_negatives_come_from_the_trained_items_and_shared_ones_are_distinct():
     assert set(drawn.tolist()) == set(np.flatnonzero(has_id).tolist())  # every trained item, nothing else
     shared = trainer.draw_negatives(7, distinct=True)
     assert len(set(shared.tolist())) == 7 and set(shared.tolist()) <= set(np.flatnonzero(has_id).tolist())
+
+
+def test_auto_threads_are_one_on_two_cores_and_a_setting_wins(monkeypatch):
+    import hybridrec.model.train as train_module
+
+    monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert train_module.training_threads(0) == 1
+    assert train_module.training_threads(3) == 3
+    monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert train_module.training_threads(0) == torch.get_num_threads()
+
+
+def test_fit_trains_on_its_threads_and_gives_the_callers_back(monkeypatch):
+    import hybridrec.model.train as train_module
+
+    seen = []
+    monkeypatch.setattr(train_module.Trainer, "_fit", lambda self, *args: seen.append(torch.get_num_threads()))
+    net = HybridNet(N_USERS, N_ITEMS, TowerSpec(), TowerSpec(), NetShape(variant="id-only", dim=4), 0.0)
+    empty = EntityFeatures(np.zeros((N_ITEMS, 0), np.float32), np.zeros((N_ITEMS, 0), np.float32))
+    users = EntityFeatures(np.zeros((N_USERS, 0), np.float32), np.zeros((N_USERS, 0), np.float32))
+    args = (np.ones(N_ITEMS, bool), np.ones(N_USERS, bool))
+    trainer = Trainer(net, empty, users, *args, TrainConfig(threads=2), "bpr", Dropouts(), 0, torch.device("cpu"))
+    trainer.fit(None, None)  # type: ignore[arg-type]
+    assert seen == [2] and torch.get_num_threads() == 1  # the autouse fixture's one thread is back

@@ -1,8 +1,8 @@
 """Item and user towers: ID embedding plus content (text projection, numeric MLP, categorical bags), fused by sum.
 
-The ID tables, the categorical bags and the history bag give sparse gradients (only the rows a batch looked up), so
-a training step costs what the batch touches rather than the whole catalogue (train.py steps them with a row-wise
-optimiser)."""
+The ID tables, the categorical bags and the history bag of SPARSE_MIN_ROWS rows or more give sparse gradients (only
+the rows a batch looked up), so a training step costs what the batch touches rather than the whole catalogue
+(train.py steps them with a row-wise optimiser)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,16 @@ from torch import nn
 from hybridrec.model.spec import TowerSpec
 
 INIT_POSITION_LOGIT = math.log(math.e - 1.0)  # softplus of it is 1: every position starts with the same weight
+# Tables this long or longer get sparse gradients. A batch looks up a few thousand rows; below ~1e4 rows one fused
+# dense Adam step over the whole table is cheaper than coalescing and stepping those rows one by one (one thread,
+# dim 64: 1e3-item hybrid BPR steps 65 ms dense against 109 ms sparse; at 1e5 items sparse is 8-16x faster than
+# dense; benchmarks/results/train-step.md).
+SPARSE_MIN_ROWS = 20_000
+
+
+def sparse_table(rows: int) -> bool:
+    """Whether a table of `rows` rows takes sparse gradients (SPARSE_MIN_ROWS)."""
+    return rows >= SPARSE_MIN_ROWS
 
 
 class ContentEncoder(nn.Module):
@@ -26,7 +36,9 @@ class ContentEncoder(nn.Module):
         # the user's history bag: item row + 1 -> an embedding (0 pads), averaged, with one learned weight per
         # position (most recent first) when history_positions is set, so recent items can count more
         self.history = (
-            nn.Embedding(spec.history_items + 1, hidden, padding_idx=0, sparse=True) if spec.history_items else None
+            nn.Embedding(spec.history_items + 1, hidden, padding_idx=0, sparse=sparse_table(spec.history_items + 1))
+            if spec.history_items
+            else None
         )
         if self.history is not None:
             nn.init.normal_(self.history.weight, std=0.05)
@@ -41,7 +53,7 @@ class ContentEncoder(nn.Module):
         self.numeric = nn.Sequential(nn.Linear(numeric_dim, hidden), nn.GELU()) if numeric_dim else None
         # a cell's values (0 pads) summed by an EmbeddingBag, which skips the pads without an (n, width, hidden) copy
         self.bags = nn.ModuleList(
-            nn.EmbeddingBag(size, hidden, mode="sum", padding_idx=0, sparse=True) for size in vocab_sizes
+            nn.EmbeddingBag(size, hidden, mode="sum", padding_idx=0, sparse=sparse_table(size)) for size in vocab_sizes
         )
         for bag in self.bags:
             assert isinstance(bag, nn.EmbeddingBag)  # ModuleList items are typed as Module
@@ -87,7 +99,12 @@ class ContentEncoder(nn.Module):
         if leave_out is not None:
             weight = weight * (tokens != leave_out.unsqueeze(-1)).float()
         total = F.embedding_bag(
-            tokens, self.history.weight, per_sample_weights=weight, mode="sum", sparse=True, padding_idx=0
+            tokens,
+            self.history.weight,
+            per_sample_weights=weight,
+            mode="sum",
+            sparse=self.history.sparse,
+            padding_idx=0,
         )
         return _mean(total, weight.sum(1))
 
@@ -105,8 +122,8 @@ class Tower(nn.Module):
     ):
         super().__init__()
         self.use_id = use_id
-        self.id_embedding = nn.Embedding(n_ids, dim, sparse=True) if use_id else None
-        self.id_bias = nn.Embedding(n_ids, 1, sparse=True) if use_id else None
+        self.id_embedding = nn.Embedding(n_ids, dim, sparse=sparse_table(n_ids)) if use_id else None
+        self.id_bias = nn.Embedding(n_ids, 1, sparse=sparse_table(n_ids)) if use_id else None
         if self.id_embedding is not None and self.id_bias is not None:
             nn.init.normal_(self.id_embedding.weight, std=0.05)
             nn.init.zeros_(self.id_bias.weight)

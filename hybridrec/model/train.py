@@ -7,6 +7,7 @@ read once per epoch (no host sync per batch)."""
 from __future__ import annotations
 
 import copy
+import os
 import random
 import time
 from collections.abc import Callable
@@ -36,6 +37,16 @@ def resolve_device(name: str) -> torch.device:
 def resolve_loss(loss: str, feedback: str) -> str:
     """`auto` is MSE on ratings and BPR on implicit events."""
     return loss if loss != "auto" else ("mse" if feedback == "explicit" else "bpr")
+
+
+def training_threads(setting: int) -> int:
+    """The torch threads training runs on: `train.threads` when set; 0 (auto) is one thread where this process may
+    use at most two cores (there a second thread made steps 6-16x slower, benchmarks/results/train-step.md), and
+    torch's default (one per core) on larger machines."""
+    if setting > 0:
+        return setting
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 1 if cores <= 2 else torch.get_num_threads()
 
 
 def seed_everything(seed: int) -> None:
@@ -346,11 +357,22 @@ class Trainer:
         self, train: Interactions, val: Interactions | None, progress=None, checkpoint: Checkpointer | None = None
     ) -> TrainResult:
         """Adam (`Optimisers`) over shuffled mini-batches; keeps the weights of the best validation epoch (with
-        `train.early_stopping` off: runs every epoch and keeps the last).
+        `train.early_stopping` off: runs every epoch and keeps the last). Runs on `training_threads` torch threads
+        (the caller's setting is restored after).
 
         With a checkpointer, state is saved after every epoch and a matching checkpoint is resumed from, giving
         the same result as an uninterrupted run.
         """
+        before = torch.get_num_threads()
+        torch.set_num_threads(training_threads(self.cfg.threads))
+        try:
+            return self._fit(train, val, progress, checkpoint)
+        finally:
+            torch.set_num_threads(before)
+
+    def _fit(
+        self, train: Interactions, val: Interactions | None, progress, checkpoint: Checkpointer | None
+    ) -> TrainResult:
         seed_everything(self.seed)
         rng = np.random.default_rng(self.seed)
         opt = Optimisers(self.net, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
