@@ -199,7 +199,8 @@ def report(results: list[dict], label: str, command: str) -> str:
         return "n/a (single-threaded build)" if got is None else f"{got[0]:.1f} s (recall@10 {got[1]:.3f})"
 
     lines = [
-        f"## {label} ({time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, {os.cpu_count()} cores)",
+        f"## {label} ({time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.1f} at the end: other jobs shared the cores)",
         "",
         f"`{command}`",
         "",
@@ -224,6 +225,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--label", default="run")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--keep", type=Path, help="write the model folders here (kept) instead of a temp folder")
     args = parser.parse_args()
     import torch
 
@@ -231,7 +233,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="catalogue-scale-") as tmp:
         for n in args.items:
-            results.append(run_size(n, args.rows, args.seed, Path(tmp)))
+            results.append(run_size(n, args.rows, args.seed, args.keep or Path(tmp)))
             print(results[-1], flush=True)
     command = "python -m benchmarks.catalogue_scale " + " ".join(sys.argv[1:])
     text = report(results, args.label, command)

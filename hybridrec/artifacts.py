@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hybridrec.display import display_columns
 from hybridrec.errors import ModelFileError
 from hybridrec.limits import read_json_file
-from hybridrec.modelcheck import display_columns, finite_arrays, finite_weights, ids_digest
+from hybridrec.modelcheck import finite_arrays, finite_weights, ids_digest
 from hybridrec.safeio import diagnose, disk_error, model_lock
 
 # 3: items.json stored by column (modelcheck.display_columns); version 2 folders (items.json by row) still load

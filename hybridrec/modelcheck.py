@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hybridrec.display import DISPLAY_COLUMNS, DisplayTable
 from hybridrec.errors import ModelFileError
 
 MAX_SIZE = 2**31 - 1  # a count or width above this is not a model this library wrote
@@ -130,21 +132,9 @@ def check_counts(root: Path, model: dict, users, items) -> None:
             raise _bad(root / f"id_maps/{entity}.json", "does not match model.json (ids changed or reordered)")
 
 
-DISPLAY_COLUMNS = ("title", "price", "category")
-
-
-def display_columns(rows) -> dict[str, Any]:
-    """items.json's payload (format 3): one list per display column, which JSON reads and checks in C-level passes
-    (a list of 5e5 small lists took seconds)."""
-    return {
-        "columns": list(DISPLAY_COLUMNS),
-        "by_column": {c: [r[k] for r in rows] for k, c in enumerate(DISPLAY_COLUMNS)},
-    }
-
-
-def display_rows(path: Path, payload: Any, n_items: int) -> list[list]:
-    """items.json: one [title, price or null, category] row per item, stored by column (format 3) or by row
-    (format 2)."""
+def display_rows(path: Path, payload: Any, n_items: int) -> Sequence[list]:
+    """items.json: one [title, price or null, category] row per item, stored by column (format 3: a DisplayTable
+    over the three lists) or by row (format 2)."""
     if isinstance(payload, dict) and "by_column" in payload:
         return _display_by_column(path, payload["by_column"], n_items)
     if not isinstance(payload, dict) or not isinstance(payload.get("rows"), list):
@@ -165,7 +155,7 @@ def display_rows(path: Path, payload: Any, n_items: int) -> list[list]:
     return [list(r) for r in rows]
 
 
-def _display_by_column(path: Path, columns: Any, n_items: int) -> list[list]:
+def _display_by_column(path: Path, columns: Any, n_items: int) -> DisplayTable:
     if not isinstance(columns, dict) or not all(isinstance(columns.get(c), list) for c in DISPLAY_COLUMNS):
         raise _bad(path, f"not a display table (expected a list per column: {', '.join(DISPLAY_COLUMNS)})")
     titles, prices, categories = (columns[c] for c in DISPLAY_COLUMNS)
@@ -185,7 +175,7 @@ def _display_by_column(path: Path, columns: Any, n_items: int) -> list[list]:
         numbers = np.array([np.inf])
     if np.isinf(numbers).any() or int(np.isnan(numbers).sum()) != prices.count(None):
         raise _bad(path, "a price is not a finite number")
-    return list(map(list, zip(titles, prices, categories)))
+    return DisplayTable(titles, prices, categories)
 
 
 def metrics(path: Path, payload: Any) -> dict:

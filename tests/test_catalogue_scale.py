@@ -18,6 +18,7 @@ from hybridrec import modelcheck
 from hybridrec.config import Config
 from hybridrec.data.dataset import Dataset
 from hybridrec.data.idmap import IdMap, first_unnormalized, normalize_id
+from hybridrec.display import DisplayTable, display_columns
 from hybridrec.errors import ConfigError, ModelFileError
 from hybridrec.index import ItemIndex, build_threads, check_hnsw_file
 from hybridrec.recommender import HybridRecommender
@@ -255,10 +256,23 @@ ROWS = [["Cable", 9.5, "Audio"], ["Drive", None, ""], ["Lens", 3, "Photo, Lenses
 
 
 def test_the_display_table_reads_by_column_and_by_row_alike():
-    by_column = json.loads(json.dumps(modelcheck.display_columns(ROWS)))
+    by_column = json.loads(json.dumps(display_columns(ROWS)))
     by_row = {"columns": ["title", "price", "category"], "rows": ROWS}
     path = Path("items.json")
     assert modelcheck.display_rows(path, by_column, 3) == ROWS == modelcheck.display_rows(path, by_row, 3)
+
+
+def test_a_display_table_by_column_behaves_as_the_list_of_rows():
+    table = DisplayTable(*(list(c) for c in zip(*ROWS)))
+    assert len(table) == 3 and table[1] == ["Drive", None, ""] and table[-1] == ROWS[-1] and table[1:] == ROWS[1:]
+    assert list(table) == ROWS and table == ROWS and [r[0] for r in table] == ["Cable", "Drive", "Lens"]
+    grown = table + [["Hub", 20.0, "Computers"]]
+    assert grown == [*ROWS, ["Hub", 20.0, "Computers"]] and len(table) == 3  # a new table; the old one unchanged
+    grown[0] = ["<b>x</b>", None, "c"]
+    assert grown[0] == ["<b>x</b>", None, "c"] and table[0] == ROWS[0]
+    assert display_columns(grown)["by_column"]["title"] == ["<b>x</b>", "Drive", "Lens", "Hub"]
+    with pytest.raises(IndexError):
+        table[3]  # noqa: B018
 
 
 @pytest.mark.parametrize(
@@ -275,7 +289,7 @@ def test_the_display_table_reads_by_column_and_by_row_alike():
     ],
 )
 def test_a_tampered_display_table_is_refused(column, value, message):
-    payload = modelcheck.display_columns(ROWS)
+    payload = display_columns(ROWS)
     if value == "cut":
         payload["by_column"][column] = payload["by_column"][column][:2]
     else:

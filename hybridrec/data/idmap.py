@@ -10,8 +10,8 @@ import numpy as np
 from hybridrec.errors import QueryError
 
 _INT_AS_FLOAT = re.compile(r"^[+-]?\d+\.0+$")
-# a line of "\n".join(ids) that normalize_id could change: whitespace at an end, or an integer written as a float
-_MAYBE_UNNORMALIZED = re.compile(r"^\s|\s$|^[+-]?\d+\.0+$", re.MULTILINE)
+# a line of "\n".join(ids) that normalize_id could change: an integer written as a float
+_MAYBE_INT_AS_FLOAT = re.compile(r"^[+-]?\d+\.0+$", re.MULTILINE)
 
 
 def normalize_id(raw: object) -> str:
@@ -28,10 +28,12 @@ def normalize_id(raw: object) -> str:
 
 
 def first_unnormalized(ids: list[str]) -> int | None:
-    """The first row whose id normalize_id would change, or None: one regex pass over the joined ids, and the
-    per-id check only when it finds a candidate (an id holding a newline can look like one). A saved id map is
-    checked this way, so 5e5 ids load without a Python call per id."""
-    if not _MAYBE_UNNORMALIZED.search("\n".join(ids)):
+    """The first row whose id normalize_id would change, or None: str.strip mapped over the ids and one regex pass
+    over them joined, then the per-id check only when either finds a candidate (an id holding a newline can look
+    like one). A saved id map is checked this way, so 5e5 ids load without a Python call per id."""
+    joined = "\n".join(ids)
+    floats = "." in joined and _MAYBE_INT_AS_FLOAT.search(joined) is not None
+    if not floats and list(map(str.strip, ids)) == ids:
         return None
     return next((row for row, raw in enumerate(ids) if normalize_id(raw) != raw), None)
 
