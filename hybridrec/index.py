@@ -171,12 +171,14 @@ def check_hnsw_file(path: Path, dim: int, M: int, count: int) -> None:
     level0_end = _HNSW_HEADER.size + cur * per_element
     if len(raw) < level0_end + 4 * cur:  # the level-0 block, then at least one size word per node
         raise bad("truncated")
-    block = np.frombuffer(raw, np.uint8, cur * per_element, _HNSW_HEADER.size).reshape(cur, per_element)
-    n_links = block[:, :2].copy().view(np.uint16).ravel()
-    links = block[:, 4:links0].copy().view(np.uint32).reshape(cur, max_m0)
-    labels = block[:, label_offset:per_element].copy().view(np.uint64).ravel()
+    element = np.dtype(  # one node's level-0 record, read in place (no copy of the block)
+        {"names": ["n", "links", "label"], "formats": ["<u2", ("<u4", (max_m0,)), "<u8"],
+         "offsets": [0, 4, label_offset], "itemsize": per_element}
+    )  # fmt: skip
+    block = np.frombuffer(raw, element, cur, _HNSW_HEADER.size)
+    n_links, links, labels = block["n"], block["links"], block["label"]
     used = np.arange(max_m0)[None, :] < n_links[:, None]
-    if (n_links > max_m0).any() or (links[used] >= cur).any() or (labels >= max(count, 1)).any():
+    if (n_links > max_m0).any() or ((links >= cur) & used).any() or (labels >= max(count, 1)).any():
         raise bad("a level-0 link or label out of range")
     if (len(raw) - level0_end) % 4:
         raise bad("trailing bytes")
