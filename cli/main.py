@@ -148,11 +148,32 @@ def fit(
     ] = False,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Train on this many local processes (torch.distributed under torchrun; gloo on CPU, NCCL on GPUs);"
+            " rank 0 evaluates and saves.",
+        ),
+    ] = 1,
 ) -> None:
     """Train a model, evaluate it on the held-out split and save it.
 
     Example: hybridrec fit --config configs/movielens-100k.yaml --data ratings=~/ml-100k/u.data
     """
+    from hybridrec.model import distributed
+
+    if nproc > 1 and not distributed.launched():  # this same command, as nproc ranks under torchrun
+        named = (("config", config), ("seed", seed), ("task", task))
+        args = [f"--{name}={value}" for name, value in named if value is not None]
+        args += [f"--out={out}", *(f"--data={d}" for d in data or []), *(f"--set={kv}" for kv in set_ or [])]
+        args += [flag for flag, on in (("--quiet", quiet), ("--resume", resume), ("--json", as_json)) if on]
+        raise typer.Exit(distributed.relaunch(nproc, ["fit", *args, *(["--debug"] if debug else [])]))
+    if distributed.launched():  # one rank of a torchrun job: only rank 0 prints
+        distributed.setup()
+        if not distributed.is_main():
+            quiet, as_json = True, False
 
     def job():
         from hybridrec_cli.job import fit_from_config
@@ -175,7 +196,12 @@ def fit(
         typer.echo(f"model saved to {report.model_path} (also {Path(out) / 'latest'})")
         typer.echo(f"report: {report.model_path / 'report.html'}")
 
-    _run(debug, job)
+    try:
+        _run(debug, job)
+    except distributed.WorkerDone:  # a rank other than 0, done after training: rank 0 evaluates and saves
+        pass
+    finally:
+        distributed.teardown()
 
 
 @app.command()

@@ -103,6 +103,7 @@ def _fit_model(
     import torch
 
     from hybridrec.features.pipeline import FeaturePipeline
+    from hybridrec.model import distributed
     from hybridrec.model.checkpoint import Checkpointer, run_fingerprint, run_parts
     from hybridrec.model.network import HybridNet, NetShape
     from hybridrec.model.train import Dropouts, HistoryInputs, Trainer, resolve_device, resolve_loss, seed_everything
@@ -126,6 +127,7 @@ def _fit_model(
     users_table = _aligned_users(dataset, users)
     event(LOG, f"features: {len(items):,} items, text encoder {cfg.features.text_encoder}", "encode")
     pipeline = FeaturePipeline(cfg.features, seed=cfg.seed, quiet=quiet)
+    distributed.share_text_encoding(pipeline)  # under torchrun: each rank encodes its share into the cache
     pipeline.fit(
         items[items["item_id"].isin(set(train["item_id"]))],
         dataset.item_schema,
@@ -206,6 +208,7 @@ def _fit_model(
     stopping = f"early stopping on {metric_label(metric)}" if cfg.train.early_stopping else "no early stopping"
     event(LOG, f"training: up to {cfg.train.epochs} epochs, loss {loss}, {stopping}", "train", total=cfg.train.epochs)
     result = trainer.fit(tr, val, progress=EpochReport(cfg.train, metric, on_epoch), checkpoint=ckpt)
+    distributed.finish_training(trainer.net)  # under torchrun: ranks other than 0 end here (WorkerDone)
     result.metric = metric
     if result.resumed_from:
         LOG.info(f"resumed from the checkpoint after epoch {result.resumed_from}")

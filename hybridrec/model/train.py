@@ -21,7 +21,7 @@ from torch import nn
 from hybridrec.config import TrainConfig
 from hybridrec.errors import TrainingError
 from hybridrec.features.pipeline import EntityFeatures
-from hybridrec.model import validation
+from hybridrec.model import distributed, validation
 from hybridrec.model.checkpoint import Checkpointer
 from hybridrec.model.history import CausalHistories
 from hybridrec.model.network import HybridNet
@@ -387,29 +387,35 @@ class Trainer:
             result.history, result.best_epoch = restored["history"], restored["best_epoch"]
             result.best_score, result.resumed_from = restored["best_score"], restored["epoch"]
             result.stopped_early = restored["stopped_early"]
+        ranks = distributed.Ranks(self.net, self.seed)  # several processes (torchrun): model/distributed.py
+        ranks.start(first_epoch)
         self.net.train()
         for epoch in range(first_epoch, self.cfg.epochs + 1):
             if result.stopped_early:
                 break
             started = time.perf_counter()
+            ranks.seed_epoch(epoch)
             order = torch.as_tensor(rng.permutation(len(train)), device=self.device)
             summed = torch.zeros((), dtype=torch.float64, device=self.device)  # read once, after the epoch
             for start in range(0, len(train), self.cfg.batch_size):
-                batch = order[start : start + self.cfg.batch_size]
+                batch = ranks.share(order[start : start + self.cfg.batch_size])  # this rank's rows of it
+                if batch is None:  # fewer rows than ranks: every rank skips it
+                    continue
                 users, items, ratings, weights = (t[batch] for t in tensors)
                 loss = self._batch_loss(users, items, ratings, weights, rows=batch)
                 opt.zero_grad()
                 loss.backward()
+                ranks.average_gradients()
                 opt.step()
                 summed += loss.detach() * len(batch)
-            total = float(summed)
+            total = ranks.total(float(summed))
             if not np.isfinite(total):  # diverged: nothing from here on may be checkpointed, saved or published
                 raise TrainingError(
                     f"training diverged in epoch {epoch}: the training loss is {total / len(train)}; "
                     f"try a lower train.lr (now {self.cfg.lr:g})"
                 )
             row = {"epoch": epoch, "train_loss": total / len(train)}
-            score = self.validation_score(val) if val is not None and len(val) else total / len(train)
+            score = ranks.main_value(self.validation_score, val) if val is not None and len(val) else total / len(train)
             row["val"] = score
             row["seconds"] = round(time.perf_counter() - started, 3)  # training and validation of this epoch
             result.history.append(row)
@@ -424,7 +430,7 @@ class Trainer:
             else:
                 bad_epochs += 1
                 result.stopped_early = bad_epochs >= self.cfg.patience
-            if checkpoint is not None:
+            if checkpoint is not None and ranks.is_main:  # rank 0 writes it; every rank reads it on --resume
                 checkpoint.save(
                     self.net,
                     opt,
@@ -442,7 +448,7 @@ class Trainer:
         if best_state is not None:
             self.net.load_state_dict(best_state)
             if not self.cfg.early_stopping and val is not None and len(val):  # the mean was never scored: score it
-                result.best_score = self.validation_score(val)
+                result.best_score = ranks.main_value(self.validation_score, val)
         self.net.eval()
         return result
 
