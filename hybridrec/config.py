@@ -102,10 +102,14 @@ class ModelConfig:
     dropout: float = 0.3
     mlp_residual: bool = False  # an MLP residual on (u, v, u*v) beside the dot product (the NeuMF answer)
     user_history: UserHistoryConfig = field(default_factory=UserHistoryConfig)
-    # similar items trust what was learned from behaviour in proportion to evidence: an item with n training
-    # interactions counts n / (n + similar_evidence) as a neighbour (its learned vector) and as a query (its
-    # behavioural terms' share); 0 trusts every item fully
-    similar_evidence: float = 10.0
+    # similar items trust what was learned from behaviour in proportion to evidence: a neighbour with n training
+    # interactions counts n / (n + h), in the towers' cosine and in every behavioural term's row, with
+    # h = similar_evidence_share x the median item's interactions (a share, so a catalogue of rarely bought items
+    # and one of blockbusters are each judged on their own scale; chosen leave-one-dataset-out over the P4
+    # datasets: benchmarks/results/lodo-similar.md); similar_evidence, when set, is h itself (0.2's setting,
+    # kept by 0.2 models); 0 trusts every item fully
+    similar_evidence: float | None = None
+    similar_evidence_share: float = 0.2
     # score terms beside the towers, each {type: NAME, recommend_weight: w, similar_weight: w, ...own params}
     terms: list[dict[str, Any]] = field(default_factory=list)
 
@@ -128,7 +132,7 @@ class TrainConfig:
     negatives: int = 4  # bpr: negatives per positive; sampled-softmax: negatives shared by a batch (>= catalogue: all)
     device: str = "auto"  # auto | cpu | cuda
     # torch CPU threads; 0 = auto: training on one thread where the process may use <= 2 cores (there a second
-    # thread made steps 6-16x slower: benchmarks/results/train-step.md), torch's default on larger machines
+    # thread made steps 5-33x slower: benchmarks/results/train-step.md), torch's default on larger machines
     threads: int = 0
     # per-epoch validation scores at most this many validation rows (a seeded subsample, the same every epoch;
     # 0 = all): early stopping needs a stable estimate, not every row of a big split
@@ -330,6 +334,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "model.user_history.length": (0, 100_000, True),
     "model.user_history.similar_weight": (0, 1, True),
     "model.similar_evidence": (0, 1e6, True),
+    "model.similar_evidence_share": (0, 1000, True),
     "features.numeric_bins": (0, 1000, True),
     "train.epochs": (1, 100_000, True),
     "train.batch_size": (1, 1_048_576, True),
@@ -365,6 +370,8 @@ def _check_ranges(cfg: Config) -> None:
     """Out-of-range numbers are ConfigErrors naming the key, not a crash deep inside training."""
     for key, (low, high, low_ok) in RANGES.items():
         value = setting(cfg, key)
+        if value is None:  # an optional setting left unset
+            continue
         above = value >= low if low_ok else value > low
         below = value < high if key in EXCLUSIVE_HIGH else value <= high
         if not (math.isfinite(value) and above and below):

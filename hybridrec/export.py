@@ -1,11 +1,11 @@
 """Export a fitted model's vectors for a vector database or FAISS: Parquet tables keyed by raw ids.
 
 `items.parquet`: item_id, title, price, category, in_training, bias, vector, interactions (training interactions:
-similar items weigh a neighbour's cosine by n / (n + model.similar_evidence)) and query_vector when similar items
-query with a "bought with it" blend. `users.parquet`: user_id, bias, vector. Vectors are one fixed-size list
-column of float32 (`vector`), so a table of any width reads back as one (n, dim) array. `export.json` holds what
-turns them into the towers' score, `global_mean + user.bias + item.bias + <user.vector, item.vector>`; the score
-terms (EASE, content ridge) and the MLP residual are not in the export.
+similar items weigh a neighbour's cosine by n / (n + h), h = export.json's similar_evidence) and query_vector when
+similar items query with a "bought with it" blend. `users.parquet`: user_id, bias, vector. Vectors are one
+fixed-size list column of float32 (`vector`), so a table of any width reads back as one (n, dim) array.
+`export.json` holds what turns them into the towers' score, `global_mean + user.bias + item.bias + <user.vector,
+item.vector>`; the score terms (EASE, content ridge) and the MLP residual are not in the export.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hybridrec.errors import QueryError
+from hybridrec.similar import evidence_half
 
 if TYPE_CHECKING:
     from hybridrec.recommender import HybridRecommender
@@ -81,7 +82,7 @@ def export_model(rec: HybridRecommender, out: str | Path, fmt: str = "parquet") 
         "score": "global_mean + user.bias + item.bias + dot(user.vector, item.vector)",
         "similar": "cosine of vectors (query_vector for the query item when present) x interactions / (interactions"
         " + similar_evidence)",
-        "similar_evidence": float(rec.config.model.similar_evidence),
+        "similar_evidence": evidence_half(rec),
         "not_exported": [t.type for t in rec.terms_] + (["mlp_residual"] if towers.residual is not None else []),
         "items": len(rec.items_),
         "users": len(rec.users_),

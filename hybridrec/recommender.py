@@ -72,6 +72,8 @@ class HybridRecommender:
         self._model_dir = None  # the ModelDir a loaded model reads its network and features from
         self._matcher: TitleMatcher | None = None
         self._item_text: np.ndarray | None = None  # items in the text encoder's space, loaded on first use
+        # (item_counts_ it was computed from, its median over items anybody had): similar.evidence_half's cache
+        self._evidence_half: tuple[np.ndarray, float] | None = None
 
     # ------------------------------------------------------------------ fitting
     def fit(

@@ -1,6 +1,6 @@
-"""Similar items of a catalogue item: the towers' cosine, each neighbour weighed by its evidence, blended with the
-score terms' similar views (scoring/base.py holds the blend rule); or, with no similar term, the index's answer
-re-ranked by the same evidence."""
+"""Similar items of a catalogue item: the towers' cosine blended with the score terms' similar views, each
+neighbour's behavioural part weighed by its evidence (scoring/base.py holds the blend rule); or, with no similar
+term, the index's answer re-ranked by the same evidence."""
 
 from __future__ import annotations
 
@@ -14,29 +14,47 @@ if TYPE_CHECKING:
     from hybridrec.recommender import HybridRecommender
 
 
-def trust(rec: HybridRecommender, rows: np.ndarray | None = None) -> np.ndarray:
-    """How far an item's behaviour is trusted, as a neighbour (its learned vector) and as a query (its behavioural
-    terms' share): n / (n + model.similar_evidence) after n training interactions, for `rows` (None: every item).
-    Items nobody had count 0 as neighbours: a list of "similar" items is a claim about co-consumption, which they
-    cannot back (new items are found through recommend and score_new). A content-only model learned nothing from
-    behaviour: it trusts all alike."""
+def evidence_half(rec: HybridRecommender) -> float:
+    """h of the trust n / (n + h): model.similar_evidence when set, else model.similar_evidence_share x the median
+    training interactions of the items anybody had (0 for a content-only model, which learned nothing from
+    behaviour and trusts all alike). Cached per counts array: it changes only when items join."""
     model = rec.config.model
-    half = 0.0 if model.variant == "content-only" else model.similar_evidence
+    if model.variant == "content-only":
+        return 0.0
+    if model.similar_evidence is not None:
+        return float(model.similar_evidence)
+    counts = rec.item_counts_
+    cached = getattr(rec, "_evidence_half", None)
+    if cached is None or cached[0] is not counts:
+        had = counts[counts > 0]
+        cached = (counts, float(np.median(had)) if len(had) else 0.0)
+        rec._evidence_half = cached
+    return model.similar_evidence_share * cached[1]
+
+
+def trust(rec: HybridRecommender, rows: np.ndarray | None = None) -> np.ndarray:
+    """How far an item's behaviour is trusted, as a neighbour (its learned vector, its behavioural terms' entries)
+    and as a query (its behavioural terms' share): n / (n + evidence_half) after n training interactions, for
+    `rows` (None: every item). Items nobody had count 0: a list of "similar" items is a claim
+    about co-consumption, which they cannot back (new items are found through recommend and score_new)."""
     counts = rec.item_counts_ if rows is None else rec.item_counts_[rows]
-    return evidence(counts, half)
+    return evidence(counts, evidence_half(rec))
 
 
 def similar_scores(rec: HybridRecommender, row: int) -> np.ndarray:
-    """Exact scores of item `row` against every catalogue item: the evidence-weighed towers' cosine blended with
-    each similar term (a behavioural term's share shrunk by the query's own evidence)."""
+    """Exact scores of item `row` against every catalogue item: the towers' cosine blended with each similar
+    term, every neighbour's behavioural part (its learned vector, its behavioural terms' entries) weighed by its
+    trust, and the behavioural terms' share by the query's own trust (a rarely seen query leans on its content)."""
     weights = trust(rec)
     towers = rec.towers_.similar_scores(row) * weights
-    rows = [
-        (t.params.similar_weight * (weights[row] if t.behavioural else 1.0), t.similar(row))
-        for t in rec._similar_terms()
-    ]
-    present = [(w, s) for w, s in rows if s is not None]
-    return blend_similar(towers, present, row) if present else towers.astype(np.float64)
+    rows = []
+    for term in rec._similar_terms():
+        scores = term.similar(row)
+        if scores is None:
+            continue
+        share = term.params.similar_weight * (weights[row] if term.behavioural else 1.0)
+        rows.append((share, scores * weights if term.behavioural else scores))
+    return blend_similar(towers, rows, row) if rows else towers.astype(np.float64)
 
 
 def similar_items(rec: HybridRecommender, row: int, k: int) -> tuple[list[str], np.ndarray]:

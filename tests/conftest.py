@@ -135,12 +135,19 @@ def ml100k():
 
 
 def evidence_by_hand(rec):
-    """(as a neighbour, as a query) trust per item row, written out from `model.similar_evidence`'s definition:
-    n / (n + half) after n training interactions, as neighbour and as query (all 1 for content-only models)."""
+    """(as a neighbour, as a query) per item row, written out from the settings' definitions: a neighbour with n
+    training interactions counts n / (n + h), h = model.similar_evidence when set, else similar_evidence_share x
+    the median n over items anybody had (all 1 for content-only models), as a neighbour and as a query."""
     import numpy as np
 
     n = rec.item_counts_.astype(np.float64)
-    half = 0.0 if rec.config.model.variant == "content-only" else rec.config.model.similar_evidence
+    model = rec.config.model
+    if model.variant == "content-only":
+        half = 0.0
+    elif model.similar_evidence is not None:
+        half = model.similar_evidence
+    else:
+        half = model.similar_evidence_share * float(np.median(n[n > 0]))
     trust = n / (n + half) if half > 0 else np.ones(len(n))
     return trust, trust
 

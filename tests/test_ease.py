@@ -154,11 +154,12 @@ def test_similar_items_blend_the_cosine_with_ease_after_standardising_both(
     assert np.allclose(rec.term("ease").weights, ease, atol=1e-5)
     vectors = rec.towers_.item_vectors
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    neighbour, query = evidence_by_hand(rec)  # EASE is behavioural: its share shrinks with the query's evidence
+    neighbour, query = evidence_by_hand(rec)  # EASE is behavioural: each neighbour's entry weighed by its evidence
     changed = similar_items_follow(
         rec,
         lambda row: (
-            (1 - weight * query[row]) * z(unit @ unit[row] * neighbour, row) + weight * query[row] * z(ease[row], row)
+            (1 - weight * query[row]) * z(unit @ unit[row] * neighbour, row)
+            + weight * query[row] * z(ease[row] * neighbour, row)
         ),
         lambda row: vectors[row],
         atol=1e-4,
