@@ -27,6 +27,7 @@ STAGE_MARKERS = (
 )
 CLI_REPEATS = 3
 EPOCH_LINE = re.compile(r"\bepoch (\d+)/\d+")
+TRAIN_ROWS = re.compile(r"^\s*split \S+: ([\d,]+) training")
 
 
 def executable() -> str:
@@ -84,6 +85,12 @@ def epochs_trained(child: proc.Child) -> int | None:
     return max(done) if done else None
 
 
+def training_rows(child: proc.Child) -> int | None:
+    """N of the split line 'split time: N training, ...' (the rows the model trains on)."""
+    found = [m.group(1) for _, line in child.lines if (m := TRAIN_ROWS.search(line))]
+    return int(found[0].replace(",", "")) if found else None
+
+
 def fit_command(config: Path, out: Path, model: str, epochs: int | None, overrides: list[str]) -> list[str]:
     cmd = [executable(), "fit", "--config", str(config), "--out", str(out), "--task", TASK]
     sets = ["train.threads=1", f"model.variant={VARIANTS[model]}"]
@@ -114,18 +121,23 @@ def run_hybridrec(
         "fit_seconds": round(fit.seconds, 2),
         "peak_rss_gb": round(fit.peak_rss_gb, 3),
         "config": {"task": TASK, "set": cmd[cmd.index("--set") :][1::2]},
+        "n_train": training_rows(fit),
+        "epochs": epochs_trained(fit),
     }
+    # a fit killed after training still tells its throughput: training rows x epochs / the train stage
+    train_seconds = row["stages"].get("train") if "evaluate" in row["stages"] else None
     if not fit.ok:
         row["status"] = "timeout" if fit.timed_out else f"fit failed (exit {fit.returncode}): {fit.tail()}"
-        return row
-    model_dir = work / "models" / name
-    run = json.loads((model_dir / "metrics.json").read_text()).get("run", {})
-    row["fit_stats"] = {k: run[k] for k in ("feature_seconds", "terms_seconds", "train_seconds") if k in run}
-    row["n_train"] = run.get("n_train")
-    row["epochs"] = epochs_trained(fit)
-    train_seconds = run.get("train_seconds")
+    else:
+        model_dir = work / "models" / name
+        run = json.loads((model_dir / "metrics.json").read_text()).get("run", {})
+        row["fit_stats"] = {k: run[k] for k in ("feature_seconds", "terms_seconds", "train_seconds") if k in run}
+        row["n_train"] = run.get("n_train", row["n_train"])
+        train_seconds = run.get("train_seconds")
     if train_seconds and row["n_train"] and row["epochs"]:
         row["samples_per_second"] = row["n_train"] * row["epochs"] / train_seconds
+    if not fit.ok:
+        return row
     out = work / f"{name}-eval.json"
     cmd = [sys.executable, "-m", "benchmarks.scale.child", "hybridrec", str(model_dir), str(data), str(out)]
     child = proc.run(cmd, timeout, cwd=str(work))

@@ -67,9 +67,7 @@ def row_line(r: dict) -> str:
 def section(rows: list[dict]) -> list[str]:
     last = rows[-1]
     data = last["data"]
-    gen = f"{data.get('generate_seconds')} s"
-    if data.get("generate_peak_rss_gb") is not None:
-        gen += f", peak RSS {data['generate_peak_rss_gb']} GB"
+    gen = f"{data.get('generate_seconds')} s, peak RSS {data.get('peak_rss_gb')} GB"
     title = f"## {last['size']}: {data['rows']:,} rows, {data['items']:,} items, {data['users']:,} users"
     title += f", text {last['text']}"
     lines = [title + (f" ({last['label']})" if last.get("label") else ""), ""]
@@ -138,22 +136,25 @@ def results_section(jsonl: Path) -> list[str]:
         "own one-thread process: [results/scale.md](results/scale.md) (`python -m benchmarks.scale --size S`). "
         "Latest row of each model:",
         "",
-        "| size | text | label | model | fit s | peak RSS GB | recall@10 | best peer | its fit s | its recall@10 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| size | text | hybridrec run | model | status | fit s | peak RSS GB | recall@10 | best peer | its fit s | "
+        "its recall@10 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    latest: dict[tuple, dict[str, dict]] = {}
+    ours: dict[tuple, dict[str, dict]] = {}  # (size, text, label) -> hybridrec model -> latest row
+    peers: dict[tuple, dict[str, dict]] = {}  # (size, text) -> peer -> latest row that has a recall
     for line in jsonl.read_text().splitlines():
         if line.strip():
             r = json.loads(line)
-            latest.setdefault((r["size"], r["text"], r.get("label", "")), {})[r["model"]] = r
+            if r["model"].startswith("hybridrec"):
+                ours.setdefault((r["size"], r["text"], r.get("label", "")), {})[r["model"]] = r
+            elif r.get("recall@10") is not None:
+                peers.setdefault((r["size"], r["text"]), {})[r["model"]] = r
     order = {"XS": 0, "S": 1, "M": 2, "L": 3}
-    for key in sorted(latest, key=lambda k: (order.get(k[0], 9), k[1], k[2])):
-        models = latest[key]
-        peers = [r for m, r in models.items() if not m.startswith("hybridrec") and r.get("recall@10") is not None]
-        best = max(peers, key=lambda r: r["recall@10"]) if peers else {}
-        for name in (m for m in models if m.startswith("hybridrec")):
-            r = models[name]
-            cells = [*key, f"`{name}`", fmt(r.get("fit_seconds")), fmt(r.get("peak_rss_gb"), 2)]
+    for key in sorted(ours, key=lambda k: (order.get(k[0], 9), k[1], k[2])):
+        rivals = peers.get(key[:2], {}).values()
+        best = max(rivals, key=lambda r: r["recall@10"]) if rivals else {}
+        for name, r in ours[key].items():
+            cells = [*key, f"`{name}`", r.get("status", ""), fmt(r.get("fit_seconds")), fmt(r.get("peak_rss_gb"), 2)]
             cells += [fmt(r.get("recall@10"), 4), f"`{best['model']}`" if best else "", fmt(best.get("fit_seconds"))]
             lines.append("| " + " | ".join(cells + [fmt(best.get("recall@10"), 4)]) + " |")
     return lines

@@ -70,7 +70,7 @@ def git_revision(src: Path | None) -> str:
 
 
 def prepare_data(args: argparse.Namespace) -> tuple[Path, dict]:
-    """The size's data folder; generated in a child process (timed, its peak RSS kept) unless cached."""
+    """The size's data folder; generated in a child process (meta.json: its time and peak RSS) unless cached."""
     folder = data_dir(args.size, args.seed, args.data_root)
     meta = cached_meta(folder)
     if meta is None:
@@ -80,8 +80,6 @@ def prepare_data(args: argparse.Namespace) -> tuple[Path, dict]:
         meta = cached_meta(folder)
         if not child.ok or meta is None:
             raise SystemExit(f"data generation failed (exit {child.returncode}): {child.tail()}")
-        meta["generate_peak_rss_gb"] = round(child.peak_rss_gb, 3)
-        (folder / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     return folder, meta
 
 
