@@ -205,6 +205,19 @@ def test_evaluation_peak_memory_follows_the_budget_not_the_test_size():
     assert metrics["n_test"] == 30_000 and 0.0 <= metrics["hr@10_sampled"] <= 1.0
 
 
+def test_a_model_with_the_mlp_residual_is_scored_in_chunks_sized_for_its_pairs():
+    from hybridrec.evaluation.holdout import cell_bytes
+
+    model = TowerModel(200, 1_000, dim=8)
+    assert cell_bytes(model) == SCORE_CELL_BYTES
+    model.towers_.residual = lambda u, v: (u * v).sum(-1) * 0.1  # a stand-in: each (user, item) pair scored
+    cell = cell_bytes(model)
+    assert cell > 10 * SCORE_CELL_BYTES
+    budget = 2 * 2**20
+    evaluate(model, synthetic_test(model, 1_000), k=10, budget=budget)
+    assert max(rows for rows, _ in model.calls) == chunk_rows(1_000, cell, budget) < chunk_rows(1_000, budget=budget)
+
+
 # ========================================================================================= per-epoch validation
 def test_validation_is_capped_to_the_same_rows_every_epoch_and_chunking_does_not_change_it(monkeypatch):
     from hybridrec.model import validation
@@ -217,7 +230,8 @@ def test_validation_is_capped_to_the_same_rows_every_epoch_and_chunking_does_not
     assert validation.capped(val, 0, seed=3) is val and validation.capped(val, n, seed=3) is val
 
 
-def test_chunked_validation_scores_equal_one_pass_in_a_real_fit(monkeypatch, demo_dataset, text_cache_dir):
+@pytest.mark.parametrize("loss", ["mse", "bpr"])  # RMSE, and 1 - sampled AUC
+def test_chunked_validation_scores_equal_one_pass_in_a_real_fit(loss, monkeypatch, demo_dataset, text_cache_dir):
     from conftest import DEMO_CONFIG, demo_split, quick_fit_overrides
 
     from hybridrec.config import load_config
@@ -225,7 +239,9 @@ def test_chunked_validation_scores_equal_one_pass_in_a_real_fit(monkeypatch, dem
     from hybridrec.recommender import HybridRecommender
 
     split = demo_split(demo_dataset)
-    overrides = quick_fit_overrides(text_cache_dir, "features.text_encoder=tfidf", "train.epochs=2")
+    overrides = quick_fit_overrides(
+        text_cache_dir, "features.text_encoder=tfidf", "train.epochs=2", f"train.loss={loss}"
+    )
 
     def val_scores(*extra: str) -> list[float]:
         rec = HybridRecommender(load_config(DEMO_CONFIG, [*overrides, *extra]), quiet=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -82,13 +83,24 @@ class _Chunk:
     scores: np.ndarray
 
 
-def _user_chunks(score, users: np.ndarray, items: np.ndarray, n_cols: int, budget: int) -> Iterator[_Chunk]:
+def cell_bytes(rec) -> int:
+    """Bytes a (user, item) score cell costs while a chunk is scored and ranked: SCORE_CELL_BYTES, and with the
+    MLP residual each cell's pair also goes through it (the user and item vectors repeated per pair, their
+    3 x dim input and the hidden layer, float32)."""
+    towers = getattr(rec, "towers_", None)
+    if towers is None or towers.residual is None:
+        return SCORE_CELL_BYTES
+    dim, hidden = towers.user_vectors.shape[1], rec.config.model.hidden
+    return SCORE_CELL_BYTES + 4 * (5 * dim + 2 * hidden)
+
+
+def _user_chunks(score, users: np.ndarray, items: np.ndarray, n_cols: int, budget: int, cell: int) -> Iterator[_Chunk]:
     """Test rows grouped by user, a budget-sized chunk of users at a time, with `score(user_rows)` of the chunk."""
     order = np.argsort(users, kind="stable")
     users, items = users[order], items[order]
     user_rows, starts = np.unique(users, return_index=True)
     bounds = np.append(starts, len(users))
-    per = chunk_rows(n_cols, SCORE_CELL_BYTES, budget)
+    per = chunk_rows(n_cols, cell, budget)
     for a in range(0, len(user_rows), per):
         b = min(a + per, len(user_rows))
         r0, r1 = bounds[a], bounds[b]
@@ -126,7 +138,7 @@ def _rank_and_sample(
     hits: list[np.ndarray] = []
     ndcgs: list[np.ndarray] = []
     row_block = chunk_rows(SAMPLED_NEGATIVES, NEGATIVE_BYTES, budget)
-    for chunk in _user_chunks(rec.score_matrix, users, items, n_items, budget):
+    for chunk in _user_chunks(rec.score_matrix, users, items, n_items, budget, cell_bytes(rec)):
         excluded = gather_rows(exclude.indptr, exclude.items, chunk.users)
         for name, values in _ranked(chunk, k, n_items, excluded).items():
             full[name].append(values)
@@ -167,7 +179,8 @@ def _cold_item_metrics(rec, pos: pd.DataFrame, cold_items: list[str], k: int, bu
     cols = column[rec.items_.indices(pos["item_id"])]
     aucs: list[float] = []
     recalls: list[np.ndarray] = []
-    for chunk in _user_chunks(lambda rows: rec.score_matrix(rows, cold_rows), users, cols, len(cold_rows), budget):
+    score = partial(rec.score_matrix, item_rows=cold_rows)
+    for chunk in _user_chunks(score, users, cols, len(cold_rows), budget, cell_bytes(rec)):
         labels = np.zeros(chunk.scores.shape, dtype=np.int8)
         labels[chunk.local, chunk.items] = 1
         aucs.extend(roc_auc(chunk.scores[j], labels[j]) for j in range(len(chunk.users)))
