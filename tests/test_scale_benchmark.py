@@ -104,6 +104,7 @@ def test_runner_end_to_end_on_xs(tmp_path):
         assert r["status"] == "ok", r["status"]
         assert 0.0 <= r["recall@10"] <= 1.0 and r["eval_users"] > 0
         assert r["peak_rss_gb"] > 0 and r["model_bytes"] > 0 and r["load_seconds"] >= 0
+        assert 0 < r["fit_cpu_seconds"] < 2 * r["fit_seconds"] + 1  # one thread: CPU time within wall time
         assert 0 < r["similar_p50_ms"] <= r["similar_p99_ms"]
         assert {"read", "train", "evaluate", "save"} <= set(r["stages"])
         assert r["samples_per_second"] > 0 and r["epochs"] == 1

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -99,29 +101,39 @@ class PeerScorer:
         return top_similar(sims, item)
 
 
+class Clock:
+    """`with clock(stage):` adds the block's wall and CPU seconds to out["stages"] and out["stages_cpu"]."""
+
+    def __init__(self, out: dict):
+        self.out = out
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        self.out["stages"][stage] = time.perf_counter() - wall
+        self.out["stages_cpu"][stage] = time.process_time() - cpu
+
+
 def run_peer(name: str, data: Path, work: Path, epochs: int | None, seed: int) -> dict:
     from threadpoolctl import threadpool_limits
 
-    out: dict = {"model": name, "stages": {}}
-    stages = out["stages"]
+    out: dict = {"model": name, "stages": {}, "stages_cpu": {}}
+    clock = Clock(out)
     with threadpool_limits(1):
-        t = time.perf_counter()
-        split = load_split(data)
-        stages["read"] = time.perf_counter() - t
+        with clock("read"):
+            split = load_split(data)
         n_epochs = DEFAULT_EPOCHS.get(name, 1) if epochs is None else epochs
-        t = time.perf_counter()
-        arrays = fit_peer(name, split, n_epochs, seed)
-        stages["train"] = time.perf_counter() - t
+        with clock("train"):
+            arrays = fit_peer(name, split, n_epochs, seed)
         if name != "ease":
             out["epochs"] = n_epochs
-            out["samples_per_second"] = split.n_train * n_epochs / stages["train"]
-        t = time.perf_counter()
-        out.update(recall_at_k(split, PeerScorer(arrays, split).scores))
-        stages["evaluate"] = time.perf_counter() - t
-        t = time.perf_counter()
+            out["samples_per_second"] = split.n_train * n_epochs / out["stages"]["train"]
+        with clock("evaluate"):
+            out.update(recall_at_k(split, PeerScorer(arrays, split).scores))
         path = work / f"{name}.npz"
-        np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
-        stages["save"] = time.perf_counter() - t
+        with clock("save"):
+            np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
         del arrays
         t = time.perf_counter()
         with np.load(path, allow_pickle=False) as z:

@@ -119,6 +119,7 @@ def run_hybridrec(
     row: dict = {
         "stages": stage_seconds(fit),
         "fit_seconds": round(fit.seconds, 2),
+        "fit_cpu_seconds": round(fit.cpu_seconds, 2),
         "peak_rss_gb": round(fit.peak_rss_gb, 3),
         "config": {"task": TASK, "set": cmd[cmd.index("--set") :][1::2]},
         "n_train": training_rows(fit),

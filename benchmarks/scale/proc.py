@@ -24,6 +24,7 @@ class Child:
     seconds: float  # wall time from start to exit
     peak_rss_gb: float  # the child's own maximum resident set (wait4's rusage)
     timed_out: bool
+    cpu_seconds: float = 0.0  # user + system CPU time: what the work cost, whatever else shared the cores
     lines: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, line) of stdout+stderr
 
     @property
@@ -77,4 +78,5 @@ def run(cmd: list[str], timeout: float, echo: bool = False, cwd: str | None = No
     timer.cancel()
     proc.returncode = os.waitstatus_to_exitcode(status)
     reader.join(timeout=10)
-    return Child(proc.returncode, seconds, usage.ru_maxrss / 2**20, expired.is_set(), lines)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Child(proc.returncode, seconds, usage.ru_maxrss / 2**20, expired.is_set(), cpu_seconds=cpu, lines=lines)

@@ -17,7 +17,9 @@ for up to 20,000 seeded test users.
 
 Columns: **fit s** is `hybridrec fit` end to end (process start to exit: read, encode, train, its own held-out
 evaluation, save) and, for a peer, read + train + evaluate (recall) + save. Stage seconds come from when each of the
-fit's progress lines arrived (startup = interpreter and imports before reading). **peak RSS** is the fit process's
+fit's progress lines arrived (startup = interpreter and imports before reading). **CPU s** is the CPU time (user +
+system) of those same stages (hybridrec: the fit process; rows before it was recorded leave it empty): on a shared
+machine the wall times grow with whatever else runs, the CPU time much less. **peak RSS** is the fit process's
 own (wait4); for hybridrec the separate load-and-query process is in parentheses. **load s** is loading the saved
 model in a fresh process; **similar p50/p99** are in-process milliseconds over 300 warm items (hybridrec: the
 `similar_items` API; peers: brute-force cosine of item factors, EASE: a row of B); **CLI s** is the median wall time
@@ -50,6 +52,7 @@ def row_line(r: dict) -> str:
         f"`{r['model']}`",
         r.get("status", "") if r.get("status") == "ok" else f"**{str(r.get('status', ''))[:80]}**",
         fmt(r.get("fit_seconds")),
+        fmt(r.get("fit_cpu_seconds")),
         *[fmt(stages.get(s)) for s in STAGES],
         rss,
         fmt(r["model_bytes"] / 2**20, 1) if r.get("model_bytes") is not None else "",
@@ -82,7 +85,7 @@ def section(rows: list[dict]) -> list[str]:
     lines += ["", "The latest row of each model, from:", ""]
     lines += [f"- `{command}` ({run}, hybridrec at git {git})" for run, git, command in runs]
     lines.append("")
-    head = ["model", "status", "fit s", *STAGES, "peak RSS GB", "model MB", "load s", "similar p50 / p99 ms"]
+    head = ["model", "status", "fit s", "CPU s", *STAGES, "peak RSS GB", "model MB", "load s", "similar p50 / p99 ms"]
     head += ["CLI s", "samples/s", "epochs", "recall@10", "ndcg@10"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
@@ -92,16 +95,13 @@ def section(rows: list[dict]) -> list[str]:
 
 
 def history(rows: list[dict]) -> list[str]:
-    lines = [
-        "### Every run of this size",
-        "",
-        "| run | git | command | model | fit s | train s | peak RSS GB | recall@10 |",
-    ]
-    lines.append("|---|---|---|---|---|---|---|---|")
+    head = "| run | git | command | model | fit s | CPU s | train s | peak RSS GB | recall@10 |"
+    lines = ["### Every run of this size", "", head, "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['run']} | {r['git']} | `{r['command']}` | `{r['model']}` | {fmt(r.get('fit_seconds'))} | "
-            f"{fmt(r.get('stages', {}).get('train'))} | {fmt(r.get('peak_rss_gb'), 2)} | {fmt(r.get('recall@10'), 4)} |"
+            f"{fmt(r.get('fit_cpu_seconds'))} | {fmt(r.get('stages', {}).get('train'))} | "
+            f"{fmt(r.get('peak_rss_gb'), 2)} | {fmt(r.get('recall@10'), 4)} |"
         )
     return lines + [""]
 

@@ -97,6 +97,7 @@ def run_peer(name: str, args: argparse.Namespace, folder: Path, work: Path) -> d
     row.update(result, status="ok")
     row["stages"] = {k: round(v, 2) for k, v in row["stages"].items()}
     row["fit_seconds"] = round(sum(row["stages"].values()), 2)  # read, train, evaluate, save: as hybridrec's fit
+    row["fit_cpu_seconds"] = round(sum(row.pop("stages_cpu").values()), 2)
     return row
 
 
