@@ -12,6 +12,10 @@ Run from the repository root (one thread; `PYTHONPATH=<other checkout>` measures
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python -m benchmarks.eval_memory --sizes 1e4,1e5,1e6,2.5e6
 
 Prints one JSON line per size and a markdown table; never part of the test run.
+
+`--fit CONFIG` instead fits CONFIG (with `--set` overrides) and evaluates the model and its popularity baseline
+on the fit's own test split with this checkout's holdout.py and, with `--before DIR`, with DIR's
+hybridrec/evaluation/holdout.py too (the same fitted model): metrics and seconds side by side.
 """
 
 from __future__ import annotations
@@ -111,6 +115,37 @@ def one(n_rows: int, n_items: int, per_user: int, dim: int, cap_gb: float) -> di
     return out
 
 
+def compare_on_fit(config: str, overrides: list[str], before: str | None) -> None:
+    """Fit `config`, then evaluate model and baseline with each holdout.py given (after, and before if any)."""
+    import importlib.util
+    import tempfile
+
+    from hybridrec_cli.job import fit_from_config
+
+    from hybridrec.config import load_config
+    from hybridrec.evaluation import holdout
+    from hybridrec.evaluation.baseline import PopularityBaseline
+
+    versions = {"after": holdout}
+    if before:
+        spec = importlib.util.spec_from_file_location(
+            "before_holdout", Path(before) / "hybridrec/evaluation/holdout.py"
+        )
+        assert spec is not None and spec.loader is not None
+        versions["before"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(versions["before"])
+    cfg = load_config(Path(config), overrides)
+    with tempfile.TemporaryDirectory() as out:
+        report = fit_from_config(cfg, out, quiet=True)
+    rec, split = report.recommender, report.split
+    for name, model in (("model", rec), ("baseline", PopularityBaseline(rec, split.train))):
+        for label, module in sorted(versions.items(), reverse=True):
+            started = time.perf_counter()
+            metrics = module.evaluate(model, split.test, split.cold_items, k=cfg.evaluate.k, seed=cfg.seed)
+            seconds = round(time.perf_counter() - started, 2)
+            print(json.dumps({"scorer": name, "holdout": label, "seconds": seconds, **metrics}), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1e4,1e5,1e6,2.5e6", help="test rows, comma separated")
@@ -119,7 +154,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--cap-gb", type=float, default=6.0, help="address space allowed on top of the setup")
     parser.add_argument("--one", type=float, help=argparse.SUPPRESS)  # run one size in this process
+    parser.add_argument("--fit", help="a config to fit and evaluate instead of the synthetic sizes")
+    parser.add_argument("--set", action="append", default=[], help="config overrides for --fit")
+    parser.add_argument("--before", help="a checkout whose holdout.py also evaluates the --fit model")
     args = parser.parse_args(argv)
+    if args.fit:
+        compare_on_fit(args.fit, args.set, args.before)
+        return
     if args.one is not None:
         print(json.dumps(one(int(args.one), args.items, args.per_user, args.dim, args.cap_gb)), flush=True)
         return
