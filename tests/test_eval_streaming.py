@@ -188,8 +188,8 @@ def test_chunk_sizes_keep_a_chunk_within_the_budget():
 
 
 def test_evaluation_peak_memory_follows_the_budget_not_the_test_size():
-    """Unchunked, this evaluation holds every user's scores (1,500 x 20,000 x 28 bytes, 840 MB) and all rows' 99
-    negatives; with a 16 MB budget numpy's peak stays near the budget."""
+    """In one chunk (an unbounded budget) numpy's peak here is ~260 MB (1,500 users x 20,000 items of scores and
+    top-k work arrays); with a 16 MB budget it stays under the budget (~6.5 MB measured)."""
     model = TowerModel(1_500, 20_000, dim=16, seen_per_user=20)
     test = synthetic_test(model, 30_000, seed=6)
     budget = 16 * 2**20
@@ -201,7 +201,7 @@ def test_evaluation_peak_memory_follows_the_budget_not_the_test_size():
     finally:
         tracemalloc.stop()
     assert max(rows for rows, _ in model.calls) * 20_000 * SCORE_CELL_BYTES <= budget
-    assert peak < 4 * budget, f"peak {peak / 2**20:.1f} MB"
+    assert peak < budget, f"peak {peak / 2**20:.1f} MB"
     assert metrics["n_test"] == 30_000 and 0.0 <= metrics["hr@10_sampled"] <= 1.0
 
 
