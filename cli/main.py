@@ -164,12 +164,6 @@ def fit(
     """
     from hybridrec.model import distributed
 
-    if nproc > 1 and not distributed.launched():  # this same command, as nproc ranks under torchrun
-        named = (("config", config), ("seed", seed), ("task", task))
-        args = [f"--{name}={value}" for name, value in named if value is not None]
-        args += [f"--out={out}", *(f"--data={d}" for d in data or []), *(f"--set={kv}" for kv in set_ or [])]
-        args += [flag for flag, on in (("--quiet", quiet), ("--resume", resume), ("--json", as_json)) if on]
-        raise typer.Exit(distributed.relaunch(nproc, ["fit", *args, *(["--debug"] if debug else [])]))
     if distributed.launched():  # one rank of a torchrun job: only rank 0 prints
         distributed.setup()
         if not distributed.is_main():
@@ -186,6 +180,12 @@ def fit(
             overrides.append(f"seed={seed}")
         cfg = load_config(config, overrides, task=task)
         Path(out).mkdir(parents=True, exist_ok=True)  # an unusable --out fails now, not after training
+        if nproc > 1 and not distributed.launched():  # the config holds: this same command as nproc torchrun ranks
+            named = (("config", config), ("seed", seed), ("task", task))
+            args = [f"--{name}={value}" for name, value in named if value is not None]
+            args += [f"--out={out}", *(f"--data={d}" for d in data or []), *(f"--set={kv}" for kv in set_ or [])]
+            args += [flag for flag, on in (("--quiet", quiet), ("--resume", resume), ("--json", as_json)) if on]
+            raise typer.Exit(distributed.relaunch(nproc, ["fit", *args, *(["--debug"] if debug else [])]))
         with fit_display(quiet):  # progress on stderr: a live bar on a terminal, plain lines elsewhere
             report = fit_from_config(cfg, out, quiet=quiet, resume=resume)
         if as_json:

@@ -17,7 +17,9 @@ Without torchrun's environment (WORLD_SIZE unset or 1) everything here is a no-o
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import signal
 import socket
 import struct
 import sys
@@ -97,14 +99,20 @@ def share_text_encoding(pipeline) -> None:
     if not active():
         return
     encode = pipeline.encode_texts
+    _sharing["open"] = True
 
     def shared(texts: list[str], label: str = "", reviews: bool = False):
+        if not _sharing["open"]:  # training is over (the other ranks may be gone): no barrier to wait at
+            return encode(texts, label, reviews)
         unique = list(dict.fromkeys(texts))
         encode(unique[rank() :: world_size()], label if is_main() else "", reviews)
         barrier()
         return encode(texts, "", reviews)
 
     pipeline.encode_texts = shared
+
+
+_sharing = {"open": False}  # share_text_encoding's barriers are on until finish_training
 
 
 # ------------------------------------------------------------------------------------------------- training
@@ -251,6 +259,7 @@ def finish_training(net: nn.Module) -> None:
     than 0 (`WorkerDone`); rank 0 goes on to the vectors, the index, the evaluation and the files."""
     if not active():
         return
+    _sharing["open"] = False
     sums = Ranks(net, 0).gather(checksum(net))
     if max(sums) - min(sums) > 1e-9 * max(1.0, abs(sums[0])):
         raise TrainingError(f"the ranks' weights differ after training (checksums {sums}): a gradient went unsynced")
@@ -267,32 +276,78 @@ def free_port() -> int:
 
 
 def relaunch(nproc: int, args: list[str]) -> int:
-    """Run `hybridrec <args>` as `nproc` local processes under torchrun (torch.distributed.run, in this process) on
-    the loopback interface, and return their exit code (0, or the first failed rank's: 2 for bad input, whose
-    one-line error that rank printed). One torch thread per rank unless OMP_NUM_THREADS says otherwise."""
+    """Run `hybridrec <args>` as `nproc` local processes under torchrun (torch.distributed.run, in this process),
+    every port on the loopback interface (the rendezvous store too: `_loopback_rendezvous`), and return their exit
+    code (0, or the first failed rank's: 2 for bad input, whose one-line error that rank printed). One torch thread
+    per rank unless OMP_NUM_THREADS says otherwise."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     if sys.platform.startswith("linux"):
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # local ranks talk over loopback only
+    from torch.distributed.elastic.rendezvous import rendezvous_handler_registry
+
+    rendezvous_handler_registry.register(LOOPBACK_RENDEZVOUS, _loopback_rendezvous)
     launch = [
         "--nnodes",
         "1",
         "--nproc_per_node",
         str(nproc),
-        "--master_addr",
-        os.environ["MASTER_ADDR"],
-        "--master_port",
-        str(free_port()),
+        "--rdzv-backend",
+        LOOPBACK_RENDEZVOUS,
+        "--rdzv-endpoint",
+        f"127.0.0.1:{free_port()}",
         "--module",
         LAUNCH_MODULE,
         *args,
     ]
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # a failed rank says why itself
     try:
         run(get_args_parser().parse_args(launch))
     except ChildFailedError as exc:
-        codes = [f.exitcode for _, f in sorted(exc.failures.items())]
-        return next((c for c in codes if c > 0), 1)
+        failures = sorted(exc.failures.items())
+        code = next((f.exitcode for _, f in failures if f.exitcode > 0), None)
+        if code is not None:  # that rank printed its error (the others were stopped after it)
+            return code
+        for rank_, failure in failures:  # killed from outside: nothing of its own was printed
+            name = signal.Signals(-failure.exitcode).name if -failure.exitcode in _SIGNALS else failure.exitcode
+            print(f"error: rank {rank_} of {nproc} was killed ({name})", file=sys.stderr)
+        return 1
     return 0
+
+
+_SIGNALS = {int(s) for s in signal.Signals}
+
+
+LOOPBACK_RENDEZVOUS = "hybridrec-loopback"
+
+
+def _loopback_rendezvous(params):
+    """torchrun's static rendezvous for one machine, its TCP store listening on 127.0.0.1 only (torch's own binds
+    every interface whatever MASTER_ADDR says): the socket is bound here and handed to the store."""
+    from torch.distributed import TCPStore
+    from torch.distributed.elastic.rendezvous.static_tcp_rendezvous import StaticTCPRendezvous
+
+    class Loopback(StaticTCPRendezvous):
+        def get_backend(self) -> str:
+            return LOOPBACK_RENDEZVOUS
+
+        def next_rendezvous(self):
+            if self._store is None:
+                self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                self._socket.bind(("127.0.0.1", self.master_port))
+                self._socket.listen(128)
+                self._store = TCPStore(
+                    "127.0.0.1",
+                    self.master_port,
+                    self.world_size,
+                    True,
+                    self.timeout,
+                    multi_tenant=True,
+                    master_listen_fd=self._socket.fileno(),
+                )
+            return super().next_rendezvous()
+
+    port = int(params.endpoint.rsplit(":", 1)[1])
+    return Loopback("127.0.0.1", port, 0, 1, params.run_id, int(params.config.get("timeout", 600)))
