@@ -10,6 +10,7 @@ import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,9 @@ from hybridrec.errors import ModelFileError
 from hybridrec.limits import read_json_file
 from hybridrec.modelcheck import finite_arrays, finite_weights, ids_digest
 from hybridrec.safeio import diagnose, disk_error, model_lock
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 # 3: items.json stored by column (modelcheck.display_columns); version 2 folders (items.json by row) still load
 FORMAT_VERSION = 3
@@ -32,6 +36,12 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _stamp(path: Path) -> tuple[int, ...]:
+    """What changes when a file is rewritten or replaced: inode, size, modification and status-change times."""
+    info = path.stat()
+    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
 def write_manifest(folder: Path, extra: dict) -> None:
@@ -53,14 +63,15 @@ def write_manifest(folder: Path, extra: dict) -> None:
 class ModelDir:
     """Read access to a saved model: resolves the symlink once, checks the format version and each file's checksum."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, background: bool = False):
+        """`background`: the checksums run on threads while the caller reads files (`path` waits for the one it
+        returns); the caller then calls `finish_verify`. Otherwise every file is checked before this returns."""
         self.requested = Path(path)
         if not self.requested.exists():
             raise ModelFileError(f"no model at {self.requested} (run `hybridrec fit` first, or pass --model DIR)")
         self.root = self.requested.resolve()
-        self._checked: dict[
-            str, tuple[int, int, int, int]
-        ] = {}  # name -> the stat of the file when its checksum matched
+        self._checked: dict[str, tuple[int, ...]] = {}  # name -> the file's _stamp when its checksum matched
+        self._pending: dict[str, Future] = {}  # name -> its checksum on a background thread (start_verify)
         manifest_path = self.root / MANIFEST
         if not self.root.is_dir():
             raise ModelFileError(f"{self.requested}: not a model directory")
@@ -88,51 +99,49 @@ class ModelDir:
                 f"{manifest_path}: model format version {version} is newer than this hybridrec reads "
                 f"(version {FORMAT_VERSION}); upgrade hybridrec"
             )
-        self.verify()
+        if background:
+            self.start_verify()
+        else:
+            self.verify()
 
     def verify(self) -> None:
         """Check every listed file now, so a damaged one is named on load, not at its first use (the network and
-        the features load lazily); names that would leave the model folder are refused. The checksums run on one
-        thread per core (hashlib releases the GIL), the biggest files first, and each file is not hashed again
-        when it is read during the load (`path` remembers what was checked: its inode, size and time)."""
+        the features load lazily); names that would leave the model folder are refused."""
+        self.start_verify()
+        self.finish_verify()
+
+    def start_verify(self) -> None:
+        """Refuse names outside the folder and links or missing files (in manifest order), then hash every file on
+        background threads, one per core, the biggest first (hashlib releases the GIL): a load reads and checks
+        files while the others are hashed, and `path` waits only for the file it returns."""
         names = list(self.manifest["files"])
         for name in names:
             parts = Path(name).parts if isinstance(name, str) else ()
             if not isinstance(name, str) or Path(name).is_absolute() or ".." in parts or not parts:
                 raise ModelFileError(f"{self.root / MANIFEST}: lists a file outside the model folder ({name!r})")
+        sizes = {name: self._locate(name).stat().st_size for name in names}  # regular files only: never a device
         workers = min(len(names), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
-        if workers <= 1:
-            for name in names:
-                self.path(name)
+        if workers < 1:
             return
         from concurrent.futures import ThreadPoolExecutor
 
-        def size(name: str) -> int:
-            try:
-                return (self.root / name).stat().st_size
-            except OSError:
-                return 0
+        pool = ThreadPoolExecutor(workers)
+        for name in sorted(names, key=sizes.__getitem__, reverse=True):
+            self._pending[name] = pool.submit(self._digest, self.root / name)
+        pool.shutdown(wait=False)  # the queued checksums still run; nothing else is submitted
 
-        order = sorted(names, key=size, reverse=True)
-        with ThreadPoolExecutor(workers) as pool:
-            done = dict(zip(order, pool.map(self._check_file, order)))
-        for name in names:  # the first damaged file in manifest order is the one named, as on one thread
-            if isinstance(done[name], ModelFileError):
-                raise done[name]
+    def finish_verify(self) -> None:
+        """Wait for the background checksums; the first damaged file in manifest order is the one named."""
+        for name in self.manifest["files"]:
+            self.path(name)
 
-    def _check_file(self, name: str) -> Path | ModelFileError:
-        try:
-            return self.path(name)
-        except ModelFileError as exc:
-            return exc
+    @staticmethod
+    def _digest(path: Path) -> tuple[tuple[int, ...], str]:
+        return _stamp(path), _sha256(path)
 
-    def path(self, name: str) -> Path:
-        """The path of one listed file, after checking that it exists and matches its checksum (not again while
-        its inode, size and modification time are the ones checked)."""
-        expected = self.manifest["files"].get(name)
+    def _locate(self, name: str) -> Path:
+        """The path of one listed file: no link on the way to it, and a regular file."""
         path = self.root / name
-        if expected is None:
-            raise ModelFileError(f"{path}: not listed in the model manifest")
         step = self.root
         for part in Path(name).parts:  # a model folder never reaches outside itself: no link on the way to a file
             step = step / part
@@ -142,12 +151,23 @@ class ModelDir:
             if not self.root.is_dir():  # pruned: two newer saves happened since this model was opened
                 raise ModelFileError(f"{self.root}: this model version was replaced while in use; load it again")
             raise ModelFileError(f"{path}: missing from the model directory")
+        return path
+
+    def path(self, name: str) -> Path:
+        """The path of one listed file, after checking that it exists and matches its checksum (not again while
+        its inode, size and times are the ones checked; a checksum started by start_verify is waited for)."""
+        expected = self.manifest["files"].get(name)
+        if expected is None:
+            raise ModelFileError(f"{self.root / name}: not listed in the model manifest")
+        path = self._locate(name)
+        pending = self._pending.pop(name, None)
         try:
-            info = path.stat()
-            stamp = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+            stamp = _stamp(path)
             if self._checked.get(name) == stamp:
                 return path
-            actual = _sha256(path)
+            hashed, actual = pending.result() if pending is not None else (stamp, _sha256(path))
+            if hashed != stamp:  # changed since the background checksum: check what is there now
+                actual = _sha256(path)
         except OSError as exc:
             raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
         if actual != expected:
@@ -432,7 +452,7 @@ def load_model(cls, path: str | Path):
     from hybridrec.scoring.base import TermFiles, parse_term, registry
     from hybridrec.scoring.towers import TowerScores
 
-    md = ModelDir(path)
+    md = ModelDir(path, background=True)  # checksums on other threads while this reads: finish_verify below
     settings = md.json("config.json")
     job = md.json("job.json") if md.has("job.json") else {}
     try:
@@ -521,6 +541,7 @@ def load_model(cls, path: str | Path):
         "created": manifest.get("created"),
         "version": manifest.get("hybridrec_version"),
     }
+    md.finish_verify()  # every file's checksum, read or not (the network and features load on first use)
     return rec
 
 
