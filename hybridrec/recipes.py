@@ -50,7 +50,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
     # similar items: the rating recipe's towers (trained on whatever the data holds) with the default co-occurrence
-    # share and evidence weighting (README: model.terms, model.similar_evidence); with_task copies it
+    # share and evidence weighting (README: model.terms, model.similar_evidence_share); with_task copies it
     "similar": RATING,
     # cold-start items: items scored from content; IDs hidden half the time in training so the content path
     # learns to stand alone, and a ridge from users' items to content tokens beside the towers
@@ -79,7 +79,7 @@ TASKS = tuple(RECIPES)
 def default_terms(variant: str) -> list[dict[str, Any]]:
     """The score terms a config that names none gets: co-occurrence for similar items ("had together", shrunk for
     rare pairs), so that similar items carry co-consumption whatever the towers were trained on. A content-only
-    model learns nothing from behaviour, so it gets none. Weight, the term's shrink and model.similar_evidence
+    model learns nothing from behaviour, so it gets none. Weight, shrink, user_discount and similar_evidence_share
     were chosen together over the four P4 datasets, and leave-one-dataset-out says what that choice costs on data
     it did not see: benchmarks/results/lodo-similar.md."""
     return [] if variant == "content-only" else [{"type": "cooccurrence", "similar_weight": 0.9}]
