@@ -116,32 +116,38 @@ def one(n_rows: int, n_items: int, per_user: int, dim: int, cap_gb: float) -> di
 
 
 def compare_on_fit(config: str, overrides: list[str], before: str | None) -> None:
-    """Fit `config`, then evaluate model and baseline with each holdout.py given (after, and before if any)."""
+    """Fit `config`, then evaluate the model and the popularity baseline with this checkout's holdout.py and
+    baseline.py, and with DIR's (`before`) if given."""
     import importlib.util
     import tempfile
 
     from hybridrec_cli.job import fit_from_config
 
     from hybridrec.config import load_config
-    from hybridrec.evaluation import holdout
-    from hybridrec.evaluation.baseline import PopularityBaseline
+    from hybridrec.evaluation import baseline, holdout
 
-    versions = {"after": holdout}
-    if before:
+    def load(name: str):
+        assert before is not None
         spec = importlib.util.spec_from_file_location(
-            "before_holdout", Path(before) / "hybridrec/evaluation/holdout.py"
+            f"before_{name}", Path(before) / f"hybridrec/evaluation/{name}.py"
         )
         assert spec is not None and spec.loader is not None
-        versions["before"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(versions["before"])
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    versions = {"after": (holdout, baseline)}
+    if before:
+        versions["before"] = (load("holdout"), load("baseline"))
     cfg = load_config(Path(config), overrides)
     with tempfile.TemporaryDirectory() as out:
         report = fit_from_config(cfg, out, quiet=True)
     rec, split = report.recommender, report.split
-    for name, model in (("model", rec), ("baseline", PopularityBaseline(rec, split.train))):
-        for label, module in sorted(versions.items(), reverse=True):
+    for name in ("model", "baseline"):
+        for label, (evaluation, baselines) in sorted(versions.items(), reverse=True):
+            model = rec if name == "model" else baselines.PopularityBaseline(rec, split.train)
             started = time.perf_counter()
-            metrics = module.evaluate(model, split.test, split.cold_items, k=cfg.evaluate.k, seed=cfg.seed)
+            metrics = evaluation.evaluate(model, split.test, split.cold_items, k=cfg.evaluate.k, seed=cfg.seed)
             seconds = round(time.perf_counter() - started, 2)
             print(json.dumps({"scorer": name, "holdout": label, "seconds": seconds, **metrics}), flush=True)
 

@@ -130,6 +130,30 @@ def test_top_k_is_the_k_best_with_ties_to_the_lower_column_whatever_the_exclusio
             assert top[r].tolist() == [*best.tolist(), *[-1] * (k - len(best))]
 
 
+def test_the_popularity_baseline_ranks_like_top_k_on_its_scores_and_evaluates_the_same():
+    from hybridrec.evaluation.baseline import PopularityBaseline
+    from hybridrec.evaluation.metrics import top_k_indices
+
+    model = TowerModel(60, 40, seen_per_user=5, seed=9)
+    rng = np.random.default_rng(9)
+    train = pd.DataFrame({"item_id": [f"i{i}" for i in rng.integers(0, 30, 300)], "rating": 1.0})  # ties, zeros
+    baseline = PopularityBaseline(model, train)
+    rows = np.repeat(np.arange(6), [0, 3, 39, 40, 12, 1])  # row 3 excludes every item, row 2 all but one
+    items = np.concatenate([rng.choice(40, size=n, replace=False) for n in (0, 3, 39, 40, 12, 1)])
+    for k in (1, 10, 50):
+        expected = top_k_indices(baseline.score_matrix(np.arange(6)), k, exclude_pairs=(rows, items))
+        assert (baseline.full_ranking_top_k(6, k, (rows, items)) == expected).all()
+
+    class Plain:  # the same scorer without its own ranking: evaluation ranks its score rows
+        def __getattr__(self, name):
+            if name == "full_ranking_top_k":
+                raise AttributeError(name)
+            return getattr(baseline, name)
+
+    test = synthetic_test(model, 400, seed=10)
+    assert evaluate(baseline, test, k=10, seed=1) == evaluate(Plain(), test, k=10, seed=1)
+
+
 # ================================================================================== negatives of a power user
 def test_negatives_end_for_a_user_who_had_every_item_and_are_exact_for_crowded_users():
     n_items = 50

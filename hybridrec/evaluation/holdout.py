@@ -108,10 +108,15 @@ def _user_chunks(score, users: np.ndarray, items: np.ndarray, n_cols: int, budge
         yield _Chunk(user_rows[a:b], local, items[r0:r1], order[r0:r1], np.asarray(score(user_rows[a:b])))
 
 
-def _ranked(chunk: _Chunk, k: int, n_cols: int, exclude: tuple[np.ndarray, np.ndarray] | None) -> dict:
-    """The chunk's per-user recall / NDCG / precision@k of its relevant items, `exclude` pairs left out."""
+def _ranked(chunk: _Chunk, k: int, n_cols: int, exclude: tuple[np.ndarray, np.ndarray] | None, ranker=None) -> dict:
+    """The chunk's per-user recall / NDCG / precision@k of its relevant items, `exclude` pairs left out.
+    `ranker`: a scorer's own `full_ranking_top_k(n_users, k, exclude)` over the whole catalogue: the lists
+    `top_k_indices` gives on its scores, found cheaper (the popularity baseline ranks every user by one order)."""
     relevant = ItemSets.from_pairs(chunk.local, chunk.items, len(chunk.users), n_cols)
-    top = top_k_indices(chunk.scores, k, exclude_pairs=exclude)
+    if ranker is not None and exclude is not None:
+        top = ranker(len(chunk.users), k, exclude)
+    else:
+        top = top_k_indices(chunk.scores, k, exclude_pairs=exclude)
     hit = relevant.contains(np.arange(len(chunk.users))[:, None], top)
     return ranking_gains(hit, relevant.sizes(), k)
 
@@ -140,7 +145,7 @@ def _rank_and_sample(
     row_block = chunk_rows(SAMPLED_NEGATIVES, NEGATIVE_BYTES, budget)
     for chunk in _user_chunks(rec.score_matrix, users, items, n_items, budget, cell_bytes(rec)):
         excluded = gather_rows(exclude.indptr, exclude.items, chunk.users)
-        for name, values in _ranked(chunk, k, n_items, excluded).items():
+        for name, values in _ranked(chunk, k, n_items, excluded, getattr(rec, "full_ranking_top_k", None)).items():
             full[name].append(values)
         if seed is None:
             continue
