@@ -165,9 +165,7 @@ LAZY_FIT = textwrap.dedent(
 
 
 def test_a_fit_whose_texts_are_all_cached_never_imports_the_text_model(tmp_path):
-    run = subprocess.run(
-        [sys.executable, "-c", LAZY_FIT, str(tmp_path)], capture_output=True, text=True, timeout=300
-    )
+    run = subprocess.run([sys.executable, "-c", LAZY_FIT, str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().splitlines()[-1] == "[]"
 

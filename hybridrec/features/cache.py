@@ -372,7 +372,9 @@ def _encode_chunks(encoder, texts: list[str], label: str, cached: int) -> np.nda
         rate.advance(len(blocks[-1]))
     seconds = time.perf_counter() - start
     from_cache = f"; {cached:,} more from the embedding cache" if cached else ""
-    speed = f"{rate.per_second:,.0f} texts/s"
+    precision, tokens = getattr(encoder, "precision", None), getattr(encoder, "max_seq_length", None)
+    how = "".join(f", {part}" for part in (precision, f"cut at {tokens} tokens" if tokens else None) if part)
+    speed = f"{rate.per_second:,.0f} texts/s{how}"
     LOG.log(_level(label), f"{label or 'texts'}: encoded {len(texts):,} texts in {seconds:.1f} s ({speed}){from_cache}")
     return np.concatenate(blocks) if blocks else np.zeros((0, int(encoder.dim)), np.float32)
 
