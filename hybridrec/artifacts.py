@@ -169,6 +169,10 @@ class ModelDir:
             if hashed != stamp:  # changed since the background checksum: check what is there now
                 actual = _sha256(path)
         except OSError as exc:
+            if not self.root.is_dir():  # pruned while its checksum ran
+                raise ModelFileError(
+                    f"{self.root}: this model version was replaced while in use; load it again"
+                ) from None
             raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
         if actual != expected:
             raise ModelFileError(f"{path}: corrupted or truncated (checksum mismatch)")
