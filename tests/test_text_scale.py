@@ -216,6 +216,11 @@ def test_merging_keeps_big_shards_and_every_entry(tmp_path):
     enc = FakeEncoder()
     np.testing.assert_array_equal(cache(tmp_path).encode(enc, big + small), expected(big + small))
     assert enc.encoded == []
+    from hybridrec.features.cache import _VERIFIED
+
+    folder = str(cache(tmp_path).folder)
+    kept = [m[0] for m in _VERIFIED if str(Path(m[0]).parent) == folder]
+    assert sorted(kept) == sorted(str(p) for p in left)  # merged-away shards' arrays are not held on to
 
 
 def test_a_shard_of_the_per_entry_checksum_layout_is_read_not_dropped(tmp_path, caplog):

@@ -88,15 +88,28 @@ def _warn(message: str) -> None:
 
 
 class Entries(Mapping):
-    """Every cached entry of one folder: text hash -> its vector, as one matrix and a hash -> row dict (a dict of
-    row views cost a Python object per entry)."""
+    """Every cached entry of one folder: text hash -> its vector. The shards' own arrays (never copied into one
+    matrix: at 5e5 texts that copy is 0.8 GB) and a hash -> global row dict (a dict of row views cost a Python
+    object per entry)."""
 
-    def __init__(self, rows: dict[bytes, int], vectors: np.ndarray):
+    def __init__(self, rows: dict[bytes, int], blocks: list[np.ndarray], width: int):
         self.rows = rows
-        self.vectors = vectors
+        self.blocks = blocks
+        self.starts = np.cumsum([0] + [len(b) for b in blocks])
+        self.dim = width
+
+    def take(self, rows: list[int]) -> np.ndarray:
+        """The vectors of global rows `rows`, in order."""
+        at = np.asarray(rows, np.int64)
+        out = np.empty((len(at), self.dim), np.float32)
+        block = np.searchsorted(self.starts, at, side="right") - 1
+        for b in np.unique(block):
+            mask = block == b
+            out[mask] = self.blocks[b][at[mask] - self.starts[b]]
+        return out
 
     def __getitem__(self, key: bytes) -> np.ndarray:
-        return self.vectors[self.rows[key]]
+        return self.take([self.rows[key]])[0]
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.rows)
@@ -106,7 +119,7 @@ class Entries(Mapping):
 
     @property
     def width(self) -> int | None:
-        return int(self.vectors.shape[1]) if len(self.rows) else None
+        return self.dim if len(self.rows) else None
 
 
 def _stored_members(path: Path, size: int) -> None:
@@ -184,7 +197,11 @@ class EmbeddingCache:
         set); damaged ones are removed with one warning line."""
         out = []
         width: int | None = self.dim
-        for shard in self._shards():
+        listed = self._shards()
+        here, present = str(self.folder), {str(p) for p in listed}
+        for memo in [m for m in _VERIFIED if str(Path(m[0]).parent) == here and m[0] not in present]:
+            del _VERIFIED[memo]  # merged away (by this process or another): its arrays are not kept
+        for shard in listed:
             try:
                 keys, vectors = self._read_shard(shard)
                 if width is not None and vectors.shape[1] != width:
@@ -203,12 +220,11 @@ class EmbeddingCache:
         self._migrate_legacy()
         shards = self._sound_shards()
         if not shards:
-            return Entries({}, np.zeros((0, self.dim or 0), np.float32))
+            return Entries({}, [], self.dim or 0)
         keys = np.concatenate([k for _, k, _ in shards])
-        vectors = np.concatenate([v for _, _, v in shards]) if len(shards) > 1 else shards[0][2]
         # the first shard holding a text wins (the same text gives the same vector in every shard anyway)
         rows = dict(zip(reversed(keys.tolist()), range(len(keys) - 1, -1, -1)))
-        return Entries(rows, vectors)
+        return Entries(rows, [v for _, _, v in shards], int(shards[0][2].shape[1]))
 
     def _drop(self, shard: Path, why: str) -> None:
         _warn(f"text cache {shard}: {why}; dropped, its texts will be encoded again")
@@ -326,7 +342,7 @@ class EmbeddingCache:
             return np.zeros((0, self.dim if self.dim is not None else int(encoder.dim)), np.float32)
         if not missing:
             LOG.log(_level(label), f"{label or 'texts'}: {len(set(hashes)):,} texts, all from the embedding cache")
-            return entries.vectors[[entries.rows[h] for h in hashes]]
+            return entries.take([entries.rows[h] for h in hashes])
         by_hash = dict(zip(hashes, texts))
         fresh = _encode_chunks(encoder, [by_hash[h] for h in missing], label, cached)
         if fresh.ndim != 2 or len(fresh) != len(missing):
@@ -348,9 +364,11 @@ class EmbeddingCache:
             self._store(keys[finite], fresh[finite])
         fresh_rows = {h: i for i, h in enumerate(missing)}
         out = np.empty((len(hashes), fresh.shape[1]), np.float32)
-        for i, h in enumerate(hashes):
-            row = entries.rows.get(h)
-            out[i] = entries.vectors[row] if row is not None else fresh[fresh_rows[h]]
+        cached_at = [i for i, h in enumerate(hashes) if h in entries.rows]
+        if cached_at:
+            out[cached_at] = entries.take([entries.rows[hashes[i]] for i in cached_at])
+        new_at = [i for i, h in enumerate(hashes) if h not in entries.rows]
+        out[new_at] = fresh[[fresh_rows[hashes[i]] for i in new_at]]
         return out
 
 
