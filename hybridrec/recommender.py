@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from hybridrec.features.pipeline import FeaturePipeline
     from hybridrec.fitting import FittedModel
     from hybridrec.model.network import HybridNet
+    from hybridrec.similar import TowerMoments
 
 DISPLAY_COLUMNS = ("title", "price", "category")
 # recommend() scores the whole catalogue up to this many items; past it, a candidate pool of at least
@@ -74,6 +75,7 @@ class HybridRecommender:
         self._item_text: np.ndarray | None = None  # items in the text encoder's space, loaded on first use
         # (item_counts_ it was computed from, its median over items anybody had): similar.evidence_half's cache
         self._evidence_half: tuple[np.ndarray, float] | None = None
+        self._tower_moments: TowerMoments | None = None  # similar.TowerMoments' cache (big catalogues)
 
     # ------------------------------------------------------------------ fitting
     def fit(

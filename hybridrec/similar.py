@@ -4,6 +4,7 @@ term, the index's answer re-ranked by the same evidence."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -58,15 +59,128 @@ def similar_scores(rec: HybridRecommender, row: int) -> np.ndarray:
 
 
 def similar_items(rec: HybridRecommender, row: int, k: int) -> tuple[list[str], np.ndarray]:
-    """The k best of `similar_scores` (retired items never), or the index's answer when no term has a share."""
+    """The k best of `similar_scores` (retired items never), or the index's answer when no term has a share. A big
+    catalogue blends over candidates (`blend_candidates`), the whole row only when they cannot be shown to hold
+    the k best."""
     if not rec._similar_terms():
         return nearest(rec, rec.towers_.query_vector(row), k, skip=row)
+    if len(rec.items_) > CANDIDATE_PATH_ITEMS:
+        found = blend_candidates(rec, row, k)
+        if found is not None:
+            return rec.items_.raws(found[0]), found[1].astype(np.float32)
     scores = similar_scores(rec, row)
     scores[row] = -np.inf
     scores[rec.retired_] = -np.inf
     top = np.argsort(-scores, kind="stable")[:k]
     top = top[np.isfinite(scores[top])]
     return rec.items_.raws(top), scores[top].astype(np.float32)
+
+
+CANDIDATE_PATH_ITEMS = 20_000  # above this many items, similar items blend over candidates, not the whole row
+CANDIDATES = 256  # the index's nearest items that join each query's candidates
+
+
+@dataclass(eq=False)
+class TowerMoments:
+    """What the catalogue-wide mean and spread of a query's weighed cosine t_i (u_i . q) need, for any q:
+    sum_i t_i u_i and sum_i t_i^2 u_i u_i^T over the unit item vectors u_i (a d x d matrix), so standardising
+    costs d^2 per query instead of a pass over the catalogue. Keyed by the arrays it was made from."""
+
+    vectors: np.ndarray
+    counts: np.ndarray
+    half: float
+    norms: np.ndarray
+    first: np.ndarray
+    second: np.ndarray
+
+    @classmethod
+    def of(cls, rec: HybridRecommender) -> TowerMoments:
+        vectors, counts, half = rec.towers_.item_vectors, rec.item_counts_, evidence_half(rec)
+        cached = rec._tower_moments
+        if cached is not None and cached.vectors is vectors and cached.counts is counts and cached.half == half:
+            return cached
+        norms = np.linalg.norm(vectors, axis=1).astype(np.float64)
+        weights = evidence(counts, half)
+        dim = vectors.shape[1]
+        first, second = np.zeros(dim), np.zeros((dim, dim))
+        for start in range(0, len(vectors), 65_536):  # bounded memory on any catalogue
+            block = slice(start, start + 65_536)
+            unit = vectors[block].astype(np.float64) / np.where(norms[block] > 0, norms[block], np.inf)[:, None]
+            weighed = unit * weights[block, None]
+            first += weighed.sum(axis=0)
+            second += weighed.T @ weighed
+        rec._tower_moments = cls(vectors, counts, half, norms, first, second)
+        return rec._tower_moments
+
+
+def _standardiser(total: float, squares: float, own: float, n: int) -> tuple[float, float]:
+    """(mean, spread) over the catalogue less the query item, from the sums of scores and squares over all n
+    items and the query's own score `own`: standardised()'s figures without the row."""
+    mean = (total - own) / (n - 1)
+    spread = float(np.sqrt(max((squares - own * own) / (n - 1) - mean * mean, 0.0)))
+    return mean, spread
+
+
+def blend_candidates(rec: HybridRecommender, row: int, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """`similar_scores`' top k computed over candidates only: the index's CANDIDATES nearest to the query and
+    every item a term's sparse row names, with the towers' and each term's catalogue-wide mean and spread taken
+    from TowerMoments and the sparse rows' sums. Exact for the candidates; any other item has no term entry and
+    a cosine no higher than the index's last, which bounds its blend from above. (rows, scores) when the k-th
+    best candidate reaches that bound, None when it does not or a term has no sparse row (then the caller
+    scores the whole row)."""
+    terms = rec._similar_terms()
+    entries = [t.similar_entries(row) for t in terms]
+    if any(e is None for e in entries):
+        return None
+    n = len(rec.items_)
+    moments = TowerMoments.of(rec)
+    weights = evidence(rec.item_counts_, moments.half)
+    query = rec.towers_.query_vector(row).astype(np.float64)
+    if rec.towers_.item_queries is None:  # as TowerScores.similar_scores: own vectors are normalised
+        query = query / max(float(np.linalg.norm(query)), np.finfo(np.float32).tiny)
+    index_rows, index_sims = rec.index_.query_rows(query[None].astype(np.float32), CANDIDATES)
+    index_rows, index_sims = index_rows[0], index_sims[0]
+    candidates = np.unique(np.concatenate([index_rows] + [e[0] for e in entries if e is not None]))
+    candidates = candidates[(candidates != row) & ~rec.retired_[candidates]]
+
+    def towers_of(rows: np.ndarray) -> np.ndarray:
+        norms = np.where(moments.norms[rows] > 0, moments.norms[rows], np.inf)
+        return weights[rows] * (rec.towers_.item_vectors[rows].astype(np.float64) @ query) / norms
+
+    own = float(towers_of(np.array([row]))[0])
+    mean, spread = _standardiser(float(moments.first @ query), float(query @ moments.second @ query), own, n)
+    parts, shares, floor = [], 0.0, 0.0  # floor: the terms' part of an item with no entry in any of them
+    for term, entry in zip(terms, entries):
+        assert entry is not None
+        cols, values = entry
+        if term.behavioural:
+            values = values * weights[cols]
+        share = term.params.similar_weight * (weights[row] if term.behavioural else 1.0)
+        own_entry = float(values[cols == row].sum())
+        t_mean, t_spread = _standardiser(float(values.sum()), float(values @ values), own_entry, n)
+        dense = np.zeros(len(candidates))
+        where = np.searchsorted(candidates, cols)
+        hit = (where < len(candidates)) & (candidates[np.minimum(where, len(candidates) - 1)] == cols)
+        dense[where[hit]] = values[hit]
+        parts.append((share, dense, t_mean, t_spread))
+        shares += share
+    if shares <= 0:  # no term has a share for this query: the towers' weighed cosine, as blend_similar gives
+        return None
+    z_towers = (towers_of(candidates) - mean) / spread if spread > 0 else np.zeros(len(candidates))
+    blended = (1.0 - shares) * z_towers
+    for share, dense, t_mean, t_spread in parts:
+        if t_spread > 0:
+            blended = blended + share * (dense - t_mean) / t_spread
+            floor += share * (0.0 - t_mean) / t_spread
+    order = np.lexsort((candidates, -blended))[:k]
+    if len(order) < k and len(candidates) < n - 1:
+        return None
+    if len(index_rows) >= CANDIDATES:  # some items are neither candidates nor blended: bound them
+        ceiling = max(float(index_sims.min()), 0.0) * float(np.linalg.norm(query))
+        bound = (1.0 - shares) * ((ceiling - mean) / spread if spread > 0 else 0.0) + floor
+        if not len(order) or blended[order[-1]] < bound:
+            return None
+    return candidates[order], blended[order]
 
 
 def nearest(

@@ -127,6 +127,11 @@ class ScoreTerm(ABC):
         """Raw similar-item scores of one item against the catalogue; None when the term has no such view."""
         return None
 
+    def similar_entries(self, item_row: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The same row as (item rows, scores) of its non-zero entries, when it is sparse (every other item scores
+        0), so similar items of a big catalogue blend over candidates; None: only the dense `similar` row."""
+        return None
+
     def score_new(self, user_rows: np.ndarray, new: NewItems) -> np.ndarray | None:
         """Raw scores of users x items outside the catalogue (score_new_items); None: the term knows nothing."""
         return None

@@ -114,6 +114,12 @@ class CooccurrenceTerm(ScoreTerm):
         assert self.neighbours is not None
         return np.asarray(self.neighbours[item_row].toarray()).ravel()
 
+    def similar_entries(self, item_row: int) -> tuple[np.ndarray, np.ndarray]:
+        assert self.neighbours is not None
+        m = self.neighbours
+        start, end = m.indptr[item_row], m.indptr[item_row + 1]
+        return m.indices[start:end].astype(np.int64), m.data[start:end].astype(np.float64)
+
     def extend(self, new: NewItems) -> None:
         """New items were had by nobody: empty rows and columns."""
         assert self.neighbours is not None

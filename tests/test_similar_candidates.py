@@ -1,0 +1,68 @@
+"""Similar items of a big catalogue blend over candidates (the index's nearest and the co-occurrence row's
+entries) with the catalogue-wide mean and spread from TowerMoments: the same lists and scores as the whole row,
+or a fall back to the whole row when the candidates cannot be shown to hold the k best."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import fit_demo
+
+from hybridrec import similar
+
+
+@pytest.fixture(scope="module")
+def rec(demo_dataset, text_cache_dir):
+    return fit_demo(demo_dataset, text_cache_dir)
+
+
+def whole_row(rec, row: int, k: int):
+    scores = similar.similar_scores(rec, row)
+    scores[row] = -np.inf
+    scores[rec.retired_] = -np.inf
+    top = np.argsort(-scores, kind="stable")[:k]
+    return top, scores[top]
+
+
+@pytest.mark.parametrize("candidates", [8, 40, 10_000])
+def test_the_candidate_blend_gives_the_whole_rows_lists_and_scores(rec, monkeypatch, candidates):
+    monkeypatch.setattr(similar, "CANDIDATES", candidates)
+    assert rec.term("cooccurrence") is not None  # the default recipe: a sparse behavioural term with a share
+    answered = 0
+    for row in range(0, len(rec.items_), 3):
+        found = similar.blend_candidates(rec, row, 5)
+        if found is None:  # the bound did not hold: the caller scores the whole row
+            continue
+        answered += 1
+        rows, scores = found
+        expected_rows, expected_scores = whole_row(rec, row, 5)
+        assert list(rows) == list(expected_rows), row
+        np.testing.assert_allclose(scores, expected_scores, rtol=1e-6, atol=1e-6)
+    assert answered > 0.5 * len(range(0, len(rec.items_), 3))  # the path answers, not only falls back
+
+
+def test_similar_items_takes_the_candidate_path_above_the_size_and_keeps_its_answers(rec, monkeypatch):
+    before = {item: rec.similar_items(item, 5) for item in rec.items_.raws(np.arange(0, 60, 7))}
+    monkeypatch.setattr(similar, "CANDIDATE_PATH_ITEMS", 0)
+    monkeypatch.setattr(similar, "CANDIDATES", 16)
+    calls = []
+    original = similar.blend_candidates
+    monkeypatch.setattr(similar, "blend_candidates", lambda *a: calls.append(a) or original(*a))
+    for item, (ids, scores) in before.items():
+        got_ids, got_scores = rec.similar_items(item, 5)
+        assert got_ids == ids
+        np.testing.assert_allclose(got_scores, scores, rtol=1e-5, atol=1e-5)
+    assert len(calls) == len(before)
+
+
+def test_the_moments_are_the_catalogues_sums_cached_until_the_arrays_change(rec, monkeypatch):
+    """TowerMoments is a cache keyed by the arrays' identity: new counts (items joining make new arrays) make
+    new moments."""
+    first = similar.TowerMoments.of(rec)
+    assert similar.TowerMoments.of(rec) is first
+    monkeypatch.setattr(rec, "item_counts_", rec.item_counts_.copy())
+    assert similar.TowerMoments.of(rec) is not first
+    unit = rec.towers_.item_vectors / np.linalg.norm(rec.towers_.item_vectors, axis=1, keepdims=True)
+    weights = similar.trust(rec)
+    np.testing.assert_allclose(first.first, (unit * weights[:, None]).sum(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(first.second, (unit * weights[:, None]).T @ (unit * weights[:, None]), atol=1e-5)
