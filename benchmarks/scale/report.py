@@ -26,6 +26,22 @@ model in a fresh process; **similar p50/p99** are in-process milliseconds over 3
 of a `hybridrec similar ITEM` process. **samples/s** is training rows x epochs / training seconds (hybridrec trains on
 90% of the training rows: the latest 10% are its validation for early stopping; peers train on all of them).
 """
+# what the recorded runs say, written by hand from the rows below (update it with the rows it quotes)
+NOTES = """## Reading the runs of 2026-12-03
+
+- Wall times on this shared 2-core machine track its load (load average 7-10 during these runs): the same baseline
+  fit took 160 s at 18:47 and 213 s at 19:35, on 64 s of CPU. Compare the CPU column across runs.
+- S, hybridrec at 3ed9be1 against e6d44af (before issue 18): held-out evaluation 16.6-19.4 s -> 1.3 s, peak RSS
+  1.71-1.75 -> 1.09 GB, load 0.46-0.53 -> 0.19 s, `similar` p50 3.8-4.7 -> 1.9 ms and p99 10.0-15.6 -> 6.3 ms, the
+  CLI `similar` process 2.3-2.7 -> 1.1 s. Training CPU did not drop for this recipe (71.7 s for 7 epochs against
+  64.4 s for 6): `--task topn` trains a sampled softmax over 4,096 shared negatives in batches of 4,096, and S's
+  tables (1e4 items) stay below the 20,000 rows where sparse steps start. recall@10 0.1338 -> 0.1380, still below
+  ALS (0.1675), EASE (0.1572) and LightFM WARP (0.1417).
+- M, 15-minute capped fits (not complete runs): training dominates. One epoch of the same recipe took 660 s
+  (e6d44af) and 618 s (946dbc6) of wall on 1,224,000 training rows, about 1,900 samples/s, against LightFM WARP's
+  133,456 samples/s in the same conditions. The e6d44af fit had reached 12.6 GB peak RSS 147 s into its held-out
+  evaluation when it was killed; the 946dbc6 fit was killed in epoch 2 at 2.27 GB.
+"""
 
 
 def fmt(value: object, digits: int = 1) -> str:
@@ -112,7 +128,7 @@ def write_markdown(jsonl: Path, out: Path) -> None:
     for r in rows:
         groups.setdefault((r["size"], r["text"], r.get("label", "")), []).append(r)
     order = {"XS": 0, "S": 1, "M": 2, "L": 3}
-    lines = [HEADER]
+    lines = [HEADER, NOTES]
     for key in sorted(groups, key=lambda k: (order.get(k[0], 9), k[1], k[2])):
         lines += section(groups[key])
         if len(groups[key]) > len({r["model"] for r in groups[key]}):
@@ -136,9 +152,9 @@ def results_section(jsonl: Path) -> list[str]:
         "own one-thread process: [results/scale.md](results/scale.md) (`python -m benchmarks.scale --size S`). "
         "Latest row of each model:",
         "",
-        "| size | text | hybridrec run | model | status | fit s | peak RSS GB | recall@10 | best peer | its fit s | "
-        "its recall@10 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| size | text | label | hybridrec git | model | status | fit s | CPU s | peak RSS GB | recall@10 | best peer "
+        "| its fit s | its recall@10 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ours: dict[tuple, dict[str, dict]] = {}  # (size, text, label) -> hybridrec model -> latest row
     peers: dict[tuple, dict[str, dict]] = {}  # (size, text) -> peer -> latest row that has a recall
@@ -154,7 +170,8 @@ def results_section(jsonl: Path) -> list[str]:
         rivals = peers.get(key[:2], {}).values()
         best = max(rivals, key=lambda r: r["recall@10"]) if rivals else {}
         for name, r in ours[key].items():
-            cells = [*key, f"`{name}`", r.get("status", ""), fmt(r.get("fit_seconds")), fmt(r.get("peak_rss_gb"), 2)]
+            cells = [*key, r["git"], f"`{name}`", r.get("status", ""), fmt(r.get("fit_seconds"))]
+            cells += [fmt(r.get("fit_cpu_seconds")), fmt(r.get("peak_rss_gb"), 2)]
             cells += [fmt(r.get("recall@10"), 4), f"`{best['model']}`" if best else "", fmt(best.get("fit_seconds"))]
             lines.append("| " + " | ".join(cells + [fmt(best.get("recall@10"), 4)]) + " |")
     return lines
