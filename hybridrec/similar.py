@@ -65,9 +65,10 @@ def similar_items(rec: HybridRecommender, row: int, k: int) -> tuple[list[str], 
     if not rec._similar_terms():
         return nearest(rec, rec.towers_.query_vector(row), k, skip=row)
     if len(rec.items_) > CANDIDATE_PATH_ITEMS:
-        found = blend_candidates(rec, row, k)
-        if found is not None:
-            return rec.items_.raws(found[0]), found[1].astype(np.float32)
+        for size in (CANDIDATES, 8 * CANDIDATES):  # wider when the first candidates do not hold the k best
+            found = blend_candidates(rec, row, k, size)
+            if found is not None:
+                return rec.items_.raws(found[0]), found[1].astype(np.float32)
     scores = similar_scores(rec, row)
     scores[row] = -np.inf
     scores[rec.retired_] = -np.inf
@@ -121,8 +122,10 @@ def _standardiser(total: float, squares: float, own: float, n: int) -> tuple[flo
     return mean, spread
 
 
-def blend_candidates(rec: HybridRecommender, row: int, k: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """`similar_scores`' top k computed over candidates only: the index's CANDIDATES nearest to the query and
+def blend_candidates(
+    rec: HybridRecommender, row: int, k: int, size: int = CANDIDATES
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """`similar_scores`' top k computed over candidates only: the index's `size` nearest to the query and
     every item a term's sparse row names, with the towers' and each term's catalogue-wide mean and spread taken
     from TowerMoments and the sparse rows' sums. Exact for the candidates; any other item has no term entry and
     a cosine no higher than the index's last, which bounds its blend from above. (rows, scores) when the k-th
@@ -138,7 +141,7 @@ def blend_candidates(rec: HybridRecommender, row: int, k: int) -> tuple[np.ndarr
     query = rec.towers_.query_vector(row).astype(np.float64)
     if rec.towers_.item_queries is None:  # as TowerScores.similar_scores: own vectors are normalised
         query = query / max(float(np.linalg.norm(query)), np.finfo(np.float32).tiny)
-    index_rows, index_sims = rec.index_.query_rows(query[None].astype(np.float32), CANDIDATES)
+    index_rows, index_sims = rec.index_.query_rows(query[None].astype(np.float32), size)
     index_rows, index_sims = index_rows[0], index_sims[0]
     candidates = np.unique(np.concatenate([index_rows] + [e[0] for e in entries if e is not None]))
     candidates = candidates[(candidates != row) & ~rec.retired_[candidates]]
@@ -164,22 +167,24 @@ def blend_candidates(rec: HybridRecommender, row: int, k: int) -> tuple[np.ndarr
         dense[where[hit]] = values[hit]
         parts.append((share, dense, t_mean, t_spread))
         shares += share
+    ceiling = max(float(index_sims.min()), 0.0) * float(np.linalg.norm(query))  # any other item's towers part
     if shares <= 0:  # no term has a share for this query: the towers' weighed cosine, as blend_similar gives
-        return None
-    z_towers = (towers_of(candidates) - mean) / spread if spread > 0 else np.zeros(len(candidates))
-    blended = (1.0 - shares) * z_towers
-    for share, dense, t_mean, t_spread in parts:
-        if t_spread > 0:
-            blended = blended + share * (dense - t_mean) / t_spread
-            floor += share * (0.0 - t_mean) / t_spread
+        blended, bound = towers_of(candidates), ceiling
+    else:
+        z_towers = (towers_of(candidates) - mean) / spread if spread > 0 else np.zeros(len(candidates))
+        blended = (1.0 - shares) * z_towers
+        for share, dense, t_mean, t_spread in parts:
+            if t_spread > 0:
+                blended = blended + share * (dense - t_mean) / t_spread
+                floor += share * (0.0 - t_mean) / t_spread
+        bound = (1.0 - shares) * ((ceiling - mean) / spread if spread > 0 else 0.0) + floor
     order = np.lexsort((candidates, -blended))[:k]
     if len(order) < k and len(candidates) < n - 1:
         return None
-    if len(index_rows) >= CANDIDATES:  # some items are neither candidates nor blended: bound them
-        ceiling = max(float(index_sims.min()), 0.0) * float(np.linalg.norm(query))
-        bound = (1.0 - shares) * ((ceiling - mean) / spread if spread > 0 else 0.0) + floor
-        if not len(order) or blended[order[-1]] < bound:
-            return None
+    # some items are neither candidates nor blended: the k-th best must beat their bound (ties included, since
+    # the whole row breaks ties by row)
+    if len(index_rows) >= size and (not len(order) or blended[order[-1]] <= bound):
+        return None
     return candidates[order], blended[order]
 
 
