@@ -17,8 +17,8 @@ from hybridrec.model.spec import TowerSpec
 INIT_POSITION_LOGIT = math.log(math.e - 1.0)  # softplus of it is 1: every position starts with the same weight
 # Tables this long or longer get sparse gradients. A batch looks up a few thousand rows; below ~1e4 rows one fused
 # dense Adam step over the whole table is cheaper than coalescing and stepping those rows one by one (one thread,
-# dim 64: 1e3-item hybrid BPR steps 65 ms dense against 109 ms sparse; at 1e5 items sparse is 8-16x faster than
-# dense; benchmarks/results/train-step.md).
+# dim 64: 1e3-item hybrid BPR steps 65 ms dense against 109 ms sparse; at 1e5 items a sparse step is 5-16x faster
+# than a dense one; benchmarks/results/train-step.md).
 SPARSE_MIN_ROWS = 20_000
 
 

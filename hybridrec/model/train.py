@@ -41,7 +41,7 @@ def resolve_loss(loss: str, feedback: str) -> str:
 
 def training_threads(setting: int) -> int:
     """The torch threads training runs on: `train.threads` when set; 0 (auto) is one thread where this process may
-    use at most two cores (there a second thread made steps 6-16x slower, benchmarks/results/train-step.md), and
+    use at most two cores (there a second thread made steps 5-33x slower, benchmarks/results/train-step.md), and
     torch's default (one per core) on larger machines."""
     if setting > 0:
         return setting
