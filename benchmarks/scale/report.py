@@ -31,16 +31,23 @@ NOTES = """## Reading the runs of 2026-12-03
 
 - Wall times on this shared 2-core machine track its load (load average 7-10 during these runs): the same baseline
   fit took 160 s at 18:47 and 213 s at 19:35, on 64 s of CPU. Compare the CPU column across runs.
-- S, hybridrec at 3ed9be1 against e6d44af (before issue 18): held-out evaluation 16.6-19.4 s -> 1.3 s, peak RSS
-  1.71-1.75 -> 1.09 GB, load 0.46-0.53 -> 0.19 s, `similar` p50 3.8-4.7 -> 1.9 ms and p99 10.0-15.6 -> 6.3 ms, the
-  CLI `similar` process 2.3-2.7 -> 1.1 s. Training CPU did not drop for this recipe (71.7 s for 7 epochs against
-  64.4 s for 6): `--task topn` trains a sampled softmax over 4,096 shared negatives in batches of 4,096, and S's
-  tables (1e4 items) stay below the 20,000 rows where sparse steps start. recall@10 0.1338 -> 0.1380, still below
-  ALS (0.1675), EASE (0.1572) and LightFM WARP (0.1417).
+- S, hybridrec at 6a6ac06 (the machine nearly idle, 20:15) against e6d44af (before issue 18; 19:35, loaded): the
+  fit 60.1 s wall / 59.8 s CPU for 7 epochs against 64.4 s CPU for 6; held-out evaluation 16.6-19.4 s -> 0.8 s; peak
+  RSS 1.71-1.75 -> 1.12 GB; load 0.46-0.53 -> 0.10 s; `similar` p50 3.8-4.7 -> 1.8 ms, p99 10.0-15.6 -> 2.2 ms; the
+  CLI `similar` process 2.3-2.7 -> 0.87 s. Training barely changed for this recipe: `--task topn` trains a sampled
+  softmax over 4,096 shared negatives in batches of 4,096, and S's tables (1e4 items) stay below the 20,000 rows
+  where sparse steps start. recall@10 0.1338 -> 0.1380, still below ALS (0.1675), EASE (0.1572) and LightFM WARP
+  (0.1417), which fit in 2.2, 45 and 2.6 s in the same idle run.
 - M, 15-minute capped fits (not complete runs): training dominates. One epoch of the same recipe took 660 s
   (e6d44af) and 618 s (946dbc6) of wall on 1,224,000 training rows, about 1,900 samples/s, against LightFM WARP's
   133,456 samples/s in the same conditions. The e6d44af fit had reached 12.6 GB peak RSS 147 s into its held-out
   evaluation when it was killed; the 946dbc6 fit was killed in epoch 2 at 2.27 GB.
+- M end to end, one epoch of BPR (`--epochs 1 --set train.loss=bpr --set train.negatives=4`, hybridrec d2d8517, the
+  machine nearly idle at 20:05-20:15): `hybridrec` 186 s (179 s CPU; train 119 s, evaluate 39 s), peak RSS 3.02 GB,
+  11,367 samples/s; `hybridrec-id` 131 s, 1.80 GB, 18,909 samples/s. LightFM WARP in the same conditions: 68 s for
+  30 epochs, 694,485 samples/s (1/61 and 1/37 of it: the done-when asks for 1/4 and 1/2), recall@10 0.1348 against
+  0.0856 and 0.0808 after hybridrec's single epoch. The model folders are 270-271 MB; `similar` p50 0.6-0.7 ms, p99
+  14 ms, the CLI process 1.0 s.
 """
 
 
