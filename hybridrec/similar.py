@@ -65,7 +65,7 @@ def similar_items(rec: HybridRecommender, row: int, k: int) -> tuple[list[str], 
     if not rec._similar_terms():
         return nearest(rec, rec.towers_.query_vector(row), k, skip=row)
     if len(rec.items_) > CANDIDATE_PATH_ITEMS:
-        for size in (CANDIDATES, 8 * CANDIDATES):  # wider when the first candidates do not hold the k best
+        for size in (CANDIDATES, 8 * CANDIDATES, None):  # wider when the candidates do not hold the k best
             found = blend_candidates(rec, row, k, size)
             if found is not None:
                 return rec.items_.raws(found[0]), found[1].astype(np.float32)
@@ -93,6 +93,8 @@ class TowerMoments:
     norms: np.ndarray
     first: np.ndarray
     second: np.ndarray
+    trusted: np.ndarray  # rows of the items anybody had (trust > 0)
+    untrusted: np.ndarray  # the others, in row order
 
     @classmethod
     def of(cls, rec: HybridRecommender) -> TowerMoments:
@@ -110,7 +112,10 @@ class TowerMoments:
             weighed = unit * weights[block, None]
             first += weighed.sum(axis=0)
             second += weighed.T @ weighed
-        rec._tower_moments = cls(vectors, counts, half, norms, first, second)
+        trusted = weights > 0
+        rec._tower_moments = cls(
+            vectors, counts, half, norms, first, second, np.flatnonzero(trusted), np.flatnonzero(~trusted)
+        )
         return rec._tower_moments
 
 
@@ -123,14 +128,15 @@ def _standardiser(total: float, squares: float, own: float, n: int) -> tuple[flo
 
 
 def blend_candidates(
-    rec: HybridRecommender, row: int, k: int, size: int = CANDIDATES
+    rec: HybridRecommender, row: int, k: int, size: int | None = CANDIDATES
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """`similar_scores`' top k computed over candidates only: the index's `size` nearest to the query and
     every item a term's sparse row names, with the towers' and each term's catalogue-wide mean and spread taken
     from TowerMoments and the sparse rows' sums. Exact for the candidates; any other item has no term entry and
     a cosine no higher than the index's last, which bounds its blend from above. (rows, scores) when the k-th
     best candidate reaches that bound, None when it does not or a term has no sparse row (then the caller
-    scores the whole row)."""
+    scores the whole row). size None: every item anybody had, and the first k of the others, which all score
+    alike (no trust, no entry) and tie by row: exact with no bound, at the cost of the items anybody had."""
     terms = rec._similar_terms()
     entries = [t.similar_entries(row) for t in terms]
     if any(e is None for e in entries):
@@ -141,8 +147,12 @@ def blend_candidates(
     query = rec.towers_.query_vector(row).astype(np.float64)
     if rec.towers_.item_queries is None:  # as TowerScores.similar_scores: own vectors are normalised
         query = query / max(float(np.linalg.norm(query)), np.finfo(np.float32).tiny)
-    index_rows, index_sims = rec.index_.query_rows(query[None].astype(np.float32), size)
-    index_rows, index_sims = index_rows[0], index_sims[0]
+    if size is None:
+        others = moments.untrusted[(moments.untrusted != row) & ~rec.retired_[moments.untrusted]][:k]
+        index_rows, index_sims = np.concatenate([moments.trusted, others]), np.zeros(0)
+    else:
+        index_rows, index_sims = rec.index_.query_rows(query[None].astype(np.float32), size)
+        index_rows, index_sims = index_rows[0], index_sims[0]
     candidates = np.unique(np.concatenate([index_rows] + [e[0] for e in entries if e is not None]))
     candidates = candidates[(candidates != row) & ~rec.retired_[candidates]]
 
@@ -167,7 +177,8 @@ def blend_candidates(
         dense[where[hit]] = values[hit]
         parts.append((share, dense, t_mean, t_spread))
         shares += share
-    ceiling = max(float(index_sims.min()), 0.0) * float(np.linalg.norm(query))  # any other item's towers part
+    # any other item's towers part is at most the index's last cosine (size None: nobody had it, so 0)
+    ceiling = max(float(index_sims.min()), 0.0) * float(np.linalg.norm(query)) if len(index_sims) else 0.0
     if shares <= 0:  # no term has a share for this query: the towers' weighed cosine, as blend_similar gives
         blended, bound = towers_of(candidates), ceiling
     else:
@@ -178,7 +189,12 @@ def blend_candidates(
                 blended = blended + share * (dense - t_mean) / t_spread
                 floor += share * (0.0 - t_mean) / t_spread
         bound = (1.0 - shares) * ((ceiling - mean) / spread if spread > 0 else 0.0) + floor
-    order = np.lexsort((candidates, -blended))[:k]
+    pick = np.arange(len(blended))
+    if len(blended) > k:  # everything that ties with the k-th best or beats it, then the whole row's order
+        pick = np.flatnonzero(blended >= -np.partition(-blended, k - 1)[k - 1])
+    order = pick[np.lexsort((candidates[pick], -blended[pick]))][:k]
+    if size is None:
+        return candidates[order], blended[order]
     if len(order) < k and len(candidates) < n - 1:
         return None
     # some items are neither candidates nor blended: the k-th best must beat their bound (ties included, since

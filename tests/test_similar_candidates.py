@@ -24,21 +24,36 @@ def whole_row(rec, row: int, k: int):
     return top, scores[top]
 
 
-@pytest.mark.parametrize("candidates", [8, 40, 10_000])
-def test_the_candidate_blend_gives_the_whole_rows_lists_and_scores(rec, monkeypatch, candidates):
-    monkeypatch.setattr(similar, "CANDIDATES", candidates)
+@pytest.mark.parametrize("size", [8, 40, 10_000, None])
+def test_the_candidate_blend_gives_the_whole_rows_lists_and_scores(rec, size):
     assert rec.term("cooccurrence") is not None  # the default recipe: a sparse behavioural term with a share
+    queries = range(0, len(rec.items_), 3)
     answered = 0
-    for row in range(0, len(rec.items_), 3):
-        found = similar.blend_candidates(rec, row, 5)
-        if found is None:  # the bound did not hold: the caller scores the whole row
+    for row in queries:
+        found = similar.blend_candidates(rec, row, 5, size)
+        if found is None:  # the bound did not hold: the caller widens or scores the whole row
             continue
         answered += 1
         rows, scores = found
         expected_rows, expected_scores = whole_row(rec, row, 5)
         assert list(rows) == list(expected_rows), row
         np.testing.assert_allclose(scores, expected_scores, rtol=1e-6, atol=1e-6)
-    assert answered > 0.5 * len(range(0, len(rec.items_), 3))  # the path answers, not only falls back
+    if size is None:  # every item anybody had: always an answer
+        assert answered == len(queries)
+    else:
+        assert answered > 0.3 * len(queries)  # the path answers, not only falls back
+
+
+def test_items_nobody_had_tie_by_row_as_in_the_whole_row(rec, monkeypatch):
+    """A query whose neighbours run out of items anybody had: the rest score alike and come in row order."""
+    counts = rec.item_counts_.copy()
+    counts[counts < np.quantile(counts, 0.9)] = 0  # nine items in ten never had
+    monkeypatch.setattr(rec, "item_counts_", counts)
+    for row in np.flatnonzero(counts == 0)[:5]:
+        rows, scores = similar.blend_candidates(rec, int(row), 30, None)
+        expected_rows, expected_scores = whole_row(rec, int(row), 30)
+        assert list(rows) == list(expected_rows)
+        np.testing.assert_allclose(scores, expected_scores, rtol=1e-6, atol=1e-6)
 
 
 def test_similar_items_takes_the_candidate_path_above_the_size_and_keeps_its_answers(rec, monkeypatch):
