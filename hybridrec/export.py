@@ -48,7 +48,7 @@ def export_model(rec: HybridRecommender, out: str | Path, fmt: str = "parquet") 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from hybridrec.recommender import DISPLAY_COLUMNS
+    from hybridrec.display import DISPLAY_COLUMNS
 
     if fmt not in FORMATS:
         raise QueryError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hybridrec.config import Config
+from hybridrec.display import DISPLAY_COLUMNS
 from hybridrec.errors import NotFittedError, QueryError
 from hybridrec.scoring.base import ScoreTerm, blend_similar
 from hybridrec.titles import TitleMatcher
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from hybridrec.model.network import HybridNet
     from hybridrec.similar import TowerMoments
 
-DISPLAY_COLUMNS = ("title", "price", "category")
 # recommend() scores the whole catalogue up to this many items; past it, a candidate pool of at least
 # MIN_CANDIDATES (20 x k when larger) from the ANN index, the item biases and each recommend term
 EXACT_RECOMMEND_ITEMS = 5000
