@@ -198,8 +198,11 @@ def fit(
 
     try:
         _run(debug, job)
+        distributed.barrier()  # rank 0, its model saved: the ranks that waited for it may now end the group
     except distributed.WorkerDone:  # a rank other than 0, done after training: rank 0 evaluates and saves
-        pass
+        # wait for it: a rank that tore the group down while rank 0 still held it aborted in gloo ("terminate
+        # called without an active exception"), and the launcher then killed rank 0 mid-save
+        distributed.barrier()
     finally:
         distributed.teardown()
 

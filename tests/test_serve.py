@@ -254,7 +254,9 @@ def test_score_new_equals_the_library(server):
     assert len(body["results"]) == len(expected) == 4
     for got, want in zip(body["results"], expected.itertuples()):
         assert (got["item_id"], got["user_id"], got["title"]) == (want.item_id, want.user_id, want.title)
-        assert got["score"] == pytest.approx(want.score, abs=1e-4)
+        # the new items' text is encoded in bf16 where the CPU has it (features.text_precision auto), whose
+        # rounding follows the batch and thread layout: about 1e-4 of a score between two encodings
+        assert got["score"] == pytest.approx(want.score, rel=1e-3)
         assert [n["item_id"] for n in got["neighbours"]] == list(want.neighbours)
         assert [n["title"] for n in got["neighbours"]] == [rec.item_info(i)["title"] for i in want.neighbours]
 
