@@ -185,3 +185,14 @@ def assert_one_line_error(result, *fragments: str) -> str:
 def assert_ok(result) -> None:
     """A CLI result that succeeded; on failure, what it printed and raised."""
     assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny training steps run fastest on one torch thread (the cores are shared); the count is put back after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -27,13 +27,7 @@ from hybridrec.model.train import Dropouts, HistoryInputs, Interactions, Trainer
 N_USERS, N_ITEMS, WIDTH = 5, 7, 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny batches run fastest on one torch thread (the cores are shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def served_bags() -> np.ndarray:

@@ -29,12 +29,7 @@ N_USERS, N_ITEMS, HISTORY = 12, 30, 5
 VOCABS = (9, 6)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)
