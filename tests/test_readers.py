@@ -617,3 +617,15 @@ def test_read_dataset_applies_max_bad_fraction(tmp_path: Path) -> None:
     assert len(ds.interactions) == 3 and ds.reports[0].skipped["rating out of range"] == 1
     with pytest.raises(DataError, match=r"r\.csv: 1 of 4 rows skipped.*first bad row at row 2"):
         read_dataset(config_from_dict({**payload, "data": {**payload["data"], "max_bad_fraction": 0.1}}, tmp_path))
+
+
+def test_id_lookup_in_bulk_agrees_with_one_at_a_time_and_names_an_unknown_id():
+    from hybridrec.data.idmap import IdMap
+    from hybridrec.errors import QueryError
+
+    ids = IdMap(["7", "042", "a b", "13"], entity="item")
+    for raws in (["13", "7", "042", "13"], [13, 7.0, "042", " 7"], ("13", "7.0"), np.array(["7", "13"])):
+        assert list(ids.indices(raws)) == [ids.index(r) for r in raws]  # bulk path or per-id path: same rows
+    assert ids.indices([]).shape == (0,)
+    with pytest.raises(QueryError, match="unknown item id '99'"):
+        ids.indices(["7", "99", "13"])

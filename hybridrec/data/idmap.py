@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 import numpy as np
 
@@ -74,7 +75,16 @@ class IdMap:
             raise QueryError(f"unknown {self.entity} id {normalize_id(raw)!r}") from None
 
     def indices(self, raws: Iterable[object]) -> np.ndarray:
-        return np.fromiter((self.index(r) for r in raws), dtype=np.int64)
+        """Row indices of raw ids; the first unknown one is a QueryError naming it. Ids that are strings in normal
+        form already (what the readers give) are looked up by one C-level map over the dict: a fit of 1.7M rows
+        spent 16 s in a Python call per id."""
+        values = raws if isinstance(raws, list) else list(raws)
+        if set(map(type, values)) <= {str} and first_unnormalized(cast(list[str], values)) is None:
+            try:
+                return np.fromiter(map(self._index.__getitem__, values), dtype=np.int64, count=len(values))
+            except KeyError:
+                pass  # the per-id path names the unknown id
+        return np.fromiter((self.index(r) for r in values), dtype=np.int64, count=len(values))
 
     def get(self, raw: object, default: int = -1) -> int:
         return self._index.get(normalize_id(raw), default)
