@@ -23,8 +23,12 @@ def head(mu: Any, b_u: Any, b_i: Any, u: Any, v: Any) -> Any:
 
 
 def head_matrix(mu: Any, b_u: Any, b_i: Any, u: Any, v: Any) -> Any:
-    """Scores of every user row against every item row: (users x items)."""
-    return mu + b_u[:, None] + b_i[None, :] + u @ v.T
+    """Scores of every user row against every item row: (users x items). The dot products are added in place:
+    the same sums in the same order as mu + b_u + b_i + u v^T, one (users x items) array fewer (evaluation
+    scores a whole catalogue per user chunk)."""
+    scores = mu + b_u[:, None] + b_i[None, :]
+    scores += u @ v.T
+    return scores
 
 
 def unit_rows(m: np.ndarray) -> np.ndarray:
