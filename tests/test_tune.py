@@ -14,7 +14,8 @@ from conftest import DEMO_CONFIG, DEMO_ITEMS_CSV, DEMO_RATINGS_CSV, assert_ok, a
 from hybridrec_cli.main import app
 from typer.testing import CliRunner
 
-from hybridrec.config import load_config, setting
+from hybridrec.config import load_config
+from hybridrec.config_checks import setting
 
 QUICK = ["features.text_encoder=none", "train.epochs=3", "train.threads=1"]
 

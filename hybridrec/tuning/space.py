@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from hybridrec.config import Config, setting
+from hybridrec.config import Config
+from hybridrec.config_checks import setting
 from hybridrec.errors import ConfigError
 
 KINDS = ("choice", "float", "log", "int")
