@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hybridrec.config import Config
 from hybridrec.display import DISPLAY_COLUMNS
 from hybridrec.errors import NotFittedError, QueryError
-from hybridrec.scoring.base import ScoreTerm, blend_similar
+from hybridrec.scoring.base import ScoreTerm
 from hybridrec.titles import TitleMatcher
 
 if TYPE_CHECKING:
@@ -27,15 +27,11 @@ if TYPE_CHECKING:
     from hybridrec.features.pipeline import FeaturePipeline
     from hybridrec.fitting import FittedModel
     from hybridrec.model.network import HybridNet
-    from hybridrec.similar import TowerMoments
 
 # recommend() scores the whole catalogue up to this many items; past it, a candidate pool of at least
 # MIN_CANDIDATES (20 x k when larger) from the ANN index, the item biases and each recommend term
 EXACT_RECOMMEND_ITEMS = 5000
 MIN_CANDIDATES = 200
-# free text that matches no title: the share of the text encoder's own similarity beside the towers' cosine
-TEXT_QUERY_WEIGHT = 0.5
-TEXT_BLOCK = 65536  # items per block of the free-text product
 
 
 @dataclass
@@ -73,9 +69,7 @@ class HybridRecommender:
         self._model_dir = None  # the ModelDir a loaded model reads its network and features from
         self._matcher: TitleMatcher | None = None
         self._item_text: np.ndarray | None = None  # items in the text encoder's space, loaded on first use
-        # (item_counts_ it was computed from, its median over items anybody had): similar.evidence_half's cache
-        self._evidence_half: tuple[np.ndarray, float] | None = None
-        self._tower_moments: TowerMoments | None = None  # similar.TowerMoments' cache (big catalogues)
+        self._similar_cache: dict[str, Any] = {}  # similar.py's per-model state (the evidence half, TowerMoments)
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -255,25 +249,13 @@ class HybridRecommender:
         if item_text is None:  # no text encoder: the towers alone
             ids, scores = self.index_.query(vec[0], k)
             return TextMatch(text, None, None, "content", ids, scores)
-        scores = self._text_query_scores(vec[0], item_text, embedding)
+        from hybridrec.similar import text_query_scores
+
+        scores = text_query_scores(self, vec[0], item_text, embedding)
         scores[self.retired_] = -np.inf  # retired items (remove_items) are never answered
         top = np.argsort(-scores, kind="stable")[:k]
         top = top[np.isfinite(scores[top])]
         return TextMatch(text, None, None, "content", self.items_.raws(top), scores[top].astype(np.float32))
-
-    def _text_query_scores(self, vector: np.ndarray, item_text: np.ndarray, embedding: np.ndarray) -> np.ndarray:
-        """A free-text query against every item: (1 - w) x z(the towers' cosine) + w x z(the cosine of the query's
-        text embedding with each item's text), w = TEXT_QUERY_WEIGHT, z as in the similar-items blend. The towers
-        place the query among items by content and behaviour; the text space keeps it on topic where the towers'
-        content path is weak (a reviews-only catalogue, where items are told apart by their reviews)."""
-        towers = self.towers_.item_vectors @ vector.astype(np.float32)
-        norms = np.linalg.norm(self.towers_.item_vectors, axis=1) * max(float(np.linalg.norm(vector)), 1e-12)
-        towers = towers / np.where(norms > 0, norms, np.inf)
-        query = embedding.astype(np.float32) / max(float(np.linalg.norm(embedding)), 1e-12)
-        text_scores = np.empty(len(item_text), np.float32)
-        for start in range(0, len(item_text), TEXT_BLOCK):  # float16 rows cast a block at a time, not all at once
-            text_scores[start : start + TEXT_BLOCK] = item_text[start : start + TEXT_BLOCK].astype(np.float32) @ query
-        return blend_similar(towers, [(TEXT_QUERY_WEIGHT, text_scores)], None)
 
     def score_matrix(self, user_rows: np.ndarray, item_rows: np.ndarray | None = None) -> np.ndarray:
         """Blended scores of users x items by row (all items when item_rows is None), unclipped: the towers plus

@@ -25,11 +25,10 @@ def evidence_half(rec: HybridRecommender) -> float:
     if model.similar_evidence is not None:
         return float(model.similar_evidence)
     counts = rec.item_counts_
-    cached = getattr(rec, "_evidence_half", None)
+    cached = rec._similar_cache.get("median")
     if cached is None or cached[0] is not counts:
         had = counts[counts > 0]
-        cached = (counts, float(np.median(had)) if len(had) else 0.0)
-        rec._evidence_half = cached
+        cached = rec._similar_cache["median"] = (counts, float(np.median(had)) if len(had) else 0.0)
     return model.similar_evidence_share * cached[1]
 
 
@@ -91,6 +90,7 @@ class TowerMoments:
     counts: np.ndarray
     half: float
     norms: np.ndarray
+    weights: np.ndarray  # every item's trust, n / (n + half)
     first: np.ndarray
     second: np.ndarray
     trusted: np.ndarray  # rows of the items anybody had (trust > 0)
@@ -99,7 +99,7 @@ class TowerMoments:
     @classmethod
     def of(cls, rec: HybridRecommender) -> TowerMoments:
         vectors, counts, half = rec.towers_.item_vectors, rec.item_counts_, evidence_half(rec)
-        cached = rec._tower_moments
+        cached: TowerMoments | None = rec._similar_cache.get("moments")
         if cached is not None and cached.vectors is vectors and cached.counts is counts and cached.half == half:
             return cached
         norms = np.linalg.norm(vectors, axis=1).astype(np.float64)
@@ -113,10 +113,11 @@ class TowerMoments:
             first += weighed.sum(axis=0)
             second += weighed.T @ weighed
         trusted = weights > 0
-        rec._tower_moments = cls(
-            vectors, counts, half, norms, first, second, np.flatnonzero(trusted), np.flatnonzero(~trusted)
+        moments = cls(
+            vectors, counts, half, norms, weights, first, second, np.flatnonzero(trusted), np.flatnonzero(~trusted)
         )
-        return rec._tower_moments
+        rec._similar_cache["moments"] = moments
+        return moments
 
 
 def _standardiser(total: float, squares: float, own: float, n: int) -> tuple[float, float]:
@@ -143,7 +144,7 @@ def blend_candidates(
         return None
     n = len(rec.items_)
     moments = TowerMoments.of(rec)
-    weights = evidence(rec.item_counts_, moments.half)
+    weights = moments.weights  # computed once per catalogue, not per query
     query = rec.towers_.query_vector(row).astype(np.float64)
     if rec.towers_.item_queries is None:  # as TowerScores.similar_scores: own vectors are normalised
         query = query / max(float(np.linalg.norm(query)), np.finfo(np.float32).tiny)
@@ -216,3 +217,24 @@ def nearest(
     rows, sims = rows[keep], sims[keep]
     top = np.argsort(-sims, kind="stable")[:k]
     return rec.items_.raws(rows[top]), sims[top].astype(np.float32)
+
+
+TEXT_QUERY_WEIGHT = 0.5  # free text that matches no title: the text encoder's own similarity's share
+TEXT_BLOCK = 65536  # items per block of the free-text product
+
+
+def text_query_scores(
+    rec: HybridRecommender, vector: np.ndarray, item_text: np.ndarray, embedding: np.ndarray
+) -> np.ndarray:
+    """A free-text query against every item: (1 - w) x z(the towers' cosine) + w x z(the cosine of the query's text
+    embedding with each item's text), w = TEXT_QUERY_WEIGHT, z as in the similar-items blend. The towers place the
+    query among items by content and behaviour; the text space keeps it on topic where the towers' content path is
+    weak (a reviews-only catalogue, where items are told apart by their reviews)."""
+    towers = rec.towers_.item_vectors @ vector.astype(np.float32)
+    norms = np.linalg.norm(rec.towers_.item_vectors, axis=1) * max(float(np.linalg.norm(vector)), 1e-12)
+    towers = towers / np.where(norms > 0, norms, np.inf)
+    query = embedding.astype(np.float32) / max(float(np.linalg.norm(embedding)), 1e-12)
+    text_scores = np.empty(len(item_text), np.float32)
+    for start in range(0, len(item_text), TEXT_BLOCK):  # float16 rows cast a block at a time, not all at once
+        text_scores[start : start + TEXT_BLOCK] = item_text[start : start + TEXT_BLOCK].astype(np.float32) @ query
+    return blend_similar(towers, [(TEXT_QUERY_WEIGHT, text_scores)], None)
