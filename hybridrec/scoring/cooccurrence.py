@@ -47,10 +47,13 @@ def cooccurrence_neighbours(
     rows, cols, vals = [], [], []
     for start in range(0, n_items, BLOCK):
         # co-counts of these items with every item, raw and user-weighted (the same pattern: weights are > 0)
-        raw, soft = ((xt[start : start + BLOCK] @ m).tocsr() for m in (x, weighted))
+        raw = (xt[start : start + BLOCK] @ x).tocsr()
         raw.sort_indices()
-        soft.sort_indices()
-        assert raw.nnz == soft.nnz
+        soft = raw
+        if user_discount:  # no discount: the weighted co-counts are the raw ones, not a second product
+            soft = (xt[start : start + BLOCK] @ weighted).tocsr()
+            soft.sort_indices()
+            assert raw.nnz == soft.nnz
         block = raw.tocoo()
         i, j, c, w = block.row + start, block.col, block.data, soft.data
         keep = i != j
