@@ -205,6 +205,8 @@ def fit(
         distributed.barrier()
     finally:
         distributed.teardown()
+    if distributed.launched():  # a rank of a torchrun job, done: no interpreter teardown for gloo to abort in
+        distributed.end_process()
 
 
 @app.command()

@@ -86,6 +86,9 @@ def register(app: typer.Typer, run: Callable[[bool, Callable[[], Any]], Any]) ->
                             "value": result.best_value,
                             "config_as_given": result.base_value,
                             "params": result.best_params,
+                            "choice": result.choice,
+                            "top_trial": result.top_number,
+                            "top_value": result.top_value,
                             "trials": result.counts,
                             "new_trials": result.new_trials,
                         }
@@ -95,6 +98,7 @@ def register(app: typer.Typer, run: Callable[[bool, Callable[[], Any]], Any]) ->
             given = "" if result.base_value is None else f" (the config as given, trial 0: {result.base_value:.4f})"
             counts = ", ".join(f"{n} {state.lower()}" for state, n in result.counts.items())
             typer.echo(f"best: trial {result.best_number}, validation {result.metric} {result.best_value:.4f}{given}")
+            typer.echo(f"why: {result.choice}")
             typer.echo(f"trials: {result.trials_csv} ({counts})")
             typer.echo(f"best config: {result.best_yaml}")
             typer.echo(f"next: hybridrec fit --config {result.best_yaml}")

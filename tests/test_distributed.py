@@ -88,7 +88,7 @@ def _rank_main(rank: int, world: int, store: str, out: str) -> None:
     import torch.distributed as dist
     from safetensors.torch import save_file
 
-    from hybridrec.model.distributed import checksum
+    from hybridrec.model.distributed import checksum, end_process
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
@@ -96,8 +96,10 @@ def _rank_main(rank: int, world: int, store: str, out: str) -> None:
         net = _toy_fit(world)
         weights = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
         save_file(weights, f"{out}/rank{rank}.safetensors", metadata={"checksum": repr(checksum(net))})
+        dist.barrier()  # no rank tears its connections down while another still has a message in flight
     finally:
         dist.destroy_process_group()
+    end_process()  # as `fit` ranks end: no interpreter teardown (gloo could abort there, a failure not ours)
 
 
 def test_two_ranks_step_like_one_process_on_the_whole_batch(tmp_path):

@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import DEMO_CONFIG, DEMO_ITEMS_CSV, DEMO_RATINGS_CSV, assert_ok, assert_one_line_error
@@ -35,7 +36,7 @@ def read_trials(out: Path) -> list[dict[str, str]]:
 
 
 def param_columns(row: dict[str, str]) -> dict[str, str]:
-    fixed = {"number", "state", "value", "seconds", "epochs", "best_epoch", "note"}
+    fixed = {"number", "state", "value", "lead_se", "seconds", "epochs", "best_epoch", "note"}
     return {k: v for k, v in row.items() if k not in fixed and v != ""}
 
 
@@ -44,6 +45,15 @@ def same_value(config_value, cell: str) -> bool:
     if isinstance(config_value, bool) or not isinstance(config_value, (int, float)):
         return str(config_value) == cell
     return math.isclose(float(config_value), float(cell), rel_tol=1e-9)
+
+
+def lead_from_units(out: Path, number: int, metric: str) -> float:
+    """Trial `number`'s improvement over trial 0 per validation unit, as a z statistic (0 for trial 0)."""
+    if number == 0:
+        return 0.0
+    zero, other = (np.load(out / "units" / f"trial-{n}.npy", allow_pickle=False) for n in (0, number))
+    gain = other - zero if metric.startswith("recall") else zero - other  # squared errors: lower is better
+    return float(gain.mean() / (gain.std(ddof=1) / math.sqrt(len(gain))))
 
 
 def best_matches_row(best: Path, row: dict[str, str]) -> None:
@@ -73,7 +83,15 @@ def test_tune_writes_the_best_trial_as_a_config_fit_accepts(tmp_path, monkeypatc
     assert len(result.stderr.strip().splitlines()) == 1 + 3  # the header, then one line per trial
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     assert complete and answer["metric"] == metric
-    chosen = pick(complete, key=lambda r: float(r["value"]))
+    top = pick(complete, key=lambda r: float(r["value"]))
+    assert answer["top_value"] == float(top["value"]) and answer["top_trial"] == int(top["number"])
+    # best.yaml holds the top trial only when its lead over trial 0, recomputed here from the kept per-unit values,
+    # is more than two standard errors of the paired difference; otherwise the config as given
+    chosen = top if lead_from_units(out, int(top["number"]), metric) > 2.0 else rows[0]
+    for row in complete:  # the kept units are what the value is the mean of (RMSE: the root of the mean)
+        units = np.load(out / "units" / f"trial-{row['number']}.npy", allow_pickle=False)
+        expected = math.sqrt(units.mean()) if metric == "rmse" else units.mean()
+        assert math.isclose(float(row["value"]), expected, rel_tol=1e-9)
     assert answer["value"] == float(chosen["value"]) and answer["best_trial"] == int(chosen["number"])
     assert answer["config_as_given"] == float(rows[0]["value"])  # trial 0 is the config as given
     best = Path(answer["best_config"])

@@ -125,10 +125,22 @@ def _mean(parts: list[np.ndarray]) -> float:
     return float(np.concatenate(parts).mean()) if parts else float("nan")
 
 
+def _means(rows: dict[str, np.ndarray]) -> dict[str, float]:
+    return {name: float(values.mean()) if len(values) else float("nan") for name, values in rows.items()}
+
+
 def full_ranking(rec, pos: pd.DataFrame, k: int, exclude: UserHistory, budget: int = EVAL_BUDGET_BYTES) -> dict:
     """Full-catalogue recall / NDCG / precision@k of the positive rows `pos` (users and items the model knows):
     each of their users gets every item ranked, minus its items in `exclude` (what the user already has: training
     and validation items for a held-out test; only the training items when `tune` scores the validation rows)."""
+    return _means(full_ranking_rows(rec, pos, k, exclude, budget))
+
+
+def full_ranking_rows(
+    rec, pos: pd.DataFrame, k: int, exclude: UserHistory, budget: int = EVAL_BUDGET_BYTES
+) -> dict[str, np.ndarray]:
+    """`full_ranking`'s per-row values (their means are its metrics), in an order fixed by `pos` and the model's
+    user index: two models of the same users and rows can be compared row by row (`tune` does, for noise)."""
     return _rank_and_sample(rec, pos, k, exclude, None, budget)[0]
 
 
@@ -163,11 +175,13 @@ def _rank_and_sample(
             hits.append(hit)
             ndcgs.append(ndcg)
     sampled = {"hr": _mean(hits), "ndcg": _mean(ndcgs)} if hits else {}
-    return {name: _mean(parts) for name, parts in full.items()}, sampled
+    empty = np.zeros(0)
+    return {name: np.concatenate(parts) if parts else empty for name, parts in full.items()}, sampled
 
 
 def _warm_ranking_metrics(rec, pos: pd.DataFrame, k: int, seed: int, budget: int) -> dict:
-    full, sampled = _rank_and_sample(rec, pos, k, rec.seen_, seed, budget)
+    rows, sampled = _rank_and_sample(rec, pos, k, rec.seen_, seed, budget)
+    full = _means(rows)
     out = {f"recall@{k}": full["recall"], f"ndcg@{k}": full["ndcg"]}
     if not sampled:  # no test user has an item left to draw: only the full ranking says anything
         return out

@@ -84,6 +84,16 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
+def end_process() -> None:
+    """End this rank now, its work done and the group torn down: flush the output, then skip the interpreter's
+    teardown, where gloo's threads (torch 2.13) can abort the process ("terminate called without an active
+    exception", about one exit in 40 on this machine) after a clean destroy_process_group, making a finished fit
+    look failed to torchrun."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def barrier() -> None:
     if active():
         dist.barrier()

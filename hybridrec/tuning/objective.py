@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from hybridrec.config import Config, config_from_dict
@@ -55,7 +56,7 @@ def tuning_data(cfg: Config) -> TuningData:
     )
 
 
-def run_trial(trial: Any, base_cfg: Config, base: dict, space: Space, task: Task, data: TuningData) -> float:
+def run_trial(trial: Any, base_cfg: Config, base: dict, space: Space, task: Task, data: TuningData) -> TrialScore:
     """Fit the trial's config on the tuning rows and score it; raises optuna.TrialPruned when the pruner stops it
     after an epoch (the epoch's validation score is the trial's intermediate value, in the study's direction)."""
     import optuna
@@ -81,26 +82,38 @@ def trial_config(base_cfg: Config, base: dict, space: Space, values: dict[str, A
     return config_from_dict(space.apply(base, values), base_cfg.base_dir)
 
 
-def trial_score(rec: Any, data: TuningData, task: Task, k: int) -> float:
+@dataclass
+class TrialScore:
+    """A trial's validation value and, where the metric is a mean over validation units, those units' values
+    (squared errors for RMSE, per-user recall@k): what `selection` compares two trials on, unit by unit."""
+
+    value: float
+    units: np.ndarray | None = None
+
+
+def trial_score(rec: Any, data: TuningData, task: Task, k: int) -> TrialScore:
     """The trial's value on the validation rows (metric formulas: hybridrec/evaluation/metrics.py)."""
-    from hybridrec.evaluation.holdout import evaluate, full_ranking, positives
+    from hybridrec.evaluation.holdout import evaluate, full_ranking_rows, positives
     from hybridrec.evaluation.metrics import rmse
     from hybridrec.model.history import UserHistory
 
     val = data.validation
     if task.cold:
-        return float(evaluate(rec, val, data.cold_items, k=k).get("cold_auc", math.nan))
+        return TrialScore(float(evaluate(rec, val, data.cold_items, k=k).get("cold_auc", math.nan)))
     val = val[val["user_id"].isin(rec.users_.raw_ids) & val["item_id"].isin(rec.items_.raw_ids)]
     if task.metric == "rmse":
-        return rmse(val["rating"], rec.predict(val["user_id"], val["item_id"]))
+        predicted = np.asarray(rec.predict(val["user_id"], val["item_id"]), dtype=np.float64)
+        errors = (predicted - val["rating"].to_numpy(dtype=np.float64)) ** 2
+        return TrialScore(rmse(val["rating"], predicted), errors)
     pos = positives(val, rec.feedback_)
     if pos.empty:
-        return math.nan
+        return TrialScore(math.nan)
     # left out of each user's ranking: what the trial trained on (the validation items are the answers here)
     trained = UserHistory.distinct(
         rec.users_.indices(data.train["user_id"]), rec.items_.indices(data.train["item_id"]), len(rec.users_)
     )
-    return float(full_ranking(rec, pos, k, trained)["recall"])
+    recall = full_ranking_rows(rec, pos, k, trained)["recall"]
+    return TrialScore(float(recall.mean()) if len(recall) else math.nan, recall)
 
 
 def has_content(cfg: Config, dataset: Dataset) -> bool:

@@ -32,6 +32,7 @@ from hybridrec.config import FORMAT_VERSION, Config, dump_config, load_config
 from hybridrec.errors import ConfigError, HybridrecError, TrainingError
 from hybridrec.safeio import write_checked
 from hybridrec.tuning.objective import has_content, run_trial, tuning_data
+from hybridrec.tuning.selection import Choice, choose, lead_in_se, load_units, save_units
 from hybridrec.tuning.space import Space, Task, default_space, read_space, task_of
 
 STUDY = "hybridrec-tune"
@@ -51,10 +52,13 @@ class TuneResult:
     trials_csv: Path
     metric: str
     direction: str
-    best_number: int
+    best_number: int  # the trial best.yaml holds (selection.choose: trial 0 unless a trial's lead clears the noise)
     best_value: float
     base_value: float | None  # trial 0's value: the config as given
     best_params: dict[str, Any]
+    choice: str  # why best.yaml holds that trial (selection.Choice.describe)
+    top_number: int  # the trial with the best validation value
+    top_value: float
     counts: dict[str, int] = field(default_factory=dict)  # finished trials by state (COMPLETE, PRUNED, FAIL)
     new_trials: int = 0  # trials this run finished
 
@@ -108,10 +112,9 @@ def tune(
         started = _finished(study)
         try:
             while (trials is None or _finished(study) < trials) and (deadline is None or time.monotonic() < deadline):
-                best_before = _best_number(study)
-                line = _one_trial(study, cfg, base, space, task, data)
+                line = _one_trial(study, cfg, base, space, task, data, out)
                 _write_trials(study, space, paths[0])
-                if _best_number(study) != best_before:
+                if _complete(study):
                     _write_best(study, cfg, base, space, task, paths[1])
                 tell(line + _best_note(study, task))
                 gc.collect()
@@ -119,8 +122,8 @@ def tune(
             _write_trials(study, space, paths[0])
         if not _complete(study):
             raise TrainingError(_none_complete(study, paths[0]))
-        _write_best(study, cfg, base, space, task, paths[1])
-        best = study.best_trial
+        choice = _write_best(study, cfg, base, space, task, paths[1])
+        best = choice.trial
         zero = study.trials[0]
         return TuneResult(
             out,
@@ -132,6 +135,9 @@ def tune(
             float(best.value),
             float(zero.value) if zero.state.name == "COMPLETE" and zero.value is not None else None,
             dict(best.params),
+            choice.describe(task.metric),
+            choice.top.number,
+            float(choice.top.value),
             _counts(study),
             _finished(study) - started,
         )
@@ -230,14 +236,16 @@ def _fingerprint(base: dict, space: Space, task: Task) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _one_trial(study: Any, cfg: Config, base: dict, space: Space, task: Task, data: Any) -> str:
-    """Run one trial to its end (complete, pruned or failed) and say how it went."""
+def _one_trial(study: Any, cfg: Config, base: dict, space: Space, task: Task, data: Any, out: Path) -> str:
+    """Run one trial to its end (complete, pruned or failed) and say how it went. A complete trial's per-unit
+    validation values are kept, and its lead over trial 0 in standard errors is a trial attribute (selection.py)."""
     import optuna
 
     trial = study.ask()
     started = time.perf_counter()
     try:
-        value = run_trial(trial, cfg, base, space, task, data)
+        score = run_trial(trial, cfg, base, space, task, data)
+        value = score.value
     except optuna.TrialPruned as exc:
         trial.set_user_attr("note", str(exc))
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -253,6 +261,12 @@ def _one_trial(study: Any, cfg: Config, base: dict, space: Space, task: Task, da
         raise
     else:
         if math.isfinite(value):
+            if score.units is not None:
+                save_units(out, trial.number, score.units)
+                given = score.units if trial.number == 0 else load_units(out, 0)
+                lead = None if given is None else lead_in_se(score.units, given, task.direction)
+                if lead is not None:
+                    trial.set_user_attr("lead_se", round(lead, 3))
             study.tell(trial, value)
             outcome = f"{task.metric} {value:.4f}"
         else:
@@ -311,10 +325,6 @@ def _complete(study: Any) -> list:
     return [t for t in study.trials if t.state.name == "COMPLETE"]
 
 
-def _best_number(study: Any) -> int | None:
-    return study.best_trial.number if _complete(study) else None
-
-
 def _counts(study: Any) -> dict[str, int]:
     counts: dict[str, int] = {}
     for t in study.trials:
@@ -340,7 +350,7 @@ def _write_trials(study: Any, space: Space, path: Path) -> None:
     labels = [p.label for p in space.params]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["number", "state", "value", "seconds", "epochs", "best_epoch", "note", *labels])
+    writer.writerow(["number", "state", "value", "lead_se", "seconds", "epochs", "best_epoch", "note", *labels])
     for t in study.trials:
         if not t.state.is_finished():
             continue
@@ -350,16 +360,19 @@ def _write_trials(study: Any, space: Space, path: Path) -> None:
         )
         attrs = t.user_attrs
         writer.writerow(
-            [t.number, t.state.name, value, f"{took:.1f}", attrs.get("epochs", ""), attrs.get("best_epoch", "")]
+            [t.number, t.state.name, value, attrs.get("lead_se", ""), f"{took:.1f}", attrs.get("epochs", "")]
+            + [attrs.get("best_epoch", "")]
             + [attrs.get("note", ""), *(t.params.get(label, "") for label in labels)]
         )
     _write_atomic(path, buffer.getvalue())
 
 
-def _write_best(study: Any, cfg: Config, base: dict, space: Space, task: Task, path: Path) -> None:
-    """best.yaml: the base config with the best trial's values, named `<name>-tuned`, its data paths absolute so
-    `hybridrec fit --config best.yaml` reads the same data from this folder; checked by loading it back."""
-    best = study.best_trial
+def _write_best(study: Any, cfg: Config, base: dict, space: Space, task: Task, path: Path) -> Choice:
+    """best.yaml: the base config with the chosen trial's values (selection.choose), named `<name>-tuned`, its
+    data paths absolute so `hybridrec fit --config best.yaml` reads the same data from this folder; checked by
+    loading it back."""
+    choice = choose(study, path.parent, task.direction)
+    best = choice.trial
     payload = space.apply(base, best.params)
     payload.pop("base_dir", None)
     payload["name"] = f"{cfg.name}-tuned"
@@ -372,12 +385,14 @@ def _write_best(study: Any, cfg: Config, base: dict, space: Space, task: Task, p
     zero = study.trials[0]
     given = f"; the config as given (trial 0): {zero.value:.4f}" if zero.state.name == "COMPLETE" else ""
     header = (
-        f"# hybridrec tune: the best of {len(_complete(study))} complete trials in {JOURNAL} beside this file\n"
+        f"# hybridrec tune: the chosen of {len(_complete(study))} complete trials in {JOURNAL} beside this file\n"
         f"# trial {best.number}: validation {task.metric} {best.value:.4f}{given}\n"
+        f"# {choice.describe(task.metric)}\n"
         f"# data paths are absolute; fit it with: hybridrec fit --config {path}\n"
     )
     text = header + yaml.safe_dump(payload, sort_keys=False, allow_unicode=True)
     _write_atomic(path, text, check=lambda tmp: load_config(tmp))
+    return choice
 
 
 def _write_atomic(path: Path, text: str, check: Callable[[Path], Any] | None = None) -> None:
