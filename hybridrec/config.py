@@ -39,7 +39,7 @@ class DataConfig:
     item_categorical: list[str] = field(default_factory=list)
     item_multi: list[str] = field(default_factory=list)  # list-valued columns ("a|b|c" strings or lists)
     multi_separator: str = "|"
-    feedback: str = "explicit"  # table reader: explicit | implicit
+    feedback: str = "explicit"  # implicit: every row is a positive (any format; a table needs no rating column)
     rating_range: list[float] | None = None  # rows outside are skipped and counted
     max_bad_fraction: float = 0.05  # more skipped rows than this is an error
     options: dict[str, Any] = field(default_factory=dict)  # reader-specific switches

@@ -608,6 +608,25 @@ def test_read_dataset_dispatches_from_config() -> None:
     assert read_dataset(cfg).interactions["fold"].eq("test").sum() == 20_000
 
 
+@requires_shared_data
+def test_implicit_feedback_reads_a_ratings_source_as_who_had_what() -> None:
+    """data.feedback=implicit on a format whose source holds ratings (MovieLens): every rating, a 1 as much as a
+    5, is a positive, and nothing is predicted on a rating scale; the default keeps the format's own reading."""
+    from hybridrec.evaluation.holdout import positives
+
+    payload = {"data": {"format": "movielens-100k", "paths": {"ratings": "u.data", "items": "u.item"}}}
+    explicit = read_dataset(config_from_dict(payload, base_dir=ML100K))
+    payload["data"]["feedback"] = "implicit"
+    implicit = read_dataset(config_from_dict(payload, base_dir=ML100K))
+    assert (explicit.feedback, implicit.feedback) == ("explicit", "implicit")
+    assert explicit.rating_range == (1.0, 5.0) and implicit.rating_range is None
+    pd.testing.assert_frame_equal(explicit.interactions, implicit.interactions)
+    low = int((explicit.interactions["rating"] < 4).sum())
+    assert low > 40_000  # ML-100K: ~45% of its ratings are 1-3
+    assert len(positives(implicit.interactions, implicit.feedback)) == 100_000
+    assert len(positives(explicit.interactions, explicit.feedback)) == 100_000 - low
+
+
 def test_read_dataset_applies_max_bad_fraction(tmp_path: Path) -> None:
     pd.DataFrame({"user_id": [1, 2, 3, 4], "item_id": [1, 1, 2, 2], "rating": [1, 9, 3, 4]}).to_csv(
         tmp_path / "r.csv", index=False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Callable
 
@@ -118,4 +119,7 @@ def read_dataset(cfg: Config) -> Dataset:
     dataset = reader(cfg, bad)
     for report in dataset.reports:
         report.check(bad)
+    if cfg.data.feedback == "implicit" and dataset.feedback == "explicit":
+        # a ratings source read as "who had what" (top-N): every rating is a positive, none is predicted
+        dataset = dataclasses.replace(dataset, feedback="implicit", rating_range=None)
     return dataset.validate()
