@@ -93,6 +93,7 @@ def fit_from_config(cfg: Config, out_dir: str | Path, quiet: bool = False, resum
         "n_train": int(len(split.train)),
         **counts,
         "best_epoch": result.best_epoch,
+        "refit_rows": result.refit_rows,  # train.refit: the best_epoch epochs trained again on train + validation
         "validation_metric": result.metric,
         "validation_score": result.best_score,  # RMSE, or 1 - sampled AUC: tune on this, not test
         **rec.fit_stats_,

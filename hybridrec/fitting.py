@@ -3,6 +3,8 @@ features -> score terms -> towers -> vectors -> index. It never splits and never
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,7 +86,40 @@ def fit_model(
     logging is not configured: hybridrec/progress.py). `on_epoch` gets each finished epoch's row ({epoch,
     train_loss, val, seconds, metric}); an exception it raises stops the fit (how `tune` prunes a trial)."""
     with fit_output(quiet):
-        return _fit_model(config, dataset, train, validation, quiet, checkpoint, resume, on_epoch)
+        fitted = _fit_model(config, dataset, train, validation, quiet, checkpoint, resume, on_epoch)
+        if not _refits(config, validation):
+            return fitted
+        return _refit(config, dataset, train, validation, fitted, quiet, checkpoint, resume)
+
+
+def _refits(config: Config, validation: pd.DataFrame | None) -> bool:
+    return config.train.refit and config.train.early_stopping and validation is not None and len(validation) > 0
+
+
+def _refit(
+    config: Config,
+    dataset: Dataset,
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    first: FittedModel,
+    quiet: bool,
+    checkpoint: str | Path | None,
+    resume: bool,
+) -> FittedModel:
+    """`train.refit`: the epoch count early stopping chose, trained again from the start on the training and
+    validation rows together, so the model has seen the latest rows too (a time split's validation is the newest
+    share of the training rows, the part closest to what the test asks about). The first fit's history (its
+    validation scores, the epoch kept) stays the model's record of how the count was chosen."""
+    epochs = max(1, first.train_result.best_epoch)
+    again = copy.deepcopy(config)
+    again.train.epochs, again.train.early_stopping, again.train.average_last = epochs, False, 0
+    rows = pd.concat([train, validation], ignore_index=True)
+    event(LOG, f"refit: {epochs} epochs on the {len(rows):,} training and validation rows together", "train")
+    second_checkpoint = None if checkpoint is None else Path(checkpoint).with_suffix(".refit.safetensors")
+    fitted = _fit_model(again, dataset, rows, None, quiet, second_checkpoint, resume)
+    fitted.train_result = dataclasses.replace(first.train_result, refit_rows=len(rows))
+    fitted.stats = {**first.stats, **{f"refit_{k}": v for k, v in fitted.stats.items()}}
+    return fitted
 
 
 def _fit_model(

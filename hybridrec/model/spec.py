@@ -39,3 +39,4 @@ class TrainResult:
     stopped_early: bool = False
     resumed_from: int = 0  # the epoch a resumed run continued after (0: not resumed)
     metric: str = ""  # what `val` in history is: "rmse", "1-AUC" or "train loss" (no validation rows)
+    refit_rows: int = 0  # train.refit: the rows the kept epoch count was trained on again (0: no refit)
