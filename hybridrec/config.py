@@ -129,7 +129,7 @@ class TrainConfig:
     early_stopping: bool = True
     # True, with early stopping and validation rows: train again from the start, for the epoch count early stopping
     # kept, on the training and validation rows together (twice the training time; the model sees the newest rows,
-    # which a time split's validation otherwise holds back: +0.013-0.022 recall@10 on the S scale benchmark)
+    # which a time split's validation otherwise holds back: +0.006-0.011 recall@10 on the S scale benchmark)
     refit: bool = False
     # > 0, with early_stopping off: the model is the mean of the weights after each of the last N epochs (stochastic
     # weight averaging), which steadies what one last epoch of noisy mini-batch steps would leave
