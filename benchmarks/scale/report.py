@@ -48,6 +48,28 @@ NOTES = """## Reading the runs of 2026-12-03
   30 epochs, 694,485 samples/s (1/61 and 1/37 of it: the done-when asks for 1/4 and 1/2), recall@10 0.1348 against
   0.0856 and 0.0808 after hybridrec's single epoch. The model folders are 270-271 MB; `similar` p50 0.6-0.7 ms, p99
   14 ms, the CLI process 1.0 s.
+
+## S: closing the quality gap to ALS (2026-12-03 22:20-23:10, hybridrec only, the labelled runs below)
+
+The `--task topn` recipe with `--set` changes, text off, one run each (two ML tunes shared the cores: read recall,
+not seconds). ALS 0.1675, EASE 0.1572, LightFM WARP 0.1417 (the 20:15 peer rows above):
+
+| label | changes from `--task topn` | recall@10 |
+|---|---|---|
+| (recipe) | none | 0.1380 |
+| w0.3 / w0.6 / cooc09 | a co-occurrence recommend term, weight 0.3 / 0.6 / 0.9 | 0.1457 / 0.1398 / 0.1322 |
+| uid_w03 | weight 0.3, user IDs on (`model.user_id_dropout=0`) | 0.1474 |
+| mf_uid / dim128 / lr003 | uid_w03 without the history bag / dim 128 / lr 0.003, patience 3 | 0.1469 / 0.1449 / 0.1449 |
+| noval_base | the recipe, no validation rows, 7 epochs | 0.1510 |
+| noval_uid / nv_e10 / nv_w04 / nv_id | uid_w03, no validation rows, 7 epochs / 10 epochs / weight 0.45 / id-only | 0.1599 / 0.1558 / 0.1536 / 0.1485 |
+| refit_base | the recipe, `train.refit=true` | 0.1444 |
+| refit_uid | uid_w03, `train.refit=true` | 0.1579 |
+| bpr_uid / ss1024_uid | refit_uid with BPR (4 negatives) / 1,024 shared negatives | 0.1552 / 0.1568 |
+
+What moved it: the time split's validation is the newest 10% of the training rows, which the peers train on and
+hybridrec did not (+0.006 to +0.013 once trained on: `train.refit` or no validation); the item-kNN recommend term
+(+0.008); user IDs (+0.002). Still 0.008 below ALS at best. Not run at M: these recipes need 2x the training
+(refit) at ~120-600 s an epoch there, past the 30-minute budget.
 """
 
 
