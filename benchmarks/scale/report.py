@@ -59,9 +59,11 @@ not seconds). ALS 0.1675, EASE 0.1572, LightFM WARP 0.1417 (the 20:15 peer rows 
 | (recipe) | none | 0.1380 |
 | w0.3 / w0.6 / cooc09 | a co-occurrence recommend term, weight 0.3 / 0.6 / 0.9 | 0.1457 / 0.1398 / 0.1322 |
 | uid_w03 | weight 0.3, user IDs on (`model.user_id_dropout=0`) | 0.1474 |
-| mf_uid / dim128 / lr003 | uid_w03 without the history bag / dim 128 / lr 0.003, patience 3 | 0.1469 / 0.1449 / 0.1449 |
+| mf_uid / dim128 | uid_w03 without the history bag / dim 128 | 0.1469 / 0.1449 |
+| lr003 | uid_w03, lr 0.003, patience 3 | 0.1449 |
 | noval_base | the recipe, no validation rows, 7 epochs | 0.1510 |
-| noval_uid / nv_e10 / nv_w04 / nv_id | uid_w03, no validation rows, 7 epochs / 10 epochs / weight 0.45 / id-only | 0.1599 / 0.1558 / 0.1536 / 0.1485 |
+| noval_uid / nv_e10 | uid_w03, no validation rows, 7 / 10 epochs | 0.1599 / 0.1558 |
+| nv_w04 / nv_id | noval_uid with weight 0.45 / id-only | 0.1536 / 0.1485 |
 | refit_base | the recipe, `train.refit=true` | 0.1444 |
 | refit_uid | uid_w03, `train.refit=true` | 0.1579 |
 | bpr_uid / ss1024_uid | refit_uid with BPR (4 negatives) / 1,024 shared negatives | 0.1552 / 0.1568 |
