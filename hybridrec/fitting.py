@@ -16,6 +16,7 @@ import pandas as pd
 
 from hybridrec.config import Config, TrainConfig, model_settings
 from hybridrec.data.idmap import IdMap
+from hybridrec.errors import ConfigError
 from hybridrec.index import ItemIndex, build_threads
 from hybridrec.model.history import CausalHistories, UserHistory, resolve_order
 from hybridrec.progress import epoch_message, event, fit_output, get_logger, metric_label, stop_message
@@ -85,6 +86,10 @@ def fit_model(
     """Fit a model; progress goes to the `hybridrec.*` loggers (printed to stderr when `quiet` is False and
     logging is not configured: hybridrec/progress.py). `on_epoch` gets each finished epoch's row ({epoch,
     train_loss, val, seconds, metric}); an exception it raises stops the fit (how `tune` prunes a trial)."""
+    from hybridrec.model import distributed
+
+    if _refits(config, validation) and distributed.launched():  # the other ranks leave after the first training
+        raise ConfigError("train.refit runs on one process only: drop --nproc (or torchrun), or train.refit")
     with fit_output(quiet):
         fitted = _fit_model(config, dataset, train, validation, quiet, checkpoint, resume, on_epoch)
         if not _refits(config, validation):

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import DEMO_CONFIG, demo_split, quick_fit_overrides
 
 from hybridrec.config import load_config
+from hybridrec.errors import ConfigError
 from hybridrec.recommender import HybridRecommender
 
 SETTINGS = ("features.text_encoder=none", "train.epochs=6", "train.patience=1", "train.loss=bpr")
@@ -38,3 +40,11 @@ def test_refit_without_validation_rows_is_a_single_fit(demo_dataset, tmp_path):
     split = demo_split(demo_dataset)
     rec = fit(demo_dataset, tmp_path / "cache", split.train, None, "train.refit=true", "train.epochs=2")
     assert rec.train_result_.refit_rows == 0
+
+
+def test_refit_under_torchrun_is_refused_before_any_work(demo_dataset, tmp_path, monkeypatch):
+    """Ranks other than 0 leave after the first training, so a refit would wait on them forever: refused."""
+    split = demo_split(demo_dataset)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets; no process group is made before the check
+    with pytest.raises(ConfigError, match="train.refit runs on one process only"):
+        fit(demo_dataset, tmp_path / "cache", split.train, split.validation, "train.refit=true")
