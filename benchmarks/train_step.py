@@ -121,7 +121,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="batches in the timed step epoch")
     p.add_argument("--rows", type=int, default=20000, help="rows of the timed epoch")
     p.add_argument("--threads", type=int, default=1, help="torch threads (train.threads)")
+    p.add_argument("--batch", type=int, default=0, help="batch size for every loss (0: each loss's own)")
+    p.add_argument("--negatives", type=int, default=0, help="negatives for every loss (0: each loss's own)")
     args = p.parse_args()
+    for key, value in (("batch_size", args.batch), ("negatives", args.negatives)):
+        for settings in LOSSES.values() if value else ():
+            settings[key] = value
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {platform.processor() or platform.machine()}")
     print(f"steps {args.steps}, epoch rows {args.rows}, dim 64, hidden 128; batch/negatives {LOSSES}")
