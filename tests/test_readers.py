@@ -627,6 +627,25 @@ def test_implicit_feedback_reads_a_ratings_source_as_who_had_what() -> None:
     assert len(positives(explicit.interactions, explicit.feedback)) == 100_000 - low
 
 
+@requires_shared_data
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [("data.item_numeric=[price]", "item_numeric"), ("data.rating_range=[1,10]", "rating_range")],
+)
+def test_a_table_only_key_on_a_built_in_format_is_a_one_line_error(tmp_path: Path, setting: str, key: str) -> None:
+    """MovieLens fixes its own columns, features and scale: a key only `format: table` reads is refused, never
+    silently ignored (exit code 2, one line naming the key and the format)."""
+    from conftest import REPO, assert_one_line_error
+    from hybridrec_cli.main import app
+    from typer.testing import CliRunner
+
+    config = REPO / "configs" / "movielens-100k.yaml"
+    args = ["fit", "--config", str(config), "--set", setting, "--out", str(tmp_path / "models"), "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert_one_line_error(result, f"data.{key}", "movielens-100k format", "format: table")
+    assert not (tmp_path / "models" / "latest").exists()
+
+
 def test_read_dataset_applies_max_bad_fraction(tmp_path: Path) -> None:
     pd.DataFrame({"user_id": [1, 2, 3, 4], "item_id": [1, 1, 2, 2], "rating": [1, 9, 3, 4]}).to_csv(
         tmp_path / "r.csv", index=False

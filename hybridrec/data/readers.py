@@ -6,7 +6,7 @@ import dataclasses
 import difflib
 from collections.abc import Callable
 
-from hybridrec.config import Config
+from hybridrec.config import Config, DataConfig
 from hybridrec.data.amazon import read_amazon
 from hybridrec.data.dataset import Dataset
 from hybridrec.data.goodbooks import read_goodbooks
@@ -109,12 +109,32 @@ def check_path_keys(cfg: Config) -> None:
             )
 
 
+# what only the table format reads: a built-in format fixes its own columns, features and rating scale
+TABLE_ONLY_KEYS = ("columns", "item_text", "item_numeric", "item_categorical", "item_multi", "multi_separator")
+TABLE_ONLY_KEYS += ("rating_range",)
+
+
+def check_table_keys(cfg: Config) -> None:
+    """A key the format would ignore is an error, not a silent no-op (data.feedback was one until it was read by
+    every format)."""
+    if cfg.data.format == "table":
+        return
+    defaults = DataConfig()
+    for key in TABLE_ONLY_KEYS:
+        if getattr(cfg.data, key) != getattr(defaults, key):
+            raise ConfigError(
+                f"data.{key}: the {cfg.data.format} format reads its own columns and features and ignores this key"
+                " (it is read by `format: table` only); remove it"
+            )
+
+
 def read_dataset(cfg: Config) -> Dataset:
     """Read cfg.data with the reader its format names, check the bad-row share, and validate."""
     reader = READERS.get(cfg.data.format)
     if reader is None:
         raise ConfigError(f"data.format: {cfg.data.format!r} is not one of {sorted(READERS)}")
     check_path_keys(cfg)
+    check_table_keys(cfg)
     bad = cfg.data.max_bad_fraction
     dataset = reader(cfg, bad)
     for report in dataset.reports:
