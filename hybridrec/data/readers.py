@@ -110,8 +110,15 @@ def check_path_keys(cfg: Config) -> None:
 
 
 # what only the table format reads: a built-in format fixes its own columns, features and rating scale
-TABLE_ONLY_KEYS = ("columns", "item_text", "item_numeric", "item_categorical", "item_multi", "multi_separator")
-TABLE_ONLY_KEYS += ("rating_range",)
+TABLE_ONLY_KEYS: tuple[str, ...] = (
+    "columns",
+    "item_text",
+    "item_numeric",
+    "item_categorical",
+    "item_multi",
+    "multi_separator",
+    "rating_range",
+)
 
 
 def check_table_keys(cfg: Config) -> None:
