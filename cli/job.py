@@ -60,6 +60,7 @@ def fit_from_config(cfg: Config, out_dir: str | Path, quiet: bool = False, resum
     latest at the new model."""
     from hybridrec.data.readers import read_dataset
     from hybridrec.data.splits import split_interactions
+    from hybridrec.fitting import refit_checkpoint
     from hybridrec.recommender import HybridRecommender
     from hybridrec.report import render_report
 
@@ -91,6 +92,7 @@ def fit_from_config(cfg: Config, out_dir: str | Path, quiet: bool = False, resum
         "n_users": len(rec.users_),
         "n_items": len(rec.items_),
         "n_train": int(len(split.train)),
+        "n_validation": int(len(split.validation)),
         **counts,
         "best_epoch": result.best_epoch,
         "refit_rows": result.refit_rows,  # train.refit: the best_epoch epochs trained again on train + validation
@@ -109,5 +111,6 @@ def fit_from_config(cfg: Config, out_dir: str | Path, quiet: bool = False, resum
     record = {"metrics": metrics, "baseline": baseline, "run": run}
     rec.save(target, metrics=record, job=job_settings(cfg), extra_files={"report.html": html})
     point_link(out_dir / "latest", target)
-    checkpoint.unlink(missing_ok=True)  # the run is complete: nothing to resume
+    for done in (checkpoint, refit_checkpoint(checkpoint)):  # the run is complete: nothing to resume
+        done.unlink(missing_ok=True)
     return FitReport(target, metrics, summary, rec, split, baseline, run)

@@ -101,6 +101,11 @@ def _refits(config: Config, validation: pd.DataFrame | None) -> bool:
     return config.train.refit and config.train.early_stopping and validation is not None and len(validation) > 0
 
 
+def refit_checkpoint(checkpoint: str | Path) -> Path:
+    """Where the refit's own per-epoch state goes, beside the first fit's (a finished job removes both)."""
+    return Path(checkpoint).with_suffix(".refit.safetensors")
+
+
 def _refit(
     config: Config,
     dataset: Dataset,
@@ -120,7 +125,7 @@ def _refit(
     again.train.epochs, again.train.early_stopping, again.train.average_last = epochs, False, 0
     rows = pd.concat([train, validation], ignore_index=True)
     event(LOG, f"refit: {epochs} epochs on the {len(rows):,} training and validation rows together", "train")
-    second_checkpoint = None if checkpoint is None else Path(checkpoint).with_suffix(".refit.safetensors")
+    second_checkpoint = None if checkpoint is None else refit_checkpoint(checkpoint)
     fitted = _fit_model(again, dataset, rows, None, quiet, second_checkpoint, resume)
     fitted.train_result = dataclasses.replace(first.train_result, refit_rows=len(rows))
     fitted.stats = {**first.stats, **{f"refit_{k}": v for k, v in fitted.stats.items()}}

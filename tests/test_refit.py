@@ -48,3 +48,21 @@ def test_refit_under_torchrun_is_refused_before_any_work(demo_dataset, tmp_path,
     monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets; no process group is made before the check
     with pytest.raises(ConfigError, match="train.refit runs on one process only"):
         fit(demo_dataset, tmp_path / "cache", split.train, split.validation, "train.refit=true")
+
+
+def test_a_refit_fit_job_reports_the_rows_and_leaves_no_checkpoint(tmp_path):
+    """`hybridrec fit --set train.refit=true`: the run record names the rows trained again; neither phase's
+    per-epoch state outlives the finished job."""
+    import json
+
+    from hybridrec_cli.main import app
+    from typer.testing import CliRunner
+
+    out = tmp_path / "models"
+    sets = [x for kv in quick_fit_overrides(tmp_path / "cache", *SETTINGS, "train.refit=true") for x in ("--set", kv)]
+    result = CliRunner().invoke(app, ["fit", "--config", str(DEMO_CONFIG), *sets, "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.stdout)["run"]
+    assert run["refit_rows"] == run["n_train"] + run["n_validation"]
+    assert run["best_epoch"] >= 1
+    assert list((out / ".checkpoints").iterdir()) == []
