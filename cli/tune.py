@@ -95,7 +95,7 @@ def register(app: typer.Typer, run: Callable[[bool, Callable[[], Any]], Any]) ->
                     )
                 )
                 return
-            given = "" if result.base_value is None else f" (the config as given, trial 0: {result.base_value:.4f})"
+            given = "" if result.base_value is None else f" (the config as given: {result.base_value:.4f})"
             counts = ", ".join(f"{n} {state.lower()}" for state, n in result.counts.items())
             typer.echo(f"best: trial {result.best_number}, validation {result.metric} {result.best_value:.4f}{given}")
             typer.echo(f"why: {result.choice}")

@@ -47,11 +47,11 @@ def same_value(config_value, cell: str) -> bool:
     return math.isclose(float(config_value), float(cell), rel_tol=1e-9)
 
 
-def lead_from_units(out: Path, number: int, metric: str) -> float:
-    """Trial `number`'s improvement over trial 0 per validation unit, as a z statistic (0 for trial 0)."""
-    if number == 0:
+def lead_from_units(out: Path, number: int, metric: str, given: int = 0) -> float:
+    """Trial `number`'s improvement over the given config's trial per validation unit, as a z statistic."""
+    if number == given:
         return 0.0
-    zero, other = (np.load(out / "units" / f"trial-{n}.npy", allow_pickle=False) for n in (0, number))
+    zero, other = (np.load(out / "units" / f"trial-{n}.npy", allow_pickle=False) for n in (given, number))
     gain = other - zero if metric.startswith("recall") else zero - other  # squared errors: lower is better
     return float(gain.mean() / (gain.std(ddof=1) / math.sqrt(len(gain))))
 
@@ -192,6 +192,35 @@ def test_an_interrupted_trial_is_run_again_on_resume(tmp_path, monkeypatch):
     rows = read_trials(out)
     assert [(r["number"], r["state"]) for r in rows] == [("0", "COMPLETE"), ("1", "FAIL"), ("2", "COMPLETE")]
     assert param_columns(rows[2]) == param_columns(rows[1])  # the same draw, run to its end
+
+
+def test_when_trial_0_is_interrupted_its_rerun_is_the_config_as_given(tmp_path, monkeypatch):
+    """Trial 0 (the config as given) cut short: the resumed study runs the same values again under trial 1, and
+    that trial is what the others' leads are measured against and what best.yaml falls back to."""
+    from hybridrec.recommender import HybridRecommender
+
+    out, cache = tmp_path / "study", tmp_path / "cache"
+    real_fit, calls = HybridRecommender.fit, []
+
+    def interrupt_first(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(HybridRecommender, "fit", interrupt_first)
+    assert invoke(*tune_args(out, cache, "--trials", 1, "--quiet")).exit_code == 130
+    resumed = invoke(*tune_args(out, cache, "--trials", 2, "--resume", "--quiet", "--json"))
+    assert_ok(resumed)
+    rows = read_trials(out)
+    assert [(r["number"], r["state"]) for r in rows] == [("0", "FAIL"), ("1", "COMPLETE"), ("2", "COMPLETE")]
+    assert param_columns(rows[1]) == param_columns(rows[0])  # the given values, run again
+    answer = json.loads(resumed.stdout)
+    assert answer["config_as_given"] == float(rows[1]["value"])
+    assert rows[1]["lead_se"] == "0.0"
+    gain = lead_from_units(out, 2, answer["metric"], given=1)
+    assert float(rows[2]["lead_se"]) == pytest.approx(gain, abs=1e-3)
+    assert answer["best_trial"] == (2 if gain > 2.0 else 1)
 
 
 def test_pruned_trials_stop_after_the_epoch_the_pruner_rejects(tmp_path):

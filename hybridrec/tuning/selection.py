@@ -33,18 +33,19 @@ class Choice:
     trial: Any  # an optuna FrozenTrial: what best.yaml holds
     top: Any  # the trial with the best validation value
     top_lead: float | None
-    lead: float | None  # the chosen trial's lead (0 for trial 0 itself)
+    lead: float | None  # the chosen trial's lead (0 for the given config itself)
+    given: int = 0  # the trial that is the config as given (trial 0, or its rerun after an interruption)
 
     def describe(self, metric: str) -> str:
         """One line on why best.yaml holds this trial."""
-        if self.top.number == 0:
-            return f"no trial beat the config as given (trial 0) on validation {metric}"
+        if self.top.number == self.given:
+            return f"no trial beat the config as given (trial {self.given}) on validation {metric}"
         if self.top_lead is None and self.trial.number == self.top.number:
             return f"trial {self.top.number} has the best validation {metric} (no per-row values to test its lead)"
         top = f"trial {self.top.number} leads the config as given by {_se(self.top_lead)} standard errors"
         if self.trial.number == self.top.number:
             return f"{top} (the bar is {LEAD_SE:g})"
-        if self.trial.number == 0:
+        if self.trial.number == self.given:
             return f"{top}, within noise (the bar is {LEAD_SE:g}): best.yaml keeps the config as given"
         return f"{top}, within noise; trial {self.trial.number} clears the bar of {LEAD_SE:g} ({_se(self.lead)})"
 
@@ -98,24 +99,33 @@ def lead_in_se(candidate: np.ndarray, given: np.ndarray, direction: str) -> floa
     return mean / (spread / math.sqrt(len(gain)))
 
 
+def given_trial(study: Any) -> Any | None:
+    """The complete trial that is the config as given: trial 0 (queued first with the base values), or, when trial
+    0 was cut short, the later trial that ran the same values again (study._open_study queues it); None before."""
+    if not study.trials:
+        return None
+    values = study.trials[0].params
+    return next((t for t in study.trials if t.state.name == "COMPLETE" and t.params == values), None)
+
+
 def choose(study: Any, out: Path, direction: str) -> Choice:
-    """The best complete trial whose lead over trial 0 clears `LEAD_SE`; trial 0 when none does."""
+    """The best complete trial whose lead over the given config clears `LEAD_SE`; the given config when none does."""
     complete = [t for t in study.trials if t.state.name == "COMPLETE" and t.value is not None]
     ranked = sorted(complete, key=lambda t: t.value, reverse=direction == "maximize")
     top = ranked[0]
-    given = next((t for t in complete if t.number == 0), None)
-    given_units = load_units(out, 0) if given is not None else None
+    given = given_trial(study)
+    given_units = load_units(out, given.number) if given is not None else None
     if given is None or given_units is None:
         return Choice(top, top, None, None)
-    if top.number == 0:
-        return Choice(given, given, 0.0, 0.0)
+    if top.number == given.number:
+        return Choice(given, given, 0.0, 0.0, given.number)
     leads: dict[int, float | None] = {}
     for trial in ranked:
-        if trial.number == 0:
+        if trial.number == given.number:
             break  # every trial from here on is no better than the given config
         units = load_units(out, trial.number)
         leads[trial.number] = None if units is None else lead_in_se(units, given_units, direction)
         lead = leads[trial.number]
         if lead is not None and lead > LEAD_SE:
-            return Choice(trial, top, leads[top.number], lead)
-    return Choice(given, top, leads.get(top.number), 0.0)
+            return Choice(trial, top, leads[top.number], lead, given.number)
+    return Choice(given, top, leads.get(top.number), 0.0, given.number)

@@ -32,7 +32,7 @@ from hybridrec.config import FORMAT_VERSION, Config, dump_config, load_config
 from hybridrec.errors import ConfigError, HybridrecError, TrainingError
 from hybridrec.safeio import write_checked
 from hybridrec.tuning.objective import has_content, run_trial, tuning_data
-from hybridrec.tuning.selection import Choice, choose, lead_in_se, load_units, save_units
+from hybridrec.tuning.selection import Choice, choose, given_trial, lead_in_se, load_units, save_units
 from hybridrec.tuning.space import Space, Task, default_space, read_space, task_of
 
 STUDY = "hybridrec-tune"
@@ -54,7 +54,7 @@ class TuneResult:
     direction: str
     best_number: int  # the trial best.yaml holds (selection.choose: trial 0 unless a trial's lead clears the noise)
     best_value: float
-    base_value: float | None  # trial 0's value: the config as given
+    base_value: float | None  # the config as given: trial 0's value (or its rerun's, after an interruption)
     best_params: dict[str, Any]
     choice: str  # why best.yaml holds that trial (selection.Choice.describe)
     top_number: int  # the trial with the best validation value
@@ -124,7 +124,7 @@ def tune(
             raise TrainingError(_none_complete(study, paths[0]))
         choice = _write_best(study, cfg, base, space, task, paths[1])
         best = choice.trial
-        zero = study.trials[0]
+        given = given_trial(study)
         return TuneResult(
             out,
             paths[1],
@@ -133,7 +133,7 @@ def tune(
             task.direction,
             best.number,
             float(best.value),
-            float(zero.value) if zero.state.name == "COMPLETE" and zero.value is not None else None,
+            float(given.value) if given is not None else None,
             dict(best.params),
             choice.describe(task.metric),
             choice.top.number,
@@ -263,7 +263,9 @@ def _one_trial(study: Any, cfg: Config, base: dict, space: Space, task: Task, da
         if math.isfinite(value):
             if score.units is not None:
                 save_units(out, trial.number, score.units)
-                given = score.units if trial.number == 0 else load_units(out, 0)
+                done = given_trial(study)  # None: this trial is the config as given (or trial 0 is still to rerun)
+                is_given = done is None and trial.params == study.trials[0].params
+                given = score.units if is_given else (load_units(out, done.number) if done is not None else None)
                 lead = None if given is None else lead_in_se(score.units, given, task.direction)
                 if lead is not None:
                     trial.set_user_attr("lead_se", round(lead, 3))
@@ -382,8 +384,8 @@ def _write_best(study: Any, cfg: Config, base: dict, space: Space, task: Task, p
         if resolved is not None:
             paths[key] = os.path.abspath(resolved)
     payload = {"format_version": FORMAT_VERSION, **{k: v for k, v in payload.items() if k != "format_version"}}
-    zero = study.trials[0]
-    given = f"; the config as given (trial 0): {zero.value:.4f}" if zero.state.name == "COMPLETE" else ""
+    zero = given_trial(study)
+    given = f"; the config as given (trial {zero.number}): {zero.value:.4f}" if zero is not None else ""
     header = (
         f"# hybridrec tune: the chosen of {len(_complete(study))} complete trials in {JOURNAL} beside this file\n"
         f"# trial {best.number}: validation {task.metric} {best.value:.4f}{given}\n"
