@@ -171,19 +171,24 @@ def test_resume_continues_the_study_and_an_existing_one_needs_resume(tmp_path):
     assert param_columns(rows[2]) not in [param_columns(r) for r in first]  # a new draw, not a repeat
 
 
-def test_an_interrupted_trial_is_run_again_on_resume(tmp_path, monkeypatch):
+def interrupt_fit(monkeypatch, call: int) -> None:
+    """Make the `call`-th fit of this test raise KeyboardInterrupt (Ctrl-C in the middle of that trial)."""
     from hybridrec.recommender import HybridRecommender
 
-    out, cache = tmp_path / "study", tmp_path / "cache"
     real_fit, calls = HybridRecommender.fit, []
 
-    def fit_then_interrupt(self, *args, **kwargs):
+    def fit_or_interrupt(self, *args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == call:
             raise KeyboardInterrupt
         return real_fit(self, *args, **kwargs)
 
-    monkeypatch.setattr(HybridRecommender, "fit", fit_then_interrupt)
+    monkeypatch.setattr(HybridRecommender, "fit", fit_or_interrupt)
+
+
+def test_an_interrupted_trial_is_run_again_on_resume(tmp_path, monkeypatch):
+    out, cache = tmp_path / "study", tmp_path / "cache"
+    interrupt_fit(monkeypatch, 2)
     stopped = invoke(*tune_args(out, cache, "--trials", 2, "--quiet"))
     assert stopped.exit_code == 130 and "interrupted" in stopped.stderr
     rows = read_trials(out)
@@ -197,18 +202,8 @@ def test_an_interrupted_trial_is_run_again_on_resume(tmp_path, monkeypatch):
 def test_when_trial_0_is_interrupted_its_rerun_is_the_config_as_given(tmp_path, monkeypatch):
     """Trial 0 (the config as given) cut short: the resumed study runs the same values again under trial 1, and
     that trial is what the others' leads are measured against and what best.yaml falls back to."""
-    from hybridrec.recommender import HybridRecommender
-
     out, cache = tmp_path / "study", tmp_path / "cache"
-    real_fit, calls = HybridRecommender.fit, []
-
-    def interrupt_first(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 1:
-            raise KeyboardInterrupt
-        return real_fit(self, *args, **kwargs)
-
-    monkeypatch.setattr(HybridRecommender, "fit", interrupt_first)
+    interrupt_fit(monkeypatch, 1)
     assert invoke(*tune_args(out, cache, "--trials", 1, "--quiet")).exit_code == 130
     resumed = invoke(*tune_args(out, cache, "--trials", 2, "--resume", "--quiet", "--json"))
     assert_ok(resumed)
