@@ -237,25 +237,10 @@ class HybridRecommender:
             return TextMatch(text, self.items_.raw(row), self.display_[row][0], "title", ids, scores)
         if _looks_like_id(text):
             raise QueryError(f"unknown item id {str(text).strip()!r} (no item has this id and no title matches it)")
-        import pandas as pd
+        from hybridrec.similar import similar_to_free_text
 
-        from hybridrec.new_items import content_vectors
-
-        query = pd.DataFrame({"item_id": ["<query>"], "title": [str(text)]})
-        feats = self.features.transform_items(query, train=None)
-        embedding = feats.text[0, : (feats.text.shape[1] - 1) // 2].copy()  # the query's text, encoded once
-        vec, _ = content_vectors(self, query, free_text=True, feats=feats)
-        item_text = self.item_text_
-        if item_text is None:  # no text encoder: the towers alone
-            ids, scores = self.index_.query(vec[0], k)
-            return TextMatch(text, None, None, "content", ids, scores)
-        from hybridrec.similar import text_query_scores
-
-        scores = text_query_scores(self, vec[0], item_text, embedding)
-        scores[self.retired_] = -np.inf  # retired items (remove_items) are never answered
-        top = np.argsort(-scores, kind="stable")[:k]
-        top = top[np.isfinite(scores[top])]
-        return TextMatch(text, None, None, "content", self.items_.raws(top), scores[top].astype(np.float32))
+        ids, scores = similar_to_free_text(self, str(text), k)
+        return TextMatch(text, None, None, "content", ids, scores)
 
     def score_matrix(self, user_rows: np.ndarray, item_rows: np.ndarray | None = None) -> np.ndarray:
         """Blended scores of users x items by row (all items when item_rows is None), unclipped: the towers plus

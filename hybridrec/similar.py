@@ -238,3 +238,25 @@ def text_query_scores(
     for start in range(0, len(item_text), TEXT_BLOCK):  # float16 rows cast a block at a time, not all at once
         text_scores[start : start + TEXT_BLOCK] = item_text[start : start + TEXT_BLOCK].astype(np.float32) @ query
     return blend_similar(towers, [(TEXT_QUERY_WEIGHT, text_scores)], None)
+
+
+def similar_to_free_text(rec: HybridRecommender, text: str, k: int) -> tuple[list[str], np.ndarray]:
+    """Text that names no item, scored as a new item with that title: its content vector through the towers, blended
+    with its text embedding against every item's (text_query_scores); the towers alone (the index) when the model
+    has no text encoder. Retired items are never answered."""
+    import pandas as pd
+
+    from hybridrec.new_items import content_vectors
+
+    query = pd.DataFrame({"item_id": ["<query>"], "title": [text]})
+    feats = rec.features.transform_items(query, train=None)
+    embedding = feats.text[0, : (feats.text.shape[1] - 1) // 2].copy()  # the query's text, encoded once
+    vec, _ = content_vectors(rec, query, free_text=True, feats=feats)
+    item_text = rec.item_text_
+    if item_text is None:
+        return rec.index_.query(vec[0], k)
+    scores = text_query_scores(rec, vec[0], item_text, embedding)
+    scores[rec.retired_] = -np.inf
+    top = np.argsort(-scores, kind="stable")[:k]
+    top = top[np.isfinite(scores[top])]
+    return rec.items_.raws(top), scores[top].astype(np.float32)
