@@ -8,17 +8,21 @@ import optuna
 import pytest
 
 from hybridrec.errors import ModelFileError
-from hybridrec.tuning.selection import LEAD_SE, choose, lead_in_se, load_units, save_units
+from hybridrec.tuning.selection import LEAD, LEAD_SE, choose, lead_in_se, lead_over_given, load_units, save_units
 
 
 def study_of(tmp_path, units: dict[int, np.ndarray | None], direction: str = "maximize"):
-    """A study whose trial n completed with the mean of units[n] (kept in tmp_path/units unless None)."""
+    """A study whose trial n completed with the mean of units[n] (kept in tmp_path/units unless None), each trial's
+    lead over trial 0 recorded as `tune` records it when the trial completes (lead_over_given)."""
     study = optuna.create_study(direction=direction)
     for number, values in units.items():
         mean = float(np.mean(values)) if values is not None else 0.5
-        study.add_trial(optuna.trial.create_trial(value=mean, params={}, distributions={}))
+        attrs = {}
         if values is not None:
             save_units(tmp_path, number, values)
+            lead = lead_over_given(study, tmp_path, values, {}, direction) if number else 0.0
+            attrs = {} if lead is None else {LEAD: lead}
+        study.add_trial(optuna.trial.create_trial(value=mean, params={}, distributions={}, user_attrs=attrs))
     return study
 
 
@@ -36,7 +40,7 @@ def test_a_lead_within_noise_keeps_the_config_as_given(tmp_path):
     gain = lucky - given
     assert lead == pytest.approx(gain.mean() / (gain.std(ddof=1) / np.sqrt(900)))
     assert 0 < lead < LEAD_SE
-    choice = choose(study, tmp_path, "maximize")
+    choice = choose(study, "maximize")
     assert choice.top.number == 1 and choice.trial.number == 0
     assert "within noise" in choice.describe("recall@10")
 
@@ -46,7 +50,7 @@ def test_a_clear_lead_wins_and_the_next_best_is_tried_when_the_top_is_noise(tmp_
     given = rng.binomial(1, 0.26, 900).astype(float)
     clear = np.maximum(given, rng.binomial(1, 0.1, 900))  # only ever gains: ~0.08 ahead, far above the bar
     study = study_of(tmp_path, {0: given, 1: clear})
-    assert choose(study, tmp_path, "maximize").trial.number == 1
+    assert choose(study, "maximize").trial.number == 1
     # squared errors, lower is better. Trial 1 lowers every row's error by 2%: a small, clear lead. Trial 2 is lower
     # still on average, but by noise on every row: the best value, within noise, so the next best is chosen
     errors = rng.gamma(1.0, 0.8, 2000)
@@ -54,7 +58,7 @@ def test_a_clear_lead_wins_and_the_next_best_is_tried_when_the_top_is_noise(tmp_
     study = study_of(tmp_path / "rmse", {0: errors, 1: errors * 0.98, 2: noisy}, direction="minimize")
     assert noisy.mean() < (errors * 0.98).mean()
     assert lead_in_se(noisy, errors, "minimize") < LEAD_SE < lead_in_se(errors * 0.98, errors, "minimize")
-    choice = choose(study, tmp_path / "rmse", "minimize")
+    choice = choose(study, "minimize")
     assert (choice.top.number, choice.trial.number) == (2, 1) and choice.lead > LEAD_SE
     assert "trial 1 clears the bar" in choice.describe("rmse")
 
@@ -62,7 +66,7 @@ def test_a_clear_lead_wins_and_the_next_best_is_tried_when_the_top_is_noise(tmp_
 def test_trials_without_units_fall_back_to_the_best_value(tmp_path):
     study = study_of(tmp_path, {0: None, 1: None})
     study.add_trial(optuna.trial.create_trial(value=0.7, params={}, distributions={}))
-    assert choose(study, tmp_path, "maximize").trial.number == 2
+    assert choose(study, "maximize").trial.number == 2
 
 
 def test_a_units_file_that_is_not_a_float_vector_is_an_error(tmp_path):

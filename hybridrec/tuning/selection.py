@@ -4,9 +4,9 @@ one standard error of recall@10 near 0.015, the size of the lead the best trial 
 So a trial replaces the config as given (trial 0) only when it leads it by more than `LEAD_SE` standard errors of
 their paired difference, unit by unit on the same validation rows (squared errors for RMSE, per-user recall@k).
 
-The units of each complete trial are kept in OUT/units/trial-N.npy (float64, no pickles), so a resumed study
-compares old trials too. A trial without units (a cold-items AUC, or a study from before units were kept) can
-only be chosen when trial 0 has none either: then the best value wins, as Optuna ranks it.
+The units of each complete trial are kept in OUT/units/trial-N.npy (float64, no pickles) and its lead is computed
+once, as it completes, against the given config's units. A trial without a lead (a cold-items AUC, or a study from
+before units were kept) can only be chosen when the given config has none either: then the best value wins.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from hybridrec.errors import ModelFileError
 from hybridrec.safeio import write_checked
 
 UNITS = "units"
+LEAD = "lead_se"  # the trial attribute holding its lead over the config as given, in standard errors
 LEAD_SE = 2.0  # a one-sided ~98% bar: a lead smaller than this is what picking the best of many noisy trials gives
 
 
@@ -108,24 +109,33 @@ def given_trial(study: Any) -> Any | None:
     return next((t for t in study.trials if t.state.name == "COMPLETE" and t.params == values), None)
 
 
-def choose(study: Any, out: Path, direction: str) -> Choice:
-    """The best complete trial whose lead over the given config clears `LEAD_SE`; the given config when none does."""
+def lead_over_given(study: Any, out: Path, units: np.ndarray, values: dict, direction: str) -> float | None:
+    """A trial's lead over the config as given, computed once as it completes (kept as its `LEAD` attribute):
+    0 for the given config itself (no complete given trial yet, and the values of trial 0); None when the given
+    config's units are not there to compare with."""
+    done = given_trial(study)
+    if done is None:
+        return 0.0 if values == study.trials[0].params else None
+    given = load_units(out, done.number)
+    return None if given is None else lead_in_se(units, given, direction)
+
+
+def choose(study: Any, direction: str) -> Choice:
+    """The best complete trial whose lead over the given config clears `LEAD_SE`; the given config when none does.
+    The leads are the ones each trial recorded as it completed (`lead_over_given`)."""
     complete = [t for t in study.trials if t.state.name == "COMPLETE" and t.value is not None]
     ranked = sorted(complete, key=lambda t: t.value, reverse=direction == "maximize")
     top = ranked[0]
     given = given_trial(study)
-    given_units = load_units(out, given.number) if given is not None else None
-    if given is None or given_units is None:
+    if given is None or LEAD not in given.user_attrs:
         return Choice(top, top, None, None)
     if top.number == given.number:
         return Choice(given, given, 0.0, 0.0, given.number)
-    leads: dict[int, float | None] = {}
+    top_lead = top.user_attrs.get(LEAD)
     for trial in ranked:
         if trial.number == given.number:
             break  # every trial from here on is no better than the given config
-        units = load_units(out, trial.number)
-        leads[trial.number] = None if units is None else lead_in_se(units, given_units, direction)
-        lead = leads[trial.number]
+        lead = trial.user_attrs.get(LEAD)
         if lead is not None and lead > LEAD_SE:
-            return Choice(trial, top, leads[top.number], lead, given.number)
-    return Choice(given, top, leads.get(top.number), 0.0, given.number)
+            return Choice(trial, top, top_lead, lead, given.number)
+    return Choice(given, top, top_lead, 0.0, given.number)

@@ -32,7 +32,7 @@ from hybridrec.config import FORMAT_VERSION, Config, dump_config, load_config
 from hybridrec.errors import ConfigError, HybridrecError, TrainingError
 from hybridrec.safeio import write_checked
 from hybridrec.tuning.objective import has_content, run_trial, tuning_data
-from hybridrec.tuning.selection import Choice, choose, given_trial, lead_in_se, load_units, save_units
+from hybridrec.tuning.selection import LEAD, Choice, choose, given_trial, lead_over_given, save_units
 from hybridrec.tuning.space import Space, Task, default_space, read_space, task_of
 
 STUDY = "hybridrec-tune"
@@ -263,12 +263,9 @@ def _one_trial(study: Any, cfg: Config, base: dict, space: Space, task: Task, da
         if math.isfinite(value):
             if score.units is not None:
                 save_units(out, trial.number, score.units)
-                done = given_trial(study)  # None: this trial is the config as given (or trial 0 is still to rerun)
-                is_given = done is None and trial.params == study.trials[0].params
-                given = score.units if is_given else (load_units(out, done.number) if done is not None else None)
-                lead = None if given is None else lead_in_se(score.units, given, task.direction)
+                lead = lead_over_given(study, out, score.units, trial.params, task.direction)
                 if lead is not None:
-                    trial.set_user_attr("lead_se", round(lead, 3))
+                    trial.set_user_attr(LEAD, lead)
             study.tell(trial, value)
             outcome = f"{task.metric} {value:.4f}"
         else:
@@ -362,18 +359,22 @@ def _write_trials(study: Any, space: Space, path: Path) -> None:
         )
         attrs = t.user_attrs
         writer.writerow(
-            [t.number, t.state.name, value, attrs.get("lead_se", ""), f"{took:.1f}", attrs.get("epochs", "")]
+            [t.number, t.state.name, value, _rounded(attrs.get(LEAD)), f"{took:.1f}", attrs.get("epochs", "")]
             + [attrs.get("best_epoch", "")]
             + [attrs.get("note", ""), *(t.params.get(label, "") for label in labels)]
         )
     _write_atomic(path, buffer.getvalue())
 
 
+def _rounded(lead: float | None) -> str:
+    return "" if lead is None else repr(round(float(lead), 3))
+
+
 def _write_best(study: Any, cfg: Config, base: dict, space: Space, task: Task, path: Path) -> Choice:
     """best.yaml: the base config with the chosen trial's values (selection.choose), named `<name>-tuned`, its
     data paths absolute so `hybridrec fit --config best.yaml` reads the same data from this folder; checked by
     loading it back."""
-    choice = choose(study, path.parent, task.direction)
+    choice = choose(study, task.direction)
     best = choice.trial
     payload = space.apply(base, best.params)
     payload.pop("base_dir", None)
