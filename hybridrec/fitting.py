@@ -155,6 +155,7 @@ def _fit_model(
     from hybridrec.scoring.content_ridge import token_matrix
 
     cfg = config
+    device = resolve_device(cfg.train.device)  # a device this process cannot train on fails now, not after encoding
     seed_everything(cfg.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -238,7 +239,7 @@ def _fit_model(
         loss,
         Dropouts(item_dropout, cfg.model.user_id_dropout, cfg.model.feature_dropout),
         cfg.seed,
-        resolve_device(cfg.train.device),
+        device,
         slice(*review_slice) if review_slice else None,
         inputs,
     )

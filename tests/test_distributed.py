@@ -237,3 +237,38 @@ def test_killed_two_rank_fit_resumes_to_the_uninterrupted_result(fits):
     a, b = HybridRecommender.load(out / "demo"), HybridRecommender.load(root / "two" / "demo")
     np.testing.assert_allclose(a.towers_.item_vectors, b.towers_.item_vectors, atol=1e-5)
     assert resumed["metrics"]["rmse"] == pytest.approx(two["metrics"]["rmse"], abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- devices per rank
+def _cuda_machine(monkeypatch, gpus: int, local_ranks: int | None) -> None:
+    """torch as it looks on a node with `gpus` GPUs, in a torchrun job with `local_ranks` ranks on it (None: no
+    torchrun). Nothing touches a GPU: the test only asks which device a rank would train on."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    for name in ("WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    if local_ranks is not None:
+        monkeypatch.setenv("WORLD_SIZE", str(max(local_ranks, 2)))
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_ranks))
+
+
+def test_ranks_share_no_gpu(monkeypatch):
+    """NCCL refuses two ranks on one GPU ("Duplicate GPU detected", seen on a one-GPU machine): with more ranks on a
+    node than GPUs, `auto` trains on the CPU and an explicit `cuda` is refused in one line before any work."""
+    from hybridrec.errors import ConfigError
+    from hybridrec.model.train import resolve_device
+
+    _cuda_machine(monkeypatch, gpus=1, local_ranks=None)
+    assert resolve_device("auto").type == "cuda"
+    _cuda_machine(monkeypatch, gpus=1, local_ranks=2)
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ConfigError, match="2 ranks on this node but 1 GPU"):
+        resolve_device("cuda")
+    _cuda_machine(monkeypatch, gpus=2, local_ranks=2)  # one GPU per rank
+    assert resolve_device("auto").type == "cuda"
+    _cuda_machine(monkeypatch, gpus=1, local_ranks=1)  # two nodes of one GPU each
+    assert resolve_device("cuda").type == "cuda"
+    _cuda_machine(monkeypatch, gpus=0, local_ranks=None)
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        resolve_device("cuda")

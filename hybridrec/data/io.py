@@ -206,6 +206,20 @@ def numeric_column(
     return frame
 
 
+# pandas 2's C parser cuts a cell at a NUL byte ("N\x002" is read as "N": another id, silently); its Python parser
+# and pandas 3 keep the byte, so the readers can count the row as bad
+PANDAS_CUTS_NUL = int(pd.__version__.split(".")[0]) < 3
+
+
+def has_nul_byte(path: Path) -> bool:
+    """Whether the (decompressed) file holds a NUL byte anywhere: one pass in 1 MiB blocks."""
+    with open_bounded(path) as fh:
+        while block := fh.read(1 << 20):
+            if b"\x00" in block:
+                return True
+    return False
+
+
 def _suffixes(path: Path) -> str:
     name = path.name.lower()
     return name[:-3] if name.endswith(".gz") else name
@@ -237,6 +251,8 @@ def read_table(
                 header = list(pd.read_csv(fh, sep=sep, nrows=0, **kwargs).columns)
             kwargs["keep_default_na"] = False
             kwargs["na_values"] = {c: [""] if c in text_dtypes else sorted(PANDAS_NA_WORDS) for c in header}
+        if PANDAS_CUTS_NUL and has_nul_byte(path):
+            kwargs["engine"] = "python"
         with open_bounded(path) as fh:
             return pd.read_csv(fh, sep=sep, **kwargs)
     except UnicodeDecodeError:
@@ -343,10 +359,15 @@ def require_columns(frame: pd.DataFrame, columns: Iterable[str], path: Path | st
         raise DataError(f"{path}: missing column {missing[0]!r} (columns: {have})")
 
 
+def distinct(cells: np.ndarray) -> list:
+    """The distinct values of an object array in first-seen order. Not pd.unique: pandas 2's hash table cuts a
+    string at its first NUL byte, so "7\x00" and "7" would be one value there (pandas 3 keeps them apart)."""
+    return list(dict.fromkeys(cells.tolist()))
+
+
 def id_column(values: pd.Series) -> pd.Series:
     """Raw ids as normalized strings, computed once per distinct value (fast on large columns)."""
-    uniques = pd.unique(values.to_numpy(dtype=object))
-    mapping = {u: normalize_id(u) for u in uniques}
+    mapping = {u: normalize_id(u) for u in distinct(values.to_numpy(dtype=object))}
     return pd.Series([mapping[v] for v in values.to_numpy(dtype=object)], index=values.index, dtype=object)
 
 
@@ -354,11 +375,13 @@ def nul_ids(values: pd.Series) -> pd.Series:
     """Rows whose id holds a NUL byte: bad rows to count, never a new id (computed once per distinct value)."""
     cells = values.to_numpy(dtype=object)
     try:
-        uniques = pd.unique(cells)
+        uniques = distinct(cells)
     except TypeError:  # lists among the ids (JSON, Parquet): not_single_ids counts those
         return pd.Series([isinstance(v, str) and "\x00" in v for v in cells], index=values.index, dtype=bool)
     bad = {u for u in uniques if isinstance(u, str) and "\x00" in u}
-    return values.isin(bad) if bad else pd.Series(False, index=values.index)
+    if not bad:
+        return pd.Series(False, index=values.index)
+    return pd.Series([v in bad for v in cells.tolist()], index=values.index, dtype=bool)  # not isin: see distinct
 
 
 def not_single_ids(values: pd.Series) -> pd.Series:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from hybridrec.data.idmap import normalize_id
-from hybridrec.data.io import PANDAS_NA_WORDS, decode_json_line, json_id_text, open_bounded
+from hybridrec.data.io import PANDAS_CUTS_NUL, PANDAS_NA_WORDS, decode_json_line, json_id_text, open_bounded
 from hybridrec.errors import DataError
 from hybridrec.limits import bad_line_message
 
@@ -54,7 +54,10 @@ def read_new_items(path: str | Path) -> pd.DataFrame:
             header = pd.read_csv(io.StringIO(text), nrows=0).columns
             # an item_id of "NaN", "None" or "null" is an id: only an empty cell is missing
             na = {c: [""] if c == "item_id" else sorted(PANDAS_NA_WORDS) for c in header}
-            frame = pd.read_csv(io.StringIO(text), dtype={"item_id": str}, keep_default_na=False, na_values=na)
+            engine = "python" if PANDAS_CUTS_NUL and "\x00" in text else "c"  # io.PANDAS_CUTS_NUL says why
+            frame = pd.read_csv(
+                io.StringIO(text), dtype={"item_id": str}, keep_default_na=False, na_values=na, engine=engine
+            )
             lines = list(range(2, len(frame) + 2))  # after the header (quoted newlines aside)
         except (pd.errors.ParserError, ValueError) as exc:
             raise DataError(f"{path}: cannot parse CSV ({str(exc).splitlines()[0]})") from None

@@ -161,6 +161,9 @@ class SentenceTransformerEncoder:
                 model = SentenceTransformer(path, device=self.device)
             except OSError as exc:
                 raise ConfigError(f"cannot load text model {self.model_name!r}: {exc}") from None
+            # weights stored in fp16 or bf16 load as such: fp32 would then fail ("mixed dtype") and autocast expects
+            # fp32 weights; the precision setting is applied at encode time
+            model.float()
             get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
             width = int(get_dim())
             declared = self._shared.get("declared")

@@ -37,6 +37,8 @@ class Checkpointer:
             for name, value in state.items():
                 tensors[f"opt.{idx}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
         tensors["torch_rng"] = torch.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout and negatives drawn on the GPU
+            tensors.update({f"cuda_rng.{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())})
         meta = {
             "fingerprint": self.fingerprint,
             "parts": self.parts,
@@ -88,6 +90,9 @@ class Checkpointer:
         except (ValueError, KeyError, TypeError) as exc:  # e.g. an older hybridrec's one Adam for all weights
             raise ModelFileError(f"{self.path}: {exc}; delete it to start over") from None
         torch.set_rng_state(tensors["torch_rng"])
+        cuda = sorted((int(k.split(".")[1]), v) for k, v in tensors.items() if k.startswith("cuda_rng."))
+        if cuda and torch.cuda.is_available():  # a checkpoint of a CPU run has none: its CUDA generators stay seeded
+            torch.cuda.set_rng_state_all([state for _, state in cuda[: torch.cuda.device_count()]])
         rng.bit_generator.state = meta["numpy_rng"]
         meta["best_state"] = (
             {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} if meta["has_best"] else None

@@ -66,14 +66,24 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def own_gpu() -> bool:
+    """Whether this process can train on a GPU of its own: CUDA is present and, under torchrun, this node runs no
+    more ranks than it has GPUs (NCCL refuses two ranks on one GPU: "Duplicate GPU detected")."""
+    if not torch.cuda.is_available():
+        return False
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if launched() else 1
+    return local_ranks <= torch.cuda.device_count()
+
+
 def setup() -> bool:
     """Join the process group torchrun describes in the environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT);
-    False (and nothing done) for a single process. A CUDA rank trains on the GPU of its LOCAL_RANK."""
+    False (and nothing done) for a single process. A CUDA rank trains on the GPU of its LOCAL_RANK; with more ranks
+    on a node than GPUs, the ranks train on the CPU (gloo), as `train.device=auto` then chooses."""
     if not launched() or active():
         return active()
-    cuda = torch.cuda.is_available()
+    cuda = own_gpu()
     if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     timeout = timedelta(seconds=float(os.environ.get("HYBRIDREC_DIST_TIMEOUT", DEFAULT_TIMEOUT_SECONDS)))
     dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo", timeout=timeout)
     return True

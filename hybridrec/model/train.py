@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hybridrec.config import TrainConfig
-from hybridrec.errors import TrainingError
+from hybridrec.errors import ConfigError, TrainingError
 from hybridrec.features.pipeline import EntityFeatures
 from hybridrec.model import distributed, validation
 from hybridrec.model.checkpoint import Checkpointer
@@ -29,8 +29,18 @@ from hybridrec.model.spec import TrainResult
 
 
 def resolve_device(name: str) -> torch.device:
+    """`auto`: this process's own GPU where it has one (distributed.own_gpu), else the CPU. `cuda` where there is
+    none, or where torchrun put more ranks on this node than it has GPUs, is refused in one line."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if distributed.own_gpu() else "cpu")
+    if name == "cuda" and not distributed.own_gpu():
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device=cuda: torch sees no CUDA device here (use train.device=auto or cpu)")
+        raise ConfigError(
+            f"train.device=cuda: {os.environ.get('LOCAL_WORLD_SIZE')} ranks on this node but "
+            f"{torch.cuda.device_count()} GPU(s), and NCCL cannot put two ranks on one GPU: start at most "
+            f"{torch.cuda.device_count()} rank(s) per node, or train on the CPU (train.device=cpu or auto)"
+        )
     return torch.device(name)
 
 
