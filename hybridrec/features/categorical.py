@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # only named in hints: loading a model for a query never imports pandas for it
+    import pandas as pd
 
 PAD, OOV = 0, 1
 MAX_VALUES = 32  # a multi-valued cell keeps at most this many values (tags, categories)
