@@ -23,6 +23,8 @@ from hybridrec.safeio import diagnose, disk_error, model_lock
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
+    from hybridrec.index import ItemIndex
+
 # 3: items.json stored by column (modelcheck.display_columns); version 2 folders (items.json by row) still load
 FORMAT_VERSION = 3
 # every file a model writes gets this mode (less the umask), so a serving account can read what a trainer wrote
@@ -531,10 +533,7 @@ def load_model(cls, path: str | Path):
         rec.towers_.residual = lambda u, v: _lazy_residual(rec, u, v)
     rec.terms_ = _load_terms(md, cfg, components, n_users, n_items, registry, parse_term, TermFiles)
     check.index_json(where / "index/index.json", md.json("index/index.json"), n_items, dim)
-    md.path("index/items.hnsw")
-    rec.index_ = ItemIndex.load(md.root / "index", rec.items_)
-    if rec.index_.dim != dim:
-        raise ModelFileError(f"{where}: the index holds vectors of width {rec.index_.dim}, the model {dim}")
+    rec.index_ = LazyIndex(md, rec, n_items, ItemIndex.load)  # its checksum now (finish_verify), the rest on first use
     rec.fit_stats_ = {}
     if md.has("vectors/item_text.npy"):  # every file is checked on load, not at its first use
         rec._item_text = load_item_text(rec)
@@ -547,6 +546,25 @@ def load_model(cls, path: str | Path):
     }
     md.finish_verify()  # every file's checksum, read or not (the network and features load on first use)
     return rec
+
+
+class LazyIndex:
+    """A saved model's ANN index, read when a query first needs it (`HybridRecommender.index_`): the exact
+    similar-items path of a long-tail catalogue, `info` and `explain` never do, and at 5e5 items the structure
+    check and hnswlib's read cost ~0.5 s of a CLI query. Its checksum is checked on load like every file's; the
+    structure, the width and the retired items' marks when it is read. `items`: the catalogue size saved with it."""
+
+    def __init__(self, md: ModelDir, rec, items: int, load):
+        self.md, self.rec, self.items, self._load = md, rec, items, load
+
+    def read(self) -> ItemIndex:
+        self.md.path("index/items.hnsw")  # still the file whose checksum was checked (else checked again)
+        index = self._load(self.md.root / "index", self.rec.items_, self.items)
+        dim = self.rec.towers_.item_vectors.shape[1]
+        if index.dim != dim:
+            raise ModelFileError(f"{self.md.root}: the index holds vectors of width {index.dim}, the model {dim}")
+        index.mark_deleted(np.flatnonzero(self.rec.retired_[: self.items]))
+        return index
 
 
 def _load_terms(md, cfg, components, n_users, n_items, registry, parse_term, TermFiles) -> list:
@@ -636,7 +654,6 @@ def load_query_state(md: ModelDir, rec, n_users: int, n_items: int, dim: int) ->
     if retired is not None:
         _check_array(where, "retired", retired, (n_items,), np.bool_)
     rec.retired_ = retired.copy() if retired is not None else np.zeros(n_items, bool)
-    rec.index_.mark_deleted(np.flatnonzero(rec.retired_))
     counts = optional("item_counts")
     if counts is not None:
         _check_array(where, "item_counts", counts, (n_items,), np.integer)

@@ -109,25 +109,26 @@ class ItemIndex:
         (folder / "index.json").write_text(json.dumps(meta | {"count": len(self)}))
 
     @classmethod
-    def load(cls, folder: Path, ids: IdMap) -> ItemIndex:
+    def load(cls, folder: Path, ids: IdMap, items: int | None = None) -> ItemIndex:
+        """The saved index of `items` items (default: every id of `ids`; fewer where items joined the catalogue
+        after the model was loaded and before its index was first read)."""
+        expected = len(ids) if items is None else items
         try:
             meta = json.loads((folder / "index.json").read_text())
             out = cls(ids, int(meta["dim"]), int(meta["M"]), int(meta["ef_construction"]), int(meta["ef_search"]))
             count = int(meta["count"])
         except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ModelFileError(f"{folder / 'index.json'}: not a valid index description ({exc})") from None
-        if count != len(ids):
-            raise ModelFileError(f"{folder / 'index.json'}: describes {count} items, the model has {len(ids)}")
+        if count != expected:
+            raise ModelFileError(f"{folder / 'index.json'}: describes {count} items, the model has {expected}")
         check_hnsw_file(folder / "items.hnsw", out.dim, out.M, count)
         try:
             index = hnswlib.Index(space="cosine", dim=out.dim)
             index.load_index(str(folder / "items.hnsw"), max_elements=max(count, 1))
         except (OSError, RuntimeError, ValueError, KeyError) as exc:
             raise ModelFileError(f"{folder / 'items.hnsw'}: cannot load the item index ({exc})") from None
-        if index.get_current_count() != count or count != len(ids):
-            raise ModelFileError(
-                f"{folder / 'items.hnsw'}: holds {index.get_current_count()} items, expected {len(ids)}"
-            )
+        if index.get_current_count() != count:
+            raise ModelFileError(f"{folder / 'items.hnsw'}: holds {index.get_current_count()} items, expected {count}")
         index.set_ef(out.ef_search)  # ef is not stored in hnswlib's file
         out._index = index
         return out

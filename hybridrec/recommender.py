@@ -23,9 +23,11 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
+    from hybridrec.artifacts import LazyIndex
     from hybridrec.data.dataset import Dataset
     from hybridrec.features.pipeline import FeaturePipeline
     from hybridrec.fitting import FittedModel
+    from hybridrec.index import ItemIndex
     from hybridrec.model.network import HybridNet
 
 # recommend() scores the whole catalogue up to this many items; past it, a candidate pool of at least
@@ -70,6 +72,7 @@ class HybridRecommender:
         self._matcher: TitleMatcher | None = None
         self._item_text: np.ndarray | None = None  # items in the text encoder's space, loaded on first use
         self._similar_cache: dict[str, Any] = {}  # similar.py's per-model state (the evidence half, TowerMoments)
+        self._index: ItemIndex | LazyIndex | None = None  # a loaded model's index is read on first use
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -522,6 +525,22 @@ class HybridRecommender:
         return {"item_id": self.items_.raw(self.items_.index(item_id)), **dict(zip(DISPLAY_COLUMNS, row))}
 
     # ------------------------------------------------------------------ internals
+    @property
+    def index_(self) -> ItemIndex:
+        """The ANN index over the item vectors (a loaded model reads it on first use: artifacts.LazyIndex)."""
+        from hybridrec.artifacts import LazyIndex
+
+        index = self._index
+        if isinstance(index, LazyIndex):
+            index = self._index = index.read()
+        if index is None:
+            raise NotFittedError("this recommender is not fitted: call fit() or HybridRecommender.load()")
+        return index
+
+    @index_.setter
+    def index_(self, value: ItemIndex | LazyIndex) -> None:
+        self._index = value
+
     @property
     def net(self):
         """The torch network, loaded from the model directory on first use."""

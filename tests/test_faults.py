@@ -49,12 +49,13 @@ def invoke(*args):
 
 
 def use_everything(path: Path) -> None:
-    """Load and touch every file: ids, vectors, index, display table, and the lazily loaded network and features."""
+    """Load and touch every file: ids, vectors, display table, and the lazily read network, features and index."""
     rec = HybridRecommender.load(path)
     rec.similar_items("D0031", 5)
     rec.recommend("U0001", 5)
     rec.net  # noqa: B018
     rec.features  # noqa: B018
+    rec.index_  # noqa: B018 - read on first use (artifacts.LazyIndex), as a big catalogue's query would
 
 
 # ------------------------------------------------------------------------------------------ (b) damaged files
@@ -121,7 +122,7 @@ def test_a_crafted_index_header_is_refused_before_hnswlib_reads_it(demo_model, t
     rewrite_checksum(model, "index/items.hnsw")
     code = (
         "import sys\nfrom hybridrec.recommender import HybridRecommender\nfrom hybridrec.errors import ModelFileError\n"
-        "try:\n    HybridRecommender.load(sys.argv[1]).similar_items('D0031', 5)\n"
+        "try:\n    HybridRecommender.load(sys.argv[1]).index_\n"  # the index is read on first use
         "except ModelFileError as exc:\n    print('refused:', exc)\n"
     )
     done = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, timeout=120)

@@ -338,3 +338,28 @@ def test_new_items_without_an_id_and_boolean_k_are_query_errors(demo_model):
         rec.score_new_items(pd.DataFrame({"item_id": [float("nan")], "title": ["x"]}))
     with pytest.raises(QueryError, match="k must be"):
         rec.similar_items("D0031", k=True)
+
+
+def test_the_index_is_read_on_first_use_also_after_the_catalogue_changed(demo_model, tmp_path):
+    """A loaded model reads its ANN index when a query first needs it (artifacts.LazyIndex), not on load: items
+    added or retired before that are in it as in an index read on load, and retired items saved with a model are
+    marked again when it is read."""
+    from hybridrec.artifacts import LazyIndex
+
+    eager = demo_model.load()
+    assert isinstance(eager._index, LazyIndex)  # not read by the load
+    eager.index_  # noqa: B018 - read now, before the catalogue changes
+    lazy = demo_model.load()
+    for rec in (eager, lazy):
+        rec.add_items(_new_items())  # the lazy index is first read here, after the catalogue grew by one item
+        rec.remove_items(["D0031"])
+    assert not isinstance(lazy._index, LazyIndex)
+    for query in ("NEW1", "D0001", "D0150"):
+        lazy_ids, lazy_sims = lazy.index_.query(lazy.vector_of(query), 8)
+        eager_ids, eager_sims = eager.index_.query(eager.vector_of(query), 8)
+        assert lazy_ids == eager_ids and "D0031" not in lazy_ids
+        np.testing.assert_allclose(lazy_sims, eager_sims, atol=1e-6)
+    lazy.save(tmp_path / "m")
+    again = HybridRecommender.load(tmp_path / "m")
+    assert again.items_.index("D0031") in again.index_.deleted
+    assert "D0031" not in again.index_.query(again.vector_of("D0031"), 8)[0]
