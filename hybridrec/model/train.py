@@ -326,7 +326,7 @@ class Trainer:
         n_neg = self.cfg.negatives
         cand = self.pool if n_neg >= len(self.pool) else self.draw_negatives(n_neg, distinct=True)
         v_c, b_c = self.item_vectors(cand, self._keep_mask(len(cand)))
-        neg = u @ v_c.T + b_c.unsqueeze(0)
+        neg = torch.addmm(b_c.unsqueeze(0), u, v_c.T)  # the bias added in the product's kernel, no second pass
         pos = (u * v).sum(-1) + b_i
         # a row's own positive among the candidates is no negative: mask those entries only (one lookup per row,
         # not a batch x candidates comparison; a row whose positive is no candidate rewrites one entry with its own
@@ -337,7 +337,7 @@ class Trainer:
         hit = column[i_idx]
         column[cand] = -1
         rows, at = torch.arange(len(i_idx), device=self.device), hit.clamp(min=0)
-        neg = neg.index_put((rows, at), torch.where(hit >= 0, -1e9, neg[rows, at]))
+        neg = neg.index_put_((rows, at), torch.where(hit >= 0, -1e9, neg[rows, at]))  # in place: no copy of the logits
         loss = torch.logaddexp(pos, torch.logsumexp(neg, dim=1)) - pos
         return (weight * loss).sum() / weight.sum()
 
