@@ -19,7 +19,8 @@ from hybridrec.errors import ConfigError
 from hybridrec.progress import event, get_logger
 
 LOG = get_logger("job")
-COUNT_KEYS = ("n_test", "cold_items")  # what evaluation reports beside its metrics: bookkeeping, not metrics
+# what evaluation reports beside its metrics: bookkeeping, not metrics
+COUNT_KEYS = ("n_test", "cold_items", "test_users", "ranked_users")
 
 
 @dataclass
@@ -33,14 +34,15 @@ class FitReport:
     run: dict = field(default_factory=dict)  # bookkeeping: sizes, epochs, seconds, cache hits, seed
 
 
-def held_out(rec, split, k: int, seed: int) -> tuple[dict, dict, dict]:
+def held_out(rec, split, k: int, seed: int, max_users: int = 0) -> tuple[dict, dict, dict]:
     """Held-out metrics of `rec` and of the popularity baseline fitted on the same training rows (same code,
     same sampled negatives), and the counts evaluation reports beside them (test rows, cold items)."""
     from hybridrec.evaluation.baseline import PopularityBaseline
     from hybridrec.evaluation.holdout import evaluate
 
-    metrics = evaluate(rec, split.test, split.cold_items, k=k, seed=seed)
-    baseline = evaluate(PopularityBaseline(rec, split.train), split.test, split.cold_items, k=k, seed=seed)
+    metrics = evaluate(rec, split.test, split.cold_items, k=k, seed=seed, max_users=max_users)
+    baseline = PopularityBaseline(rec, split.train)
+    baseline = evaluate(baseline, split.test, split.cold_items, k=k, seed=seed, max_users=max_users)
     counts = {key: metrics.pop(key) for key in COUNT_KEYS if key in metrics}
     for key in COUNT_KEYS:
         baseline.pop(key, None)
@@ -83,7 +85,7 @@ def fit_from_config(cfg: Config, out_dir: str | Path, quiet: bool = False, resum
     rec = HybridRecommender(cfg, quiet=quiet)
     rec.fit(dataset, split.train, split.validation, checkpoint=checkpoint, resume=resume)
     event(LOG, f"evaluating on {len(split.test):,} held-out rows, beside a popularity baseline", "evaluate")
-    metrics, baseline, counts = held_out(rec, split, cfg.evaluate.k, cfg.seed)
+    metrics, baseline, counts = held_out(rec, split, cfg.evaluate.k, cfg.seed, cfg.evaluate.max_users)
     result = rec.train_result_
     run = {
         "dataset": dataset.name,

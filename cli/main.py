@@ -340,7 +340,7 @@ def evaluate(
                 f"{overlap} of {len(split.test)} test rows are (user, item) pairs the model was fitted on: this data"
                 " or split is not the fit's (evaluate with the model's own settings, or fit on this config)"
             )
-        metrics, baseline, counts = held_out(rec, split, cfg.evaluate.k, cfg.seed)
+        metrics, baseline, counts = held_out(rec, split, cfg.evaluate.k, cfg.seed, cfg.evaluate.max_users)
         if as_json:
             typer.echo(json.dumps({"metrics": metrics, "baseline": baseline, "run": counts}))
             return

@@ -55,6 +55,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "index.threads": (0, 4096, True),
     "evaluate.k": (1, 100_000, True),
     "evaluate.similar_k": (1, 100_000, True),
+    "evaluate.max_users": (0, math.inf, True),
 }
 
 

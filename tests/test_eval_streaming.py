@@ -277,3 +277,26 @@ def test_chunked_validation_scores_equal_one_pass_in_a_real_fit(loss, monkeypatc
     assert val_scores() == pytest.approx(whole, rel=1e-12)  # implicit: exact win counts; RMSE: summed by chunk
     capped = val_scores(f"train.validation_max_rows={len(split.validation) // 3}")
     assert len(capped) == len(whole) and capped != whole
+
+
+def test_ranking_metrics_over_a_seeded_share_of_the_test_users(demo_model):
+    """`evaluate.max_users`: the ranking metrics of a capped evaluation are those of the test rows of that many
+    users (users with a positive test row), drawn by the seed: one user fewer than there are, and exactly one
+    user's rows were left out."""
+    from hybridrec.evaluation.holdout import positives
+
+    rec, test = demo_model.rec, demo_model.split.test
+    users = sorted(positives(test, rec.feedback_)["user_id"].unique())
+    full = evaluate(rec, test, k=10, seed=3)
+    assert evaluate(rec, test, k=10, seed=3, max_users=len(users)) == full  # no cap reached: nothing drawn
+    capped = evaluate(rec, test, k=10, seed=3, max_users=len(users) - 1)
+    assert capped == evaluate(rec, test, k=10, seed=3, max_users=len(users) - 1)  # the seed decides
+    assert (capped.pop("test_users"), capped.pop("ranked_users")) == (len(users), len(users) - 1)
+    ranking = [key for key in capped if "@" in key]
+    assert ranking, capped
+
+    def same(user: str) -> bool:
+        alone = evaluate(rec, test[test["user_id"] != user], k=10, seed=3)
+        return all(np.isclose(alone[key], capped[key]) for key in ranking)
+
+    assert sum(same(user) for user in users) == 1

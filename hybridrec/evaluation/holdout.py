@@ -42,10 +42,12 @@ def evaluate(
     k: int = 10,
     seed: int = 0,
     budget: int = EVAL_BUDGET_BYTES,
+    max_users: int = 0,
 ) -> dict:
     """Metrics on a test split. Explicit data: RMSE and MAE. Warm items: HR/NDCG@k against 99 sampled
     negatives and full-ranking Recall/NDCG@k. Cold-item splits: per-user AUC and Recall@k among cold items.
-    `budget`: bytes one chunk of scores may take (the metrics do not depend on it)."""
+    `budget`: bytes one chunk of scores may take (the metrics do not depend on it). `max_users` > 0: the ranking
+    metrics over that many test users drawn with `seed` (`test_users` and `ranked_users` then say so)."""
     out: dict = {"n_test": int(len(test))}
     if test.empty:
         return out
@@ -64,6 +66,11 @@ def evaluate(
     pos = positives(test, rec.feedback_)
     if pos.empty:
         return out
+    users = pos["user_id"].unique()
+    if 0 < max_users < len(users):
+        drawn = np.random.default_rng(seed).choice(np.sort(users.astype(str)), max_users, replace=False)
+        pos = pos[pos["user_id"].astype(str).isin(set(drawn.tolist()))]
+        out.update(test_users=len(users), ranked_users=max_users)
     if cold_items:
         out.update(_cold_item_metrics(rec, pos, cold_items, k, budget))
     else:
