@@ -91,6 +91,26 @@ matched this machine's (same rows, items, cutoff and test rows from the same see
   changes that closed most of S's gap, not yet run at M), not a time one.
 - The text encoding is now the biggest stage, and 1,304 short texts/s on an H200 is far below what the GPU does:
   the tokenizer and the one CPU thread feeding it bound it (not measured further).
+
+## L end to end (2026-12-04 14:43-15:10, hybridrec only, the row in the L table below)
+
+One epoch of BPR (4 negatives; the `--task topn` recipe's sampled softmax runs ~2,000 samples/s, an hour an epoch
+at this size), text off, one torch thread, the machine otherwise idle. It completes: **1,340 s end to end, peak RSS
+10.45 GB** (the 24 GB machine's limit is not near), the model 2.2 GB on disk. Stages: read 88.8 s, features 26.5 s,
+co-occurrence 42.0 s, train 740.2 s (611.9 s in the epoch: 11,767 samples/s; the rest builds the causal histories
+and the HNSW index), held-out evaluation 416.1 s, save 25.1 s. recall@10 0.0592 after the one epoch (popularity
+0.0438 in the fit's own evaluation); no peer ran at L.
+
+- The held-out evaluation ranks the catalogue for at most `evaluate.max_users` (100,000) of the 910,592 test
+  users since 8c164e6. The first attempt, at the code before it, had spent 7 minutes ranking every test user when
+  it was stopped to rerun.
+- `similar`: p50 0.73 ms but p99 663 ms in-process, and the CLI process 5.5 s. The p99 is the exact path's last
+  resort: for a rarely had query item (1-4 interactions) the index's nearest items are mostly rare or cold, so their
+  trust-weighted cosines cannot be shown to beat the items left out, and 48 of 300 seeded queries fell through to
+  blending every item anybody had (442,944 here; 0.6-1.1 s). What would fix it is a candidate search ordered by
+  trust x cosine (an inner-product index over trust-weighted unit vectors), not built. The CLI's 5.5 s is the load:
+  the user side (2e6 users: id map, vectors, histories, the user embedding in the weights) is read and hashed though
+  `similar` never uses it.
 """
 
 
