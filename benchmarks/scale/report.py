@@ -108,7 +108,11 @@ and the HNSW index), held-out evaluation 416.1 s, save 25.1 s. recall@10 0.0592 
   resort: for a rarely had query item (1-4 interactions) the index's nearest items are mostly rare or cold, so their
   trust-weighted cosines cannot be shown to beat the items left out, and 48 of 300 seeded queries fell through to
   blending every item anybody had (442,944 here; 0.6-1.1 s). What would fix it is a candidate search ordered by
-  trust x cosine (an inner-product index over trust-weighted unit vectors), not built. The CLI's 5.5 s is the load:
+  trust x cosine (an inner-product index over trust-weighted unit vectors), not built. Since 06e9c1b that last
+  resort takes its candidates from a mask and their cosines from one float32 product over the catalogue: the same
+  saved model measured again by the benchmark's own child (15:27, machine idle), `python -m benchmarks.scale.child
+  hybridrec benchmarks/.scale-data/runs/L-seed42/models/scale-L-hybridrec benchmarks/.scale-data/L-seed42 OUT`:
+  p50 0.66 ms, **p99 21.0 ms** (from 663), 300 queries in 2.30 s (from 20.2), recall@10 unchanged. The CLI's 5.5 s is the load:
   the user side (2e6 users: id map, vectors, histories, the user embedding in the weights) is read and hashed though
   `similar` never uses it.
 """
