@@ -112,9 +112,9 @@ and the HNSW index), held-out evaluation 416.1 s, save 25.1 s. recall@10 0.0592 
   resort takes its candidates from a mask and their cosines from one float32 product over the catalogue: the same
   saved model measured again by the benchmark's own child (15:27, machine idle), `python -m benchmarks.scale.child
   hybridrec benchmarks/.scale-data/runs/L-seed42/models/scale-L-hybridrec benchmarks/.scale-data/L-seed42 OUT`:
-  p50 0.66 ms, **p99 21.0 ms** (from 663), 300 queries in 2.30 s (from 20.2), recall@10 unchanged. The CLI's 5.5 s is the load:
-  the user side (2e6 users: id map, vectors, histories, the user embedding in the weights) is read and hashed though
-  `similar` never uses it.
+  p50 0.66 ms, **p99 21.0 ms** (from 663), 300 queries in 2.30 s (from 20.2), recall@10 unchanged. The CLI's
+  5.5 s is the load: the user side (2e6 users: id map, vectors, histories, the user embedding in the weights) is
+  read and hashed though `similar` never uses it.
 """
 
 
