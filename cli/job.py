@@ -41,8 +41,8 @@ def held_out(rec, split, k: int, seed: int, max_users: int = 0) -> tuple[dict, d
     from hybridrec.evaluation.holdout import evaluate
 
     metrics = evaluate(rec, split.test, split.cold_items, k=k, seed=seed, max_users=max_users)
-    baseline = PopularityBaseline(rec, split.train)
-    baseline = evaluate(baseline, split.test, split.cold_items, k=k, seed=seed, max_users=max_users)
+    popularity = PopularityBaseline(rec, split.train)
+    baseline = evaluate(popularity, split.test, split.cold_items, k=k, seed=seed, max_users=max_users)
     counts = {key: metrics.pop(key) for key in COUNT_KEYS if key in metrics}
     for key in COUNT_KEYS:
         baseline.pop(key, None)

@@ -66,10 +66,10 @@ def evaluate(
     pos = positives(test, rec.feedback_)
     if pos.empty:
         return out
-    users = pos["user_id"].unique()
-    if 0 < max_users < len(users):
-        drawn = np.random.default_rng(seed).choice(np.sort(users.astype(str)), max_users, replace=False)
-        pos = pos[pos["user_id"].astype(str).isin(set(drawn.tolist()))]
+    users = pos["user_id"].unique() if max_users > 0 else ()
+    if 0 < max_users < len(users):  # ids are normalised strings: sorted, the draw depends on the seed alone
+        drawn = np.random.default_rng(seed).choice(np.sort(users), max_users, replace=False)
+        pos = pos[pos["user_id"].isin(drawn)]
         out.update(test_users=len(users), ranked_users=max_users)
     if cold_items:
         out.update(_cold_item_metrics(rec, pos, cold_items, k, budget))
