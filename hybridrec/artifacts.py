@@ -287,6 +287,7 @@ def save_model(
 
     from hybridrec import __version__
     from hybridrec.config import model_settings
+    from hybridrec.index import TRUSTED
 
     target = model_link(path)
     staged = staging_dir(target)
@@ -340,6 +341,8 @@ def save_model(
             term.save(staged / folder)
             components.append({"kind": "term", "type": term.type, "path": folder, "scale": float(term.scale)})
         rec.index_.save(staged / "index")
+        if rec.trusted_index_ is not None:
+            rec.trusted_index_.save(staged / "index", TRUSTED)
         _write_json(staged / "items.json", display_columns(rec.display_))
         _write_json(staged / "metrics.json", metrics)
         result = rec.train_result_
@@ -452,7 +455,7 @@ def load_model(cls, path: str | Path):
     from hybridrec import modelcheck as check
     from hybridrec.config import config_from_dict
     from hybridrec.features.cache import default_cache_dir
-    from hybridrec.index import ItemIndex
+    from hybridrec.index import TRUSTED, ItemIndex
     from hybridrec.model.history import UserHistory
     from hybridrec.model.spec import TrainResult
     from hybridrec.scoring.base import TermFiles, parse_term, registry
@@ -534,6 +537,10 @@ def load_model(cls, path: str | Path):
     rec.terms_ = _load_terms(md, cfg, components, n_users, n_items, registry, parse_term, TermFiles)
     check.index_json(where / "index/index.json", md.json("index/index.json"), n_items, dim)
     rec.index_ = LazyIndex(md, rec, n_items, ItemIndex.load)  # its checksum now (finish_verify), the rest on first use
+    rec.trusted_index_ = None
+    if md.has(f"index/{TRUSTED}.hnsw"):
+        check.trusted_index_json(where / f"index/{TRUSTED}.json", md.json(f"index/{TRUSTED}.json"), n_items, dim)
+        rec.trusted_index_ = LazyIndex(md, rec, n_items, ItemIndex.load, TRUSTED)
     rec.fit_stats_ = {}
     if md.has("vectors/item_text.npy"):  # every file is checked on load, not at its first use
         rec._item_text = load_item_text(rec)
@@ -552,18 +559,20 @@ class LazyIndex:
     """A saved model's ANN index, read when a query first needs it (`HybridRecommender.index_`): the exact
     similar-items path of a long-tail catalogue, `info` and `explain` never do, and at 5e5 items the structure
     check and hnswlib's read cost ~0.5 s of a CLI query. Its checksum is checked on load like every file's; the
-    structure, the width and the retired items' marks when it is read. `items`: the catalogue size saved with it."""
+    structure, the width and the retired items' marks when it is read. `items`: the catalogue size saved with it;
+    `stem`: which index (index/{stem}.hnsw), the cosine one or the trusted one (similar.build_trusted_index)."""
 
-    def __init__(self, md: ModelDir, rec, items: int, load):
-        self.md, self.rec, self.items, self._load = md, rec, items, load
+    def __init__(self, md: ModelDir, rec, items: int, load, stem: str = "items"):
+        self.md, self.rec, self.items, self._load, self.stem = md, rec, items, load, stem
 
     def read(self) -> ItemIndex:
-        self.md.path("index/items.hnsw")  # still the file whose checksum was checked (else checked again)
-        index = self._load(self.md.root / "index", self.rec.items_, self.items)
+        self.md.path(f"index/{self.stem}.hnsw")  # still the file whose checksum was checked (else checked again)
+        index = self._load(self.md.root / "index", self.rec.items_, self.items, self.stem)
         dim = self.rec.towers_.item_vectors.shape[1]
         if index.dim != dim:
             raise ModelFileError(f"{self.md.root}: the index holds vectors of width {index.dim}, the model {dim}")
-        index.mark_deleted(np.flatnonzero(self.rec.retired_[: self.items]))
+        retired = np.flatnonzero(self.rec.retired_[: self.items])
+        index.mark_deleted(retired if self.stem == "items" else index.holding(retired))
         return index
 
 

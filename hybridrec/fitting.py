@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 import pandas as pd
 
+from hybridrec import similar
 from hybridrec.config import Config, TrainConfig, model_settings
 from hybridrec.data.idmap import IdMap
 from hybridrec.errors import ConfigError
@@ -47,6 +48,7 @@ class FittedModel:
     seen: UserHistory  # training and validation items per user: what recommend leaves out
     terms: list[ScoreTerm]
     index: ItemIndex
+    trusted_index: ItemIndex | None  # similar.build_trusted_index's, above TRUSTED_INDEX_ITEMS items
     display: list[list]
     net: HybridNet
     features: FeaturePipeline
@@ -281,10 +283,14 @@ def _fit_model(
     _scale_terms(terms, towers, tr.users, cfg.seed)
     seen_rows = encode_rows(pd.concat([train, validation], ignore_index=True), users, item_ids, dataset.feedback)
     index = ItemIndex(item_ids, item_vectors.shape[1], cfg.index.M, cfg.index.ef_construction, cfg.index.ef_search)
-    index.build(item_vectors, seed=cfg.seed, threads=build_threads(cfg.index.threads, len(item_ids), cfg.train.threads))
+    threads = build_threads(cfg.index.threads, len(item_ids), cfg.train.threads)
+    index.build(item_vectors, seed=cfg.seed, threads=threads)
     from hybridrec.queries import fit_state
 
     extras = fit_state(cfg, pipeline, net, item_feats, user_feats, item_has_id, review_slice, tr.items, history)
+    trusted = None
+    if len(item_ids) > similar.TRUSTED_INDEX_ITEMS:
+        trusted = similar.build_trusted_index(item_ids, item_vectors, extras["item_counts"], cfg, threads)
     return FittedModel(
         feedback=dataset.feedback,
         rating_range=cast("tuple[float, float]", tuple(dataset.rating_range)) if dataset.rating_range else None,
@@ -295,6 +301,7 @@ def _fit_model(
         seen=UserHistory.distinct(seen_rows.users, seen_rows.items, len(users)),
         terms=terms,
         index=index,
+        trusted_index=trusted,
         display=display_rows(items),
         net=net,
         features=pipeline,

@@ -1,4 +1,5 @@
-"""hnswlib cosine index over item vectors that takes and returns raw item ids, never row numbers."""
+"""hnswlib indexes over item vectors, labelled by item row: the cosine index over every item (recommend's
+candidates, similar items without a score term), and the trusted index (similar.py) over the items anybody had."""
 
 from __future__ import annotations
 
@@ -29,29 +30,49 @@ def build_threads(setting: int, n_items: int, torch_threads: int = 0) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-class ItemIndex:
-    """Approximate nearest neighbours by cosine; labels are IdMap rows, answers are raw ids and similarities."""
+SPACES = ("cosine", "ip")
+TRUSTED = "trusted"  # the stem of similar.build_trusted_index's files in a model folder
 
-    def __init__(self, ids: IdMap, dim: int, M: int = 16, ef_construction: int = 200, ef_search: int = 100):
+
+class ItemIndex:
+    """Approximate nearest neighbours by cosine (or inner product: `space` "ip"); labels are IdMap rows, answers
+    are raw ids and similarities. `half`: for the trusted index, the evidence half its vectors were weighed with."""
+
+    def __init__(
+        self,
+        ids: IdMap,
+        dim: int,
+        M: int = 16,
+        ef_construction: int = 200,
+        ef_search: int = 100,
+        space: str = "cosine",
+        half: float | None = None,
+    ):
         self.ids = ids
         self.dim = dim
         self.M = M
         self.ef_construction = ef_construction
         self.ef_search = ef_search
+        self.space = space
+        self.half = half
         self._index: hnswlib.Index | None = None
         self.deleted: set[int] = set()  # rows retired with mark_deleted: never returned, still counted in len()
 
-    def build(self, vectors: np.ndarray, seed: int = 100, threads: int = 1) -> ItemIndex:
-        """Insert every item. One thread gives the same graph for the same vectors; more threads give one of equal
-        quality in less time (the insertion order, so the graph, then depends on timing): `build_threads`."""
-        index = hnswlib.Index(space="cosine", dim=self.dim)
+    def build(
+        self, vectors: np.ndarray, seed: int = 100, threads: int = 1, rows: np.ndarray | None = None
+    ) -> ItemIndex:
+        """Insert every item (or the items `rows`, one vector each). One thread gives the same graph for the same
+        vectors; more threads give one of equal quality in less time (the insertion order, so the graph, then
+        depends on timing): `build_threads`."""
+        index = hnswlib.Index(space=self.space, dim=self.dim)
         index.init_index(
             max_elements=max(len(vectors), 1), ef_construction=self.ef_construction, M=self.M, random_seed=seed
         )
         index.set_num_threads(max(threads, 1))
         if len(vectors):
             data = np.ascontiguousarray(vectors, dtype=np.float32)
-            index.add_items(data, np.arange(len(vectors)), num_threads=max(threads, 1))
+            labels = np.arange(len(vectors)) if rows is None else np.asarray(rows, np.int64)
+            index.add_items(data, labels, num_threads=max(threads, 1))
         index.set_ef(self.ef_search)
         self._index = index
         return self
@@ -72,6 +93,13 @@ class ItemIndex:
                 if "already deleted" not in str(exc):
                     raise
             self.deleted.add(int(row))
+
+    def holding(self, rows: np.ndarray) -> np.ndarray:
+        """Those of `rows` this index holds (an index over some of the items holds fewer than the catalogue)."""
+        assert self._index is not None  # built or loaded
+        if not len(rows):
+            return np.asarray(rows, np.int64)
+        return np.asarray(rows, np.int64)[np.isin(rows, np.asarray(self._index.get_ids_list(), np.int64))]
 
     def add(self, vectors: np.ndarray, rows: np.ndarray) -> None:
         """Insert new items (rows already added to the IdMap) without rebuilding."""
@@ -101,34 +129,45 @@ class ItemIndex:
         keep = [j for j, r in enumerate(rows[0]) if self.ids.raw(r) not in exclude][:k]
         return self.ids.raws(rows[0][keep]), sims[0][keep]
 
-    def save(self, folder: Path) -> None:
+    def save(self, folder: Path, stem: str = "items") -> None:
+        """`{stem}.hnsw` and its description (index.json for the cosine index, `{stem}.json` for another)."""
         folder.mkdir(parents=True, exist_ok=True)
         assert self._index is not None  # built or loaded
-        self._index.save_index(str(folder / "items.hnsw"))
-        meta = {"dim": self.dim, "M": self.M, "ef_construction": self.ef_construction, "ef_search": self.ef_search}
-        (folder / "index.json").write_text(json.dumps(meta | {"count": len(self)}))
+        self._index.save_index(str(folder / f"{stem}.hnsw"))
+        meta: dict[str, object] = {"dim": self.dim, "M": self.M, "ef_construction": self.ef_construction}
+        meta["ef_search"] = self.ef_search
+        if stem != "items":
+            meta |= {"space": self.space, "half": self.half}
+        (folder / description_name(stem)).write_text(json.dumps(meta | {"count": len(self)}))
 
     @classmethod
-    def load(cls, folder: Path, ids: IdMap, items: int | None = None) -> ItemIndex:
-        """The saved index of `items` items (default: every id of `ids`; fewer where items joined the catalogue
-        after the model was loaded and before its index was first read)."""
+    def load(cls, folder: Path, ids: IdMap, items: int | None = None, stem: str = "items") -> ItemIndex:
+        """The saved index over `items` items (default: every id of `ids`; fewer where items joined the catalogue
+        after the model was loaded and before its index was first read): the cosine index holds each of them,
+        another index (stem) any number of them, each labelled by its row."""
         expected = len(ids) if items is None else items
+        described = folder / description_name(stem)
         try:
-            meta = json.loads((folder / "index.json").read_text())
+            meta = json.loads(described.read_text())
             out = cls(ids, int(meta["dim"]), int(meta["M"]), int(meta["ef_construction"]), int(meta["ef_search"]))
             count = int(meta["count"])
+            if stem != "items":
+                out.space, out.half = str(meta["space"]), float(meta["half"])
         except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
-            raise ModelFileError(f"{folder / 'index.json'}: not a valid index description ({exc})") from None
-        if count != expected:
-            raise ModelFileError(f"{folder / 'index.json'}: describes {count} items, the model has {expected}")
-        check_hnsw_file(folder / "items.hnsw", out.dim, out.M, count)
+            raise ModelFileError(f"{described}: not a valid index description ({exc})") from None
+        if count > expected or (stem == "items" and count != expected):
+            raise ModelFileError(f"{described}: describes {count} items, the model has {expected}")
+        if out.space not in SPACES:
+            raise ModelFileError(f"{described}: space {out.space!r} is not one of {SPACES}")
+        path = folder / f"{stem}.hnsw"
+        check_hnsw_file(path, out.dim, out.M, count, labels=expected)
         try:
-            index = hnswlib.Index(space="cosine", dim=out.dim)
-            index.load_index(str(folder / "items.hnsw"), max_elements=max(count, 1))
+            index = hnswlib.Index(space=out.space, dim=out.dim)
+            index.load_index(str(path), max_elements=max(count, 1))
         except (OSError, RuntimeError, ValueError, KeyError) as exc:
-            raise ModelFileError(f"{folder / 'items.hnsw'}: cannot load the item index ({exc})") from None
+            raise ModelFileError(f"{path}: cannot load the item index ({exc})") from None
         if index.get_current_count() != count:
-            raise ModelFileError(f"{folder / 'items.hnsw'}: holds {index.get_current_count()} items, expected {count}")
+            raise ModelFileError(f"{path}: holds {index.get_current_count()} items, expected {count}")
         index.set_ef(out.ef_search)  # ef is not stored in hnswlib's file
         out._index = index
         return out
@@ -137,8 +176,14 @@ class ItemIndex:
 _HNSW_HEADER = struct.Struct("<QQQQQQiIQQQdQ")  # hnswlib's saveIndex: offsets, sizes, maxlevel, entry point, M...
 
 
-def check_hnsw_file(path: Path, dim: int, M: int, count: int) -> None:
-    """Check an hnswlib index file against the layout its parameters imply before hnswlib reads it.
+def description_name(stem: str) -> str:
+    """The JSON file that describes index `stem` (index.json for the cosine index, as models before 0.2 have it)."""
+    return "index.json" if stem == "items" else f"{stem}.json"
+
+
+def check_hnsw_file(path: Path, dim: int, M: int, count: int, labels: int | None = None) -> None:
+    """Check an hnswlib index file of `count` nodes, labelled below `labels` (default: count), against the layout
+    its parameters imply before hnswlib reads it.
 
     hnswlib trusts its file: a crafted header or link (an entry point, level or neighbour out of range) makes it
     read out of bounds and crash the process. The checksum catches accidents; this catches a file made to match
@@ -177,9 +222,10 @@ def check_hnsw_file(path: Path, dim: int, M: int, count: int) -> None:
          "offsets": [0, 4, label_offset], "itemsize": per_element}
     )  # fmt: skip
     block = np.frombuffer(raw, element, cur, _HNSW_HEADER.size)
-    n_links, links, labels = block["n"], block["links"], block["label"]
+    n_links, links, stored = block["n"], block["links"], block["label"]
+    label_limit = count if labels is None else labels
     used = np.arange(max_m0)[None, :] < n_links[:, None]
-    if (n_links > max_m0).any() or ((links >= cur) & used).any() or (labels >= max(count, 1)).any():
+    if (n_links > max_m0).any() or ((links >= cur) & used).any() or (stored >= max(label_limit, 1)).any():
         raise bad("a level-0 link or label out of range")
     if (len(raw) - level0_end) % 4:
         raise bad("trailing bytes")

@@ -213,6 +213,22 @@ def index_json(path: Path, payload: Any, n_items: int, dim: int) -> None:
         raise _bad(path, f"describes {payload['count']} items, the model has {n_items}")
 
 
+def trusted_index_json(path: Path, payload: Any, n_items: int, dim: int) -> None:
+    """index/trusted.json: as index.json, over at most the model's items, with the inner-product space and the
+    finite, non-negative evidence half its vectors were weighed with."""
+    if not isinstance(payload, dict):
+        raise _bad(path, "not a JSON object")
+    if payload.get("space") != "ip":
+        raise _bad(path, f"space {payload.get('space')!r} is not 'ip'")
+    half = payload.get("half")
+    if isinstance(half, bool) or not isinstance(half, (int, float)) or not np.isfinite(half) or half < 0:
+        raise _bad(path, f"half {half!r} is not a finite number >= 0")
+    count = payload.get("count")
+    if not is_int(count, 0, n_items):
+        raise _bad(path, f"count {count!r} is not an integer in [0, {n_items}]")
+    index_json(path, payload | {"count": n_items}, n_items, dim)
+
+
 def features_json(path: Path, payload: Any, item_spec, user_spec) -> None:
     """features/features.json: scalers with finite numbers, vocabularies of strings, bins in order, and the
     widths the network was built with (model.json's tower specs)."""

@@ -372,3 +372,6 @@ def remove_items(rec: HybridRecommender, item_ids: Any) -> None:
     rows = item_rows(rec, item_ids, "remove_items")
     rec.retired_[rows] = True
     rec.index_.mark_deleted(rows)
+    trusted = rec.trusted_index_
+    if trusted is not None:
+        trusted.mark_deleted(trusted.holding(rows))

@@ -73,6 +73,7 @@ class HybridRecommender:
         self._item_text: np.ndarray | None = None  # items in the text encoder's space, loaded on first use
         self._similar_cache: dict[str, Any] = {}  # similar.py's per-model state (the evidence half, TowerMoments)
         self._index: ItemIndex | LazyIndex | None = None  # a loaded model's index is read on first use
+        self._trusted: ItemIndex | LazyIndex | None = None  # similar.build_trusted_index's, on big catalogues
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -122,6 +123,7 @@ class HybridRecommender:
         self.seen_ = fitted.seen
         self.terms_ = fitted.terms
         self.index_ = fitted.index
+        self.trusted_index_ = fitted.trusted_index
         self.display_ = fitted.display
         self.item_spec_, self.user_spec_ = fitted.item_spec, fitted.user_spec
         self.review_slice_ = fitted.review_slice
@@ -540,6 +542,20 @@ class HybridRecommender:
     @index_.setter
     def index_(self, value: ItemIndex | LazyIndex) -> None:
         self._index = value
+
+    @property
+    def trusted_index_(self) -> ItemIndex | None:
+        """The index similar items of a big catalogue search (similar.build_trusted_index; None on smaller ones
+        and in models saved before it), read on first use like `index_`."""
+        from hybridrec.artifacts import LazyIndex
+
+        if isinstance(self._trusted, LazyIndex):
+            self._trusted = self._trusted.read()
+        return self._trusted
+
+    @trusted_index_.setter
+    def trusted_index_(self, value: ItemIndex | LazyIndex | None) -> None:
+        self._trusted = value
 
     @property
     def net(self):

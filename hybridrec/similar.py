@@ -12,6 +12,9 @@ import numpy as np
 from hybridrec.scoring.base import blend_similar, evidence
 
 if TYPE_CHECKING:
+    from hybridrec.config import Config, ModelConfig
+    from hybridrec.data.idmap import IdMap
+    from hybridrec.index import ItemIndex
     from hybridrec.recommender import HybridRecommender
 
 
@@ -19,17 +22,26 @@ def evidence_half(rec: HybridRecommender) -> float:
     """h of the trust n / (n + h): model.similar_evidence when set, else model.similar_evidence_share x the median
     training interactions of the items anybody had (0 for a content-only model, which learned nothing from
     behaviour and trusts all alike). Cached per counts array: it changes only when items join."""
-    model = rec.config.model
+    counts = rec.item_counts_
+    cached = rec._similar_cache.get("median")
+    if cached is None or cached[0] is not counts:
+        cached = rec._similar_cache["median"] = (counts, had_median(counts))
+    return half_of(rec.config.model, cached[1])
+
+
+def had_median(counts: np.ndarray) -> float:
+    """The median training interactions of the items anybody had (0 when nobody had any)."""
+    had = counts[counts > 0]
+    return float(np.median(had)) if len(had) else 0.0
+
+
+def half_of(model: ModelConfig, median: float) -> float:
+    """evidence_half's rule, from the model's settings and `had_median` of its items."""
     if model.variant == "content-only":
         return 0.0
     if model.similar_evidence is not None:
         return float(model.similar_evidence)
-    counts = rec.item_counts_
-    cached = rec._similar_cache.get("median")
-    if cached is None or cached[0] is not counts:
-        had = counts[counts > 0]
-        cached = rec._similar_cache["median"] = (counts, float(np.median(had)) if len(had) else 0.0)
-    return model.similar_evidence_share * cached[1]
+    return model.similar_evidence_share * median
 
 
 def trust(rec: HybridRecommender, rows: np.ndarray | None = None) -> np.ndarray:
@@ -85,9 +97,12 @@ TRUSTED_PER_K = 4
 
 def candidate_sizes(rec: HybridRecommender, k: int) -> list[int | None]:
     """The candidate sets blend_candidates tries, narrowest first: the index's 256 and 2,048 nearest, then every
-    item anybody had (None). The index's answers are skipped where they would hold too few items anybody had to
-    settle the k best (a long-tail catalogue: 3,704 had items among 500,000, where 299 of 300 index answers fell
-    through to the last set, after ~3 ms spent on them): there the last set is itself small."""
+    item anybody had (None). The cosine index's answers are skipped where they would hold too few items anybody
+    had to settle the k best (a long-tail catalogue: 3,704 had items among 500,000, where 299 of 300 index
+    answers fell through to the last set, after ~3 ms spent on them): there the last set is itself small. The
+    trusted index answers with had items only."""
+    if trusted_index(rec) is not None:
+        return [CANDIDATES, 8 * CANDIDATES, None]
     moments = TowerMoments.of(rec)
     share = len(moments.trusted) / max(len(rec.items_), 1)
     sizes: list[int | None] = [s for s in (CANDIDATES, 8 * CANDIDATES) if s * share >= TRUSTED_PER_K * k]
@@ -185,11 +200,12 @@ def blend_candidates(
     query = rec.towers_.query_vector(row).astype(np.float64)
     if rec.towers_.item_queries is None:  # as TowerScores.similar_scores: own vectors are normalised
         query = query / max(float(np.linalg.norm(query)), np.finfo(np.float32).tiny)
+    weighed = trusted_index(rec)  # answers with the towers' part itself: trust x cosine
     if size is None:
         others = first_rows(moments.untrusted, k, ~rec.retired_, row)
         index_rows, index_sims = np.concatenate([moments.trusted, others]), np.zeros(0)
     else:
-        index_rows, index_sims = rec.index_.query_rows(query[None].astype(np.float32), size)
+        index_rows, index_sims = (weighed or rec.index_).query_rows(query[None].astype(np.float32), size)
         index_rows, index_sims = index_rows[0], index_sims[0]
     pools = [index_rows] + [e[0] for e in entries if e is not None]
     if sum(len(p) for p in pools) > FULL_PRODUCT_ROWS:  # a mask over the catalogue: np.unique sorts (~30 ms at 4e5)
@@ -228,8 +244,11 @@ def blend_candidates(
         dense[where[hit]] = values[hit]
         parts.append((share, dense, t_mean, t_spread))
         shares += share
-    # any other item's towers part is at most the index's last cosine (size None: nobody had it, so 0)
-    ceiling = max(float(index_sims.min()), 0.0) * float(np.linalg.norm(query)) if len(index_sims) else 0.0
+    # any other item's towers part is at most the index's last answer: its cosine x |query| (weighed by a trust
+    # of at most 1), or the trusted index's weighed product itself (size None: nobody had it, so 0)
+    ceiling = max(float(index_sims.min()), 0.0) if len(index_sims) else 0.0
+    if weighed is None:
+        ceiling *= float(np.linalg.norm(query))
     if shares <= 0:  # no term has a share for this query: the towers' weighed cosine, as blend_similar gives
         blended, bound = towers_of(candidates), ceiling
     else:
@@ -249,10 +268,39 @@ def blend_candidates(
     if len(order) < k and len(candidates) < n - 1:
         return None
     # some items are neither candidates nor blended: the k-th best must beat their bound (ties included, since
-    # the whole row breaks ties by row)
-    if len(index_rows) >= size and (not len(order) or blended[order[-1]] <= bound):
+    # the whole row breaks ties by row). The cosine index answering fewer than `size` named every item; the
+    # trusted index, every item anybody had, and the others' bound (a towers part of 0) still applies.
+    if (len(index_rows) >= size or weighed is not None) and (not len(order) or blended[order[-1]] <= bound):
         return None
     return candidates[order], blended[order]
+
+
+def trusted_index(rec: HybridRecommender) -> ItemIndex | None:
+    """The model's trusted index (`build_trusted_index`) when its weights are today's (the evidence half it was
+    built with is the model's), else None: the cosine index then serves, as for a model saved without one."""
+    index = rec.trusted_index_
+    return index if index is not None and index.half == evidence_half(rec) else None
+
+
+TRUSTED_INDEX_ITEMS = CANDIDATE_PATH_ITEMS  # catalogues above this many items get a trusted index
+
+
+def build_trusted_index(ids: IdMap, vectors: np.ndarray, counts: np.ndarray, cfg: Config, threads: int) -> ItemIndex:
+    """An inner-product index over the items anybody had, each stored as its unit vector x its trust: its nearest
+    items to a query are those of the largest towers' part of the similar-items blend (trust x cosine), so a
+    rarely had query item, whose cosine neighbours are mostly rarely had items of low trust, is settled from a
+    few hundred candidates instead of every had item (~20 ms at 442,944 had items)."""
+    from hybridrec.index import ItemIndex
+
+    half, settings = half_of(cfg.model, had_median(counts)), cfg.index
+    weights = evidence(counts, half)
+    rows = np.flatnonzero(weights > 0)
+    index = ItemIndex(ids, vectors.shape[1], settings.M, settings.ef_construction, settings.ef_search, "ip", half)
+    data = np.empty((len(rows), vectors.shape[1]), np.float32)
+    for start in range(0, len(rows), 65_536):  # bounded memory on any catalogue
+        block = rows[start : start + 65_536]
+        data[start : start + len(block)] = unit_rows(vectors, block) * weights[block, None]
+    return index.build(data, seed=cfg.seed, threads=threads, rows=rows)
 
 
 def nearest(

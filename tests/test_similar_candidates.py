@@ -4,9 +4,12 @@ or a fall back to the whole row when the candidates cannot be shown to hold the 
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import pytest
-from conftest import fit_demo
+from conftest import DEMO_CONFIG, demo_split, fit_demo, quick_fit_overrides
 
 from hybridrec import similar
 
@@ -120,3 +123,99 @@ def test_a_blend_over_most_of_the_catalogue_keeps_the_whole_rows_answers(rec, mo
         assert list(found[0]) == list(expected_rows), row
         np.testing.assert_allclose(found[1], expected_scores, rtol=1e-5, atol=1e-5)
     assert answered > 0.3 * len(range(0, len(rec.items_), 5))
+
+
+# ------------------------------------------------------------------------------------------------ trusted index
+@pytest.fixture(scope="module")
+def trusted(demo_dataset, text_cache_dir):
+    """The demo fitted as a big catalogue is (with the trusted index, built above TRUSTED_INDEX_ITEMS items), with
+    one item in six never had in training."""
+    from hybridrec.config import load_config
+    from hybridrec.recommender import HybridRecommender
+
+    cfg = load_config(DEMO_CONFIG, quick_fit_overrides(text_cache_dir, "train.epochs=2"))
+    split = demo_split(demo_dataset)
+    left_out = demo_dataset.items["item_id"].iloc[::6]
+    train = split.train[~split.train["item_id"].isin(left_out)]
+    saved = similar.TRUSTED_INDEX_ITEMS
+    similar.TRUSTED_INDEX_ITEMS = 0
+    try:
+        return HybridRecommender(cfg).fit(demo_dataset, train, split.validation)
+    finally:
+        similar.TRUSTED_INDEX_ITEMS = saved
+
+
+def test_the_trusted_index_holds_the_had_items_at_their_trust_times_their_direction(trusted):
+    index = trusted.trusted_index_
+    assert index is not None and index.space == "ip" and index.half == similar.evidence_half(trusted)
+    had = np.flatnonzero(trusted.item_counts_ > 0)
+    assert 0 < len(had) < len(trusted.items_)  # the demo has items nobody had: they are left out
+    assert sorted(index._index.get_ids_list()) == list(had)
+    stored = np.asarray(index._index.get_items(had[:20]))
+    vectors = trusted.towers_.item_vectors[had[:20]].astype(np.float64)
+    expected = vectors / np.linalg.norm(vectors, axis=1, keepdims=True) * similar.trust(trusted, had[:20])[:, None]
+    np.testing.assert_allclose(stored, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [8, 40])
+def test_the_blend_over_the_trusted_index_gives_the_whole_rows_lists(trusted, size):
+    """Its nearest items are those of the largest trust x cosine, and the last one bounds every other item's
+    towers part: the lists and scores stay the whole row's, and fewer queries need a wider set than with the
+    cosine index, whose nearest include items of low trust."""
+    queries = range(0, len(trusted.items_), 2)
+    answered = {}
+    for use_trusted in (True, False):
+        if not use_trusted:
+            trusted._similar_cache["saved"], trusted.trusted_index_ = trusted.trusted_index_, None
+        try:
+            answered[use_trusted] = 0
+            for row in queries:
+                found = similar.blend_candidates(trusted, row, 5, size)
+                if found is None:
+                    continue
+                answered[use_trusted] += 1
+                expected_rows, expected_scores = whole_row(trusted, row, 5)
+                assert list(found[0]) == list(expected_rows), row
+                np.testing.assert_allclose(found[1], expected_scores, rtol=1e-5, atol=1e-5)
+        finally:
+            if not use_trusted:
+                trusted.trusted_index_ = trusted._similar_cache.pop("saved")
+    assert answered[True] > answered[False]
+
+
+def test_a_trusted_index_weighed_with_another_half_is_not_used(trusted, monkeypatch):
+    assert similar.trusted_index(trusted) is trusted.trusted_index_
+    monkeypatch.setattr(trusted.config.model, "similar_evidence", similar.evidence_half(trusted) + 1.0)
+    assert similar.trusted_index(trusted) is None
+
+
+def test_the_trusted_index_is_saved_loaded_checked_and_retires_items(trusted, tmp_path):
+    from hybridrec.errors import ModelFileError
+    from hybridrec.recommender import HybridRecommender
+
+    trusted.save(tmp_path / "m")
+    loaded = HybridRecommender.load(tmp_path / "m")
+    had = np.flatnonzero(loaded.item_counts_ > 0)
+    query, gone = loaded.items_.raw(int(had[0])), loaded.items_.raw(int(had[1]))
+    assert loaded.trusted_index_ is not None and loaded.trusted_index_.half == trusted.trusted_index_.half
+    assert loaded.similar_items(query, 5)[0] == trusted.similar_items(query, 5)[0]
+    nobody = loaded.items_.raw(int(np.flatnonzero(loaded.item_counts_ == 0)[0]))
+    loaded.remove_items([gone, nobody])  # one it holds, one it does not
+    rows, _ = loaded.trusted_index_.query_rows(loaded.towers_.item_vectors[[int(had[1])]], len(had))
+    assert int(had[1]) not in rows[0]
+    assert gone not in loaded.similar_items(query, 20)[0]
+    loaded.save(tmp_path / "m")
+    again = HybridRecommender.load(tmp_path / "m")
+    rows, _ = again.trusted_index_.query_rows(again.towers_.item_vectors[[int(had[1])]], len(had) - 1)
+    assert int(had[1]) not in rows[0]
+    # a crafted description is refused on load, naming the file
+    folder = (tmp_path / "m").resolve()
+    described = folder / "index" / "trusted.json"
+    payload = json.loads(described.read_text())
+    for bad, why in (({"half": -1.0}, "half"), ({"space": "cosine"}, "space"), ({"count": 10**9}, "count")):
+        described.write_text(json.dumps(payload | bad))
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["files"]["index/trusted.json"] = hashlib.sha256(described.read_bytes()).hexdigest()
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ModelFileError, match=f"trusted.json.*{why}"):
+            HybridRecommender.load(tmp_path / "m")
