@@ -110,6 +110,7 @@ def warm(rec: HybridRecommender) -> None:
 
     rec.net  # noqa: B018 - the property loads the torch network
     rec.index_  # noqa: B018 - and this one the ANN index
+    rec.trusted_index_  # noqa: B018 - and the trusted index of a big catalogue (similar.build_trusted_index)
     rec.features  # noqa: B018 - the property loads the feature pipeline
     try:
         # the text model (sentence-transformers) loads on its first encoding; the title matcher on its first query

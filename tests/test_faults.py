@@ -56,6 +56,7 @@ def use_everything(path: Path) -> None:
     rec.net  # noqa: B018
     rec.features  # noqa: B018
     rec.index_  # noqa: B018 - read on first use (artifacts.LazyIndex), as a big catalogue's query would
+    rec.trusted_index_  # noqa: B018 - likewise (a model of a big catalogue has one)
 
 
 # ------------------------------------------------------------------------------------------ (b) damaged files

@@ -219,3 +219,29 @@ def test_the_trusted_index_is_saved_loaded_checked_and_retires_items(trusted, tm
         (folder / "manifest.json").write_text(json.dumps(manifest))
         with pytest.raises(ModelFileError, match=f"trusted.json.*{why}"):
             HybridRecommender.load(tmp_path / "m")
+
+
+def test_a_trusted_index_naming_rows_past_the_catalogue_is_refused_before_hnswlib_reads_it(trusted, tmp_path):
+    """Labels are item rows: a file (with a matching checksum) that names a row the model does not have is refused
+    when the index is first read, naming the file."""
+    from hybridrec.errors import ModelFileError
+    from hybridrec.index import ItemIndex
+    from hybridrec.recommender import HybridRecommender
+
+    trusted.save(tmp_path / "m")
+    folder = (tmp_path / "m").resolve()
+    n = len(trusted.items_)
+    index = trusted.trusted_index_
+    vectors = np.asarray(index._index.get_items(index._index.get_ids_list()[:3]), np.float32)
+    crafted = ItemIndex(trusted.items_, index.dim, index.M, index.ef_construction, index.ef_search, "ip", index.half)
+    crafted.build(vectors, rows=np.array([0, 1, n + 5]))
+    crafted.save(tmp_path / "crafted", "trusted")
+    for name in ("trusted.hnsw", "trusted.json"):
+        (folder / "index" / name).write_bytes((tmp_path / "crafted" / name).read_bytes())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name in ("trusted.hnsw", "trusted.json"):
+        manifest["files"][f"index/{name}"] = hashlib.sha256((folder / "index" / name).read_bytes()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    loaded = HybridRecommender.load(tmp_path / "m")
+    with pytest.raises(ModelFileError, match="trusted.hnsw.*label out of range"):
+        loaded.trusted_index_  # noqa: B018
