@@ -284,6 +284,8 @@ def _fit_model(
     seen_rows = encode_rows(pd.concat([train, validation], ignore_index=True), users, item_ids, dataset.feedback)
     index = ItemIndex(item_ids, item_vectors.shape[1], cfg.index.M, cfg.index.ef_construction, cfg.index.ef_search)
     threads = build_threads(cfg.index.threads, len(item_ids), cfg.train.threads)
+    if len(item_ids) > similar.TRUSTED_INDEX_ITEMS:  # tens of seconds at 5e5 items: say what the wait is
+        event(LOG, f"indexing {len(item_ids):,} items (the cosine and the trusted index, {threads} threads)", "train")
     index.build(item_vectors, seed=cfg.seed, threads=threads)
     from hybridrec.queries import fit_state
 
