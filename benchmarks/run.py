@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     results = Path(args.results or (TUNING if args.tune else RESULTS))
     if args.report:
-        report.write(results)
+        report.write(results, report_path(results))
         return 0
     from benchmarks.adapters import registry
 
@@ -219,8 +219,14 @@ def main(argv: list[str] | None = None) -> int:
                 shown = {k: round(v, 4) for k, v in out["metrics"].items()}
                 print(f"   {shown}  fit {out['fit_seconds']:.1f}s  wall {row['wall_seconds']:.0f}s", file=sys.stderr)
     if not args.no_report and not args.tune:
-        report.write(results)
+        report.write(results, report_path(results))
     return 1 if failures else 0
+
+
+def report_path(results: Path) -> Path:
+    """RESULTS.md for the shared results file; a results file elsewhere gets its own report beside it (a run
+    recorded apart, such as an experiment, once rebuilt RESULTS.md from its few rows alone)."""
+    return report.OUT if results.resolve() == RESULTS.resolve() else results.with_suffix(".md")
 
 
 def robustness_label(dataset: str, cold_draw: int | None, model_seed: int | None) -> str:
