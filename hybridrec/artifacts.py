@@ -539,7 +539,7 @@ def load_model(cls, path: str | Path):
     rec.index_ = LazyIndex(md, rec, n_items, ItemIndex.load)  # its checksum now (finish_verify), the rest on first use
     rec.trusted_index_ = None
     if md.has(f"index/{TRUSTED}.hnsw"):
-        check.trusted_index_json(where / f"index/{TRUSTED}.json", md.json(f"index/{TRUSTED}.json"), n_items, dim)
+        check.index_json(where / f"index/{TRUSTED}.json", md.json(f"index/{TRUSTED}.json"), n_items, dim, "ip")
         rec.trusted_index_ = LazyIndex(md, rec, n_items, ItemIndex.load, TRUSTED)
     rec.fit_stats_ = {}
     if md.has("vectors/item_text.npy"):  # every file is checked on load, not at its first use
@@ -571,8 +571,7 @@ class LazyIndex:
         dim = self.rec.towers_.item_vectors.shape[1]
         if index.dim != dim:
             raise ModelFileError(f"{self.md.root}: the index holds vectors of width {index.dim}, the model {dim}")
-        retired = np.flatnonzero(self.rec.retired_[: self.items])
-        index.mark_deleted(retired if self.stem == "items" else index.holding(retired))
+        index.mark_deleted(np.flatnonzero(self.rec.retired_[: self.items]))
         return index
 
 

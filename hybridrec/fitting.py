@@ -284,15 +284,14 @@ def _fit_model(
     seen_rows = encode_rows(pd.concat([train, validation], ignore_index=True), users, item_ids, dataset.feedback)
     index = ItemIndex(item_ids, item_vectors.shape[1], cfg.index.M, cfg.index.ef_construction, cfg.index.ef_search)
     threads = build_threads(cfg.index.threads, len(item_ids), cfg.train.threads)
-    if len(item_ids) > similar.TRUSTED_INDEX_ITEMS:  # tens of seconds at 5e5 items: say what the wait is
+    big = len(item_ids) > similar.TRUSTED_INDEX_ITEMS  # similar items get a trusted index too
+    if big:  # tens of seconds at 5e5 items: say what the wait is
         event(LOG, f"indexing {len(item_ids):,} items (the cosine and the trusted index, {threads} threads)", "train")
     index.build(item_vectors, seed=cfg.seed, threads=threads)
     from hybridrec.queries import fit_state
 
     extras = fit_state(cfg, pipeline, net, item_feats, user_feats, item_has_id, review_slice, tr.items, history)
-    trusted = None
-    if len(item_ids) > similar.TRUSTED_INDEX_ITEMS:
-        trusted = similar.build_trusted_index(item_ids, item_vectors, extras["item_counts"], cfg, threads)
+    trusted = similar.build_trusted_index(item_ids, item_vectors, extras["item_counts"], cfg, threads) if big else None
     return FittedModel(
         feedback=dataset.feedback,
         rating_range=cast("tuple[float, float]", tuple(dataset.rating_range)) if dataset.rating_range else None,

@@ -82,7 +82,8 @@ class ItemIndex:
 
     def mark_deleted(self, rows: np.ndarray) -> None:
         """Retire items (remove_items): hnswlib keeps them in the graph for routing but never returns them; the
-        mark is saved in its file. Marking a retired row again is a no-op."""
+        mark is saved in its file. Marking a retired row again is a no-op, and so is a row the index does not hold
+        (the trusted index holds only the items anybody had)."""
         assert self._index is not None  # built or loaded
         for row in np.asarray(rows, np.int64):
             if int(row) in self.deleted:
@@ -90,16 +91,11 @@ class ItemIndex:
             try:
                 self._index.mark_deleted(int(row))
             except RuntimeError as exc:  # already marked in the file: the same state
+                if "Label not found" in str(exc):
+                    continue
                 if "already deleted" not in str(exc):
                     raise
             self.deleted.add(int(row))
-
-    def holding(self, rows: np.ndarray) -> np.ndarray:
-        """Those of `rows` this index holds (an index over some of the items holds fewer than the catalogue)."""
-        assert self._index is not None  # built or loaded
-        if not len(rows):
-            return np.asarray(rows, np.int64)
-        return np.asarray(rows, np.int64)[np.isin(rows, np.asarray(self._index.get_ids_list(), np.int64))]
 
     def add(self, vectors: np.ndarray, rows: np.ndarray) -> None:
         """Insert new items (rows already added to the IdMap) without rebuilding."""

@@ -198,8 +198,10 @@ def training(path: Path, payload: Any) -> None:
         raise _bad(path, f"best_epoch {best!r} / stopped_early {stopped!r} are not a count and a boolean")
 
 
-def index_json(path: Path, payload: Any, n_items: int, dim: int) -> None:
-    """index/index.json: the hnswlib parameters, within what hnswlib honours, for the model's vectors."""
+def index_json(path: Path, payload: Any, n_items: int, dim: int, space: str = "cosine") -> None:
+    """index/index.json (the cosine index, one node per item) or index/trusted.json (`space` "ip": at most one node
+    per item, and the finite, non-negative evidence half its vectors were weighed with): the hnswlib parameters,
+    within what hnswlib honours, for the model's vectors."""
     if not isinstance(payload, dict):
         raise _bad(path, "not a JSON object")
     limits = {"dim": (1, MAX_SIZE), "M": (2, MAX_HNSW_M), "ef_construction": (1, MAX_SIZE), "count": (0, MAX_SIZE)}
@@ -209,24 +211,17 @@ def index_json(path: Path, payload: Any, n_items: int, dim: int) -> None:
             raise _bad(path, f"{key} {payload.get(key)!r} is not an integer in [{low}, {high}]")
     if payload["dim"] != dim:
         raise _bad(path, f"describes vectors of width {payload['dim']}, the model's are {dim}")
-    if payload["count"] != n_items:
-        raise _bad(path, f"describes {payload['count']} items, the model has {n_items}")
-
-
-def trusted_index_json(path: Path, payload: Any, n_items: int, dim: int) -> None:
-    """index/trusted.json: as index.json, over at most the model's items, with the inner-product space and the
-    finite, non-negative evidence half its vectors were weighed with."""
-    if not isinstance(payload, dict):
-        raise _bad(path, "not a JSON object")
-    if payload.get("space") != "ip":
-        raise _bad(path, f"space {payload.get('space')!r} is not 'ip'")
+    if space == "cosine":
+        if payload["count"] != n_items:
+            raise _bad(path, f"describes {payload['count']} items, the model has {n_items}")
+        return
+    if payload.get("space") != space:
+        raise _bad(path, f"space {payload.get('space')!r} is not {space!r}")
     half = payload.get("half")
     if isinstance(half, bool) or not isinstance(half, (int, float)) or not np.isfinite(half) or half < 0:
         raise _bad(path, f"half {half!r} is not a finite number >= 0")
-    count = payload.get("count")
-    if not is_int(count, 0, n_items):
-        raise _bad(path, f"count {count!r} is not an integer in [0, {n_items}]")
-    index_json(path, payload | {"count": n_items}, n_items, dim)
+    if payload["count"] > n_items:
+        raise _bad(path, f"count {payload['count']} is more than the model's {n_items} items")
 
 
 def features_json(path: Path, payload: Any, item_spec, user_spec) -> None:

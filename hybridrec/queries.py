@@ -371,7 +371,6 @@ def remove_items(rec: HybridRecommender, item_ids: Any) -> None:
     item again does nothing; an unknown id is a QueryError (nothing is retired then)."""
     rows = item_rows(rec, item_ids, "remove_items")
     rec.retired_[rows] = True
-    rec.index_.mark_deleted(rows)
-    trusted = rec.trusted_index_
-    if trusted is not None:
-        trusted.mark_deleted(trusted.holding(rows))
+    for index in (rec.index_, rec.trusted_index_):
+        if index is not None:
+            index.mark_deleted(rows)

@@ -530,11 +530,7 @@ class HybridRecommender:
     @property
     def index_(self) -> ItemIndex:
         """The ANN index over the item vectors (a loaded model reads it on first use: artifacts.LazyIndex)."""
-        from hybridrec.artifacts import LazyIndex
-
-        index = self._index
-        if isinstance(index, LazyIndex):
-            index = self._index = index.read()
+        index = self._read_index("_index")
         if index is None:
             raise NotFittedError("this recommender is not fitted: call fit() or HybridRecommender.load()")
         return index
@@ -547,15 +543,21 @@ class HybridRecommender:
     def trusted_index_(self) -> ItemIndex | None:
         """The index similar items of a big catalogue search (similar.build_trusted_index; None on smaller ones
         and in models saved before it), read on first use like `index_`."""
-        from hybridrec.artifacts import LazyIndex
-
-        if isinstance(self._trusted, LazyIndex):
-            self._trusted = self._trusted.read()
-        return self._trusted
+        return self._read_index("_trusted")
 
     @trusted_index_.setter
     def trusted_index_(self, value: ItemIndex | LazyIndex | None) -> None:
         self._trusted = value
+
+    def _read_index(self, attribute: str) -> ItemIndex | None:
+        """The index held in `attribute`, read from the model folder the first time (artifacts.LazyIndex)."""
+        from hybridrec.artifacts import LazyIndex
+
+        index = getattr(self, attribute)
+        if isinstance(index, LazyIndex):
+            index = index.read()
+            setattr(self, attribute, index)
+        return index
 
     @property
     def net(self):

@@ -143,14 +143,21 @@ class TowerMoments:
         rows = np.flatnonzero(trusted)
         dim = vectors.shape[1]
         first, second = np.zeros(dim), np.zeros((dim, dim))
-        for start in range(0, len(rows), 65_536):  # bounded memory on any catalogue
-            block = rows[start : start + 65_536]
-            weighed = unit_rows(vectors, block) * weights[block, None]
+        for _, weighed in weighed_units(vectors, weights, rows):
             first += weighed.sum(axis=0)
             second += weighed.T @ weighed
         moments = cls(vectors, counts, half, weights, first, second, rows, np.flatnonzero(~trusted))
         rec._similar_cache["moments"] = moments
         return moments
+
+
+def weighed_units(vectors: np.ndarray, weights: np.ndarray, rows: np.ndarray, block: int = 65_536):
+    """(start, trust x unit vector) of `rows` in blocks of `block` rows, float64: the towers' part of the blend is
+    these dotted with the query (TowerMoments sums them, the trusted index stores them). Bounded memory on any
+    catalogue."""
+    for start in range(0, len(rows), block):
+        part = rows[start : start + block]
+        yield start, unit_rows(vectors, part) * weights[part, None]
 
 
 def first_rows(rows: np.ndarray, k: int, allowed: np.ndarray, skip: int) -> np.ndarray:
@@ -205,7 +212,8 @@ def blend_candidates(
         others = first_rows(moments.untrusted, k, ~rec.retired_, row)
         index_rows, index_sims = np.concatenate([moments.trusted, others]), np.zeros(0)
     else:
-        index_rows, index_sims = (weighed or rec.index_).query_rows(query[None].astype(np.float32), size)
+        index = rec.index_ if weighed is None else weighed
+        index_rows, index_sims = index.query_rows(query[None].astype(np.float32), size)
         index_rows, index_sims = index_rows[0], index_sims[0]
     pools = [index_rows] + [e[0] for e in entries if e is not None]
     if sum(len(p) for p in pools) > FULL_PRODUCT_ROWS:  # a mask over the catalogue: np.unique sorts (~30 ms at 4e5)
@@ -297,9 +305,8 @@ def build_trusted_index(ids: IdMap, vectors: np.ndarray, counts: np.ndarray, cfg
     rows = np.flatnonzero(weights > 0)
     index = ItemIndex(ids, vectors.shape[1], settings.M, settings.ef_construction, settings.ef_search, "ip", half)
     data = np.empty((len(rows), vectors.shape[1]), np.float32)
-    for start in range(0, len(rows), 65_536):  # bounded memory on any catalogue
-        block = rows[start : start + 65_536]
-        data[start : start + len(block)] = unit_rows(vectors, block) * weights[block, None]
+    for start, weighed in weighed_units(vectors, weights, rows):
+        data[start : start + len(weighed)] = weighed
     return index.build(data, seed=cfg.seed, threads=threads, rows=rows)
 
 
