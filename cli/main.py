@@ -228,7 +228,7 @@ def similar(
 
             raise QueryError("the query is empty: give an item id or some text")  # before loading the model
         rec = _load(model)
-        match = rec.similar_to_text(query, k)
+        match = rec.similar_to_text(query, k, exact=True)  # one query: cheaper than reading a big index, and exact
         rows = _item_rows(rec, match.ids, match.scores)
         if match.how == "content":
             said = f"no catalogue title matched {query!r}: scored it as a new item from its text"

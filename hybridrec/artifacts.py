@@ -14,19 +14,23 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hybridrec.display import display_columns
+from hybridrec.display import ROWS_FILE, write_display
 from hybridrec.errors import ModelFileError
 from hybridrec.limits import read_json_file
 from hybridrec.modelcheck import finite_arrays, finite_weights, ids_digest
 from hybridrec.safeio import diagnose, disk_error, model_lock
+from hybridrec.verified import recorded, remember
+from hybridrec.verified import stamp as _stamp
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
+    from hybridrec.data.idmap import IdMap
     from hybridrec.index import ItemIndex
 
-# 3: items.json stored by column (modelcheck.display_columns); version 2 folders (items.json by row) still load
-FORMAT_VERSION = 3
+# 4: the display table as one JSON row per line (display/rows.jsonl, display.write_display), read a row at a time;
+# 3: items.json by column; 2: items.json by row. Folders of versions 2 and 3 still load.
+FORMAT_VERSION = 4
 # every file a model writes gets this mode (less the umask), so a serving account can read what a trainer wrote
 FILE_MODE, DIR_MODE = 0o644, 0o755
 MANIFEST = "manifest.json"
@@ -38,12 +42,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _stamp(path: Path) -> tuple[int, ...]:
-    """What changes when a file is rewritten or replaced: inode, size, modification and status-change times."""
-    info = path.stat()
-    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
 def write_manifest(folder: Path, extra: dict) -> None:
@@ -74,13 +72,19 @@ class ModelDir:
         self.root = self.requested.resolve()
         self._checked: dict[str, tuple[int, ...]] = {}  # name -> the file's _stamp when its checksum matched
         self._pending: dict[str, Future] = {}  # name -> its checksum on a background thread (start_verify)
+        self._read: set[str] = set()  # files read so far (their readers' checks passed if the load succeeds)
+        self._known: set[str] = set()  # files a load that succeeded read and checked, unchanged since (verified.py)
+        self._finishing = False
         manifest_path = self.root / MANIFEST
         if not self.root.is_dir():
             raise ModelFileError(f"{self.requested}: not a model directory")
         if manifest_path.is_symlink():
             raise ModelFileError(f"{manifest_path}: a link inside the model folder; refusing to follow it")
         try:
+            self._manifest_stamp = _stamp(manifest_path)
             self.manifest = read_json_file(manifest_path, ModelFileError)  # bounded: never /dev/zero, never 1e5 `[`
+            if _stamp(manifest_path) != self._manifest_stamp:  # rewritten while read: no record applies to it
+                self._manifest_stamp = ()
         except FileNotFoundError:
             raise ModelFileError(f"{manifest_path}: missing; {self.requested} is not a hybridrec model") from None
         except (ValueError, UnicodeDecodeError):
@@ -94,7 +98,7 @@ class ModelDir:
             raise ModelFileError(
                 f"{self.requested}: a hybridrec 0.1 model (format version 1); refit it with this version: hybridrec fit"
             )
-        if not isinstance(version, int) or isinstance(version, bool) or version < 2:  # 2 and 3 are read
+        if not isinstance(version, int) or isinstance(version, bool) or version < 2:  # 2 to FORMAT_VERSION are read
             raise ModelFileError(f"{manifest_path}: corrupted (format version {version!r} is not a known version)")
         if version > FORMAT_VERSION:
             raise ModelFileError(
@@ -115,27 +119,45 @@ class ModelDir:
     def start_verify(self) -> None:
         """Refuse names outside the folder and links or missing files (in manifest order), then hash every file on
         background threads, one per core, the biggest first (hashlib releases the GIL): a load reads and checks
-        files while the others are hashed, and `path` waits only for the file it returns."""
+        files while the others are hashed, and `path` waits only for the file it returns. Files unchanged since
+        their checksums last matched on this machine (hybridrec/verified.py) are not hashed again."""
         names = list(self.manifest["files"])
         for name in names:
             parts = Path(name).parts if isinstance(name, str) else ()
             if not isinstance(name, str) or Path(name).is_absolute() or ".." in parts or not parts:
                 raise ModelFileError(f"{self.root / MANIFEST}: lists a file outside the model folder ({name!r})")
-        sizes = {name: self._locate(name).stat().st_size for name in names}  # regular files only: never a device
+        stamps = {name: _stamp(self._locate(name)) for name in names}  # regular files only: never a device
+        known, read = recorded(self.root, self._manifest_stamp)
+        for name in names:
+            if known.get(name) == stamps[name]:
+                self._checked[name] = stamps[name]
+                if name in read:
+                    self._known.add(name)
+        names = [name for name in names if name not in self._checked]
         workers = min(len(names), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
         if workers < 1:
             return
         from concurrent.futures import ThreadPoolExecutor
 
         pool = ThreadPoolExecutor(workers)
-        for name in sorted(names, key=sizes.__getitem__, reverse=True):
+        for name in sorted(names, key=lambda name: stamps[name][2], reverse=True):  # by size
             self._pending[name] = pool.submit(self._digest, self.root / name)
         pool.shutdown(wait=False)  # the queued checksums still run; nothing else is submitted
 
     def finish_verify(self) -> None:
-        """Wait for the background checksums; the first damaged file in manifest order is the one named."""
+        """Wait for the background checksums; the first damaged file in manifest order is the one named. All
+        matched (and the load that calls this at its end succeeded): recorded, so that the next load of these
+        unchanged files neither hashes them nor rescans what it read (`known`)."""
+        self._finishing = True
         for name in self.manifest["files"]:
             self.path(name)
+        self._finishing = False
+        remember(self.root, self._manifest_stamp, self._checked, self._read)
+
+    def known(self, *names: str) -> bool:
+        """Whether these files were read and checked by a load that succeeded, and are unchanged since
+        (verified.py): their readers may skip the checks that scan them whole (values, ranges, id maps)."""
+        return all(name in self._known for name in names)
 
     @staticmethod
     def _digest(path: Path) -> tuple[tuple[int, ...], str]:
@@ -166,7 +188,7 @@ class ModelDir:
         try:
             stamp = _stamp(path)
             if self._checked.get(name) == stamp:
-                return path
+                return self._reading(name, path)
             hashed, actual = pending.result() if pending is not None else (stamp, _sha256(path))
             if hashed != stamp:  # changed since the background checksum: check what is there now
                 actual = _sha256(path)
@@ -179,6 +201,11 @@ class ModelDir:
         if actual != expected:
             raise ModelFileError(f"{path}: corrupted or truncated (checksum mismatch)")
         self._checked[name] = stamp
+        return self._reading(name, path)
+
+    def _reading(self, name: str, path: Path) -> Path:
+        if not self._finishing:
+            self._read.add(name)
         return path
 
     def has(self, name: str) -> bool:
@@ -189,12 +216,17 @@ class ModelDir:
         return read_json_file(self.path(name), ModelFileError)
 
     def npy(self, name: str) -> np.ndarray:
+        """One listed array, checked (checksum, no pickle, finite), mapped copy-on-write rather than read: a query
+        touches the pages it needs, and a change in memory never reaches the file. Saves never rewrite a file in
+        place (a new version folder is swapped in), so the mapping stays the checked file's. Values found finite
+        at an earlier load of the unchanged file are not scanned again (verified.py): 512 MB of user vectors at
+        2e6 users."""
         try:
-            array = np.load(self.path(name), allow_pickle=False)
+            array = np.load(self.path(name), allow_pickle=False, mmap_mode="c")
         except (ValueError, OSError, EOFError) as exc:  # ValueError: a pickled object array, never unpickled
             raise ModelFileError(f"{self.root / name}: refused ({exc})") from None
-        if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):  # NaN scores rank anything
-            raise ModelFileError(f"{self.root / name}: holds values that are not finite (NaN or infinity)")
+        if np.issubdtype(array.dtype, np.floating) and not self.known(name) and not np.all(np.isfinite(array)):
+            raise ModelFileError(f"{self.root / name}: holds values that are not finite (NaN or infinity)")  # NaN ranks
         return array
 
 
@@ -285,7 +317,7 @@ def save_model(
     the rest; a re-save of a loaded model keeps the ones it had (EXTRA_FILES) unless given new ones."""
     from safetensors import SafetensorError
 
-    from hybridrec import __version__
+    from hybridrec import __version__, similar
     from hybridrec.config import model_settings
     from hybridrec.index import TRUSTED
 
@@ -298,6 +330,9 @@ def save_model(
         if job is not None:
             _write_json(staged / "job.json", job)
         towers = rec.towers_
+        # a big catalogue's similar items standardise with TowerMoments: stored, so a one-query process need not
+        # make them (similar.TowerMoments.seed)
+        moments = similar.TowerMoments.of(rec) if len(rec.items_) > similar.CANDIDATE_PATH_ITEMS else None
         _write_json(
             staged / "model.json",
             {
@@ -314,7 +349,8 @@ def save_model(
                 "user_spec": rec.user_spec_.to_json(),
                 "review_slice": list(rec.review_slice_) if rec.review_slice_ else None,
                 "text_slots": asdict(rec.text_slots_) if rec.text_slots_ is not None else None,
-            },
+            }
+            | ({"similar_moments_half": moments.half} if moments is not None else {}),
         )
         (staged / "id_maps").mkdir()
         _write_json(staged / "id_maps/users.json", rec.users_.to_json())
@@ -331,6 +367,8 @@ def save_model(
             arrays["item_queries"] = towers.item_queries
         if rec.item_text_ is not None:
             arrays["item_text"] = rec.item_text_
+        if moments is not None:
+            arrays["similar_moments"] = moments.stored()
         for name, array in arrays.items():
             np.save(staged / "vectors" / f"{name}.npy", np.asarray(array), allow_pickle=False)
         save_query_state(rec, staged / "vectors")
@@ -343,7 +381,10 @@ def save_model(
         rec.index_.save(staged / "index")
         if rec.trusted_index_ is not None:
             rec.trusted_index_.save(staged / "index", TRUSTED)
-        _write_json(staged / "items.json", display_columns(rec.display_))
+        try:
+            write_display(staged / "display", rec.display_)
+        except ValueError:  # JSON has no NaN or infinity, and a model must not hold them
+            raise ModelFileError(f"{ROWS_FILE}: a price is not finite (NaN or infinity); not saved") from None
         _write_json(staged / "metrics.json", metrics)
         result = rec.train_result_
         _write_json(
@@ -454,6 +495,7 @@ def load_model(cls, path: str | Path):
     loaded (the network and features load on first use)."""
     from hybridrec import modelcheck as check
     from hybridrec.config import config_from_dict
+    from hybridrec.data.idmap import LazyIdMap
     from hybridrec.features.cache import default_cache_dir
     from hybridrec.index import TRUSTED, ItemIndex
     from hybridrec.model.history import UserHistory
@@ -490,12 +532,11 @@ def load_model(cls, path: str | Path):
         rec.text_slots_ = _text_slots(model.get("text_slots"), rec.item_spec_.text_dim)
         rec._n_items_trained = int(model["n_items_trained"])
         global_mean = float(model["global_mean"])
-        rec.users_ = check.id_map(where / "id_maps/users.json", md.json("id_maps/users.json"), "user")
-        rec.items_ = check.id_map(where / "id_maps/items.json", md.json("id_maps/items.json"), "item")
-        check.check_counts(where, model, rec.users_, rec.items_)
+        rec.users_ = LazyIdMap(lambda: _read_id_map(md, model, "users"), int(model["n_users"]), "user")
+        rec.items_ = _read_id_map(md, model, "items")
         arrays = {name: md.npy(f"vectors/{name}.npy") for name in VECTOR_FILES}
         queries = md.npy("vectors/item_queries.npy") if md.has("vectors/item_queries.npy") else None
-        rec.display_ = check.display_rows(where / "items.json", md.json("items.json"), len(rec.items_))
+        rec.display_ = _read_display(md, len(rec.items_))
         rec.metrics_ = check.metrics(where / "metrics.json", md.json("metrics.json"))
         training = md.json("training.json")
         check.training(where / "training.json", training)
@@ -514,6 +555,11 @@ def load_model(cls, path: str | Path):
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{where}: inconsistent model files ({exc})") from None
     n_users, n_items = len(rec.users_), len(rec.items_)
+    if len(arrays["user_vectors"]) != n_users:  # the users' id map is read at its first use: the vectors tell now
+        rows = len(arrays["user_vectors"])
+        raise ModelFileError(
+            f"{where / 'model.json'}: n_users is {n_users}, but vectors/user_vectors.npy has {rows} rows"
+        )
     _check_array(where, "item_vectors", arrays["item_vectors"], (n_items, None), np.floating)
     dim = arrays["item_vectors"].shape[1]
     _check_array(where, "item_bias", arrays["item_bias"], (n_items,), np.floating)
@@ -524,8 +570,11 @@ def load_model(cls, path: str | Path):
         _check_array(where, "item_queries", queries, (n_items, dim), np.floating)
     if len(rec.display_) != n_items:
         raise ModelFileError(f"{where}: the display table has {len(rec.display_)} rows for {n_items} items")
-    rec.seen_ = UserHistory(arrays["seen_indptr"].astype(np.int64), arrays["seen_items"].astype(np.int64))
-    problem = rec.seen_.check(n_users, n_items)
+    seen_files = ("vectors/seen_indptr.npy", "vectors/seen_items.npy")
+    rec.seen_ = UserHistory(
+        arrays["seen_indptr"].astype(np.int64, copy=False), arrays["seen_items"].astype(np.int64, copy=False)
+    )
+    problem = rec.seen_.check(n_users, n_items, scan=not md.known(*seen_files))
     if problem:
         raise ModelFileError(f"{where}/vectors/seen_indptr.npy, seen_items.npy: {problem}")
     rec.item_has_id_ = arrays["item_has_id"]
@@ -545,6 +594,8 @@ def load_model(cls, path: str | Path):
     if md.has("vectors/item_text.npy"):  # every file is checked on load, not at its first use
         rec._item_text = load_item_text(rec)
     load_query_state(md, rec, n_users, n_items, dim)
+    if md.has("vectors/similar_moments.npy"):
+        _seed_moments(md, rec, model.get("similar_moments_half"), dim)
     manifest = md.manifest
     rec.origin_ = {
         "model": str(md.root),
@@ -553,6 +604,37 @@ def load_model(cls, path: str | Path):
     }
     md.finish_verify()  # every file's checksum, read or not (the network and features load on first use)
     return rec
+
+
+def _read_display(md: ModelDir, n_items: int):
+    """The display table: display/rows.jsonl mapped, its rows read when asked for (format 4), or items.json whole."""
+    import mmap
+
+    from hybridrec import modelcheck as check
+    from hybridrec.display import OFFSETS_FILE
+
+    if not md.has(ROWS_FILE):
+        return check.display_rows(md.root / "items.json", md.json("items.json"), n_items)
+    path = md.path(ROWS_FILE)
+    offsets = md.npy(OFFSETS_FILE)
+    try:
+        with open(path, "rb") as fh:
+            data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(fh.fileno()).st_size else b""
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{path}: cannot read ({exc})") from None
+    return check.display_file(path, data, offsets, n_items)
+
+
+def _read_id_map(md: ModelDir, model: dict, entity: str) -> IdMap:
+    """id_maps/{entity}.json, checked, and against model.json's count and digest ("users" or "items")."""
+    from hybridrec import modelcheck as check
+
+    name = f"id_maps/{entity}.json"
+    payload = md.json(name)
+    known = md.known(name, "model.json")  # read and checked by an earlier load, unchanged since
+    mapping = check.id_map(md.root / name, payload, entity[:-1], scan=not known)
+    check.check_counts(md.root, model, entity, mapping, scan=not known)
+    return mapping
 
 
 class LazyIndex:
@@ -621,6 +703,18 @@ def _check_array(where: Path, name: str, array: np.ndarray, shape: tuple, kind) 
         raise ModelFileError(f"{where / 'vectors' / name}.npy: is {array.dtype} {array.shape}, expected {shape}")
 
 
+def _seed_moments(md: ModelDir, rec, half, dim: int) -> None:
+    """vectors/similar_moments.npy and model.json's similar_moments_half (save_model), checked, into the similar
+    items' cache."""
+    from hybridrec.similar import TowerMoments
+
+    sums = md.npy("vectors/similar_moments.npy")
+    _check_array(md.root, "similar_moments", sums, (dim + 1, dim), np.floating)
+    if not isinstance(half, (int, float)) or isinstance(half, bool) or not np.isfinite(half) or half < 0:
+        raise ModelFileError(f"{md.root / 'model.json'}: similar_moments_half {half!r} is not a count")
+    TowerMoments.seed(rec, float(half), sums)
+
+
 def load_item_text(rec) -> np.ndarray:
     """vectors/item_text.npy (free-text queries), read on first use: float16, one row per item, the text width."""
     array = rec._model_dir.npy("vectors/item_text.npy")
@@ -667,12 +761,12 @@ def load_query_state(md: ModelDir, rec, n_users: int, n_items: int, dim: int) ->
         _check_array(where, "item_counts", counts, (n_items,), np.integer)
         if (counts < 0).any():
             raise ModelFileError(f"{where}: vectors/item_counts.npy holds negative counts")
-    rec.item_counts_ = counts.astype(np.int64) if counts is not None else rec.item_has_id_.astype(np.int64)
+    rec.item_counts_ = counts.astype(np.int64, copy=False) if counts is not None else rec.item_has_id_.astype(np.int64)
     rec.bag_ = None
     indptr, items = optional("bag_indptr"), optional("bag_items")
     if indptr is not None and items is not None:
-        rec.bag_ = UserHistory(indptr.astype(np.int64), items.astype(np.int64))
-        problem = rec.bag_.check(n_users, n_items)
+        rec.bag_ = UserHistory(indptr.astype(np.int64, copy=False), items.astype(np.int64, copy=False))
+        problem = rec.bag_.check(n_users, n_items, scan=not md.known("vectors/bag_indptr.npy", "vectors/bag_items.npy"))
         if problem:
             raise ModelFileError(f"{where}: the history bag: {problem}")
     spec = rec.user_spec_
@@ -688,7 +782,7 @@ def load_query_state(md: ModelDir, rec, n_users: int, n_items: int, dim: int) ->
             _check_array(where, f"user_categorical_{k}", array, (n_users, None), np.integer)
             if array.size and (array.min() < 0 or array.max() >= size):
                 raise ModelFileError(f"{where}: vectors/user_categorical_{k}.npy holds codes outside its vocabulary")
-            codes.append(array.astype(np.int64))
+            codes.append(array.astype(np.int64, copy=False))
         rec.user_inputs_ = EntityFeatures(np.zeros((n_users, 0), np.float32), numeric.astype(np.float32), codes)
     rec.content_effects_ = None
     deltas = optional("content_effects")

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from hybridrec.display import DISPLAY_COLUMNS, DisplayTable
+from hybridrec.display import DISPLAY_COLUMNS, DisplayFile, DisplayTable
 from hybridrec.errors import ModelFileError
+from hybridrec.limits import bad_line_message, loads, shown
 
 MAX_SIZE = 2**31 - 1  # a count or width above this is not a model this library wrote
 MAX_TEXT_WIDTH = 2 * 16384 + 1  # meta + review embeddings + a flag; no text encoder is wider than 16,384
@@ -42,10 +43,11 @@ def ids_digest(ids: list[str]) -> str:
     return hashlib.sha256(json.dumps(ids, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def id_map(path: Path, payload: Any, entity: str):
+def id_map(path: Path, payload: Any, entity: str, scan: bool = True):
     """An IdMap from id_maps/<entity>s.json: a list of distinct, non-empty strings in normal form (as
     normalize_id writes them), in row order. Checked with C-level passes (types, one dict, one regex), never a
-    Python step per id: a 5e5-item map loads in a fraction of a second."""
+    Python step per id: a 5e5-item map loads in a fraction of a second. `scan` False: the types and the normal
+    form are not checked again (a map an earlier load checked, unchanged since); distinct ids always are."""
     from hybridrec.data.idmap import IdMap, first_unnormalized, normalize_id
 
     if not isinstance(payload, dict) or not isinstance(payload.get("ids"), list):
@@ -53,7 +55,7 @@ def id_map(path: Path, payload: Any, entity: str):
     if payload.get("entity", entity) != entity:
         raise _bad(path, f"holds {payload.get('entity')!r} ids, expected {entity!r}")
     ids = payload["ids"]
-    if set(map(type, ids)) - {str} or "" in ids:
+    if scan and (set(map(type, ids)) - {str} or "" in ids):
         row, raw = next((k, v) for k, v in enumerate(ids) if not isinstance(v, str) or not v)
         shown = json.dumps(raw, ensure_ascii=False, default=str)[:60]
         raise _bad(path, f"row {row}: an id must be a non-empty string, got {shown}")
@@ -61,7 +63,7 @@ def id_map(path: Path, payload: Any, entity: str):
         mapping = IdMap.of_normalized(ids, entity=entity)
     except ValueError:
         raise _bad(path, "holds duplicate ids") from None
-    changed = first_unnormalized(ids)
+    changed = first_unnormalized(ids) if scan else None
     if changed is not None:
         shown = json.dumps(ids[changed], ensure_ascii=False)[:60]
         raise _bad(path, f"row {changed}: id {shown} is not as hybridrec writes ids ({normalize_id(ids[changed])!r})")
@@ -117,19 +119,18 @@ def specs(path: Path, model: dict):
     return item_spec, user_spec
 
 
-def check_counts(root: Path, model: dict, users, items) -> None:
-    """model.json's counts and id digests against the id maps."""
-    where = root / "model.json"
-    if model["n_users"] != len(users):
-        raise _bad(where, f"n_users is {model['n_users']}, but {root / 'id_maps/users.json'} holds {len(users)} ids")
-    if "n_items" in model and model["n_items"] != len(items):
-        raise _bad(where, f"n_items is {model['n_items']}, but {root / 'id_maps/items.json'} holds {len(items)} ids")
-    if model["n_items_trained"] > len(items):
-        raise _bad(where, f"n_items_trained {model['n_items_trained']} is more than the {len(items)} items")
-    for entity, mapping in (("users", users), ("items", items)):
-        expected = (model.get("ids_sha256") or {}).get(entity)
-        if expected is not None and expected != ids_digest(mapping.raw_ids):
-            raise _bad(root / f"id_maps/{entity}.json", "does not match model.json (ids changed or reordered)")
+def check_counts(root: Path, model: dict, entity: str, mapping, scan: bool = True) -> None:
+    """model.json's count and id digest of one entity ("users" or "items") against its id map (the digest only
+    when `scan`: files an earlier load checked, unchanged since, agree)."""
+    where, ids_file = root / "model.json", root / f"id_maps/{entity}.json"
+    key = "n_users" if entity == "users" else "n_items"
+    if key in model and model[key] != len(mapping):
+        raise _bad(where, f"{key} is {model[key]}, but {ids_file} holds {len(mapping)} ids")
+    if entity == "items" and model["n_items_trained"] > len(mapping):
+        raise _bad(where, f"n_items_trained {model['n_items_trained']} is more than the {len(mapping)} items")
+    expected = (model.get("ids_sha256") or {}).get(entity)
+    if scan and expected is not None and expected != ids_digest(mapping.raw_ids):
+        raise _bad(ids_file, "does not match model.json (ids changed or reordered)")
 
 
 def display_rows(path: Path, payload: Any, n_items: int) -> Sequence[list]:
@@ -142,17 +143,50 @@ def display_rows(path: Path, payload: Any, n_items: int) -> Sequence[list]:
     rows = payload["rows"]
     if len(rows) != n_items:
         raise _bad(path, f"holds {len(rows)} rows for {n_items} items")
-    for k, row in enumerate(rows):
-        ok = (
-            isinstance(row, list)
-            and len(row) == 3
-            and isinstance(row[0], str)
-            and (row[1] is None or is_number(row[1]))
-            and isinstance(row[2], str)
-        )
-        if not ok:
-            raise _bad(path, f"row {k} is not [title, price or null, category]: {str(row)[:120]}")
-    return [list(r) for r in rows]
+    return [display_row(path, k, row) for k, row in enumerate(rows)]
+
+
+def display_row(path: Path, k: int, row: Any) -> list:
+    """Row k of a display table: [title, price or null, category]."""
+    ok = (
+        isinstance(row, list)
+        and len(row) == 3
+        and isinstance(row[0], str)
+        and (row[1] is None or is_number(row[1]))
+        and isinstance(row[2], str)
+    )
+    if not ok:
+        raise _bad(path, f"row {k} is not [title, price or null, category]: {shown(row)}")
+    return list(row)
+
+
+def display_file(path: Path, data: Any, offsets: np.ndarray, n_items: int) -> DisplayFile:
+    """display/rows.jsonl (format 4) over its checked offsets (display/offsets.npy, beside `path`): one row per
+    item, inside the file, in order; each row is parsed and checked when read (`DisplayFile`)."""
+    where = path.parent / "offsets.npy"
+    if offsets.shape != (n_items + 1,) or not np.issubdtype(offsets.dtype, np.integer):
+        raise _bad(where, f"is {offsets.dtype} {offsets.shape}, expected {n_items + 1} integer offsets")
+    if offsets[0] != 0 or offsets[-1] != len(data) or (np.diff(offsets) < 1).any():
+        raise _bad(where, f"the offsets do not cut {path.name} into {n_items} rows")
+
+    def parse(k: int, raw: bytes) -> list:
+        try:
+            row = loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _bad(path, f"row {k} is not valid JSON ({bad_line_message(exc)})") from None
+        return display_row(path, k, row)
+
+    def table(raws: list[bytes]) -> DisplayTable:
+        try:
+            rows = loads(b"[" + b",".join(raws) + b"]")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _bad(path, f"not one JSON row per offset ({bad_line_message(exc)})") from None
+        if len(rows) != n_items:
+            raise _bad(path, f"holds {len(rows)} rows for {n_items} items")
+        checked = [display_row(path, k, row) for k, row in enumerate(rows)]
+        return _display_by_column(path, {c: [r[j] for r in checked] for j, c in enumerate(DISPLAY_COLUMNS)}, n_items)
+
+    return DisplayFile(data, offsets, parse, table)
 
 
 def _display_by_column(path: Path, columns: Any, n_items: int) -> DisplayTable:

@@ -108,6 +108,7 @@ def warm(rec: HybridRecommender) -> None:
     then as fast as the rest, and no request reads files from a version folder a later save may prune."""
     import pandas as pd
 
+    rec.users_.ready()  # the users' id map (read at its first use)
     rec.net  # noqa: B018 - the property loads the torch network
     rec.index_  # noqa: B018 - and this one the ANN index
     rec.trusted_index_  # noqa: B018 - and the trusted index of a big catalogue (similar.build_trusted_index)

@@ -69,14 +69,17 @@ def similar_scores(rec: HybridRecommender, row: int) -> np.ndarray:
     return blend_similar(towers, rows, row) if rows else towers.astype(np.float64)
 
 
-def similar_items(rec: HybridRecommender, row: int, k: int) -> tuple[list[str], np.ndarray]:
+def similar_items(rec: HybridRecommender, row: int, k: int, exact: bool = False) -> tuple[list[str], np.ndarray]:
     """The k best of `similar_scores` (retired items never), or the index's answer when no term has a share. A big
     catalogue blends over candidates (`blend_candidates`), the whole row only when they cannot be shown to hold
-    the k best."""
-    if not rec._similar_terms():
+    the k best. `exact`: no index, neither for candidates nor for the answer (the items anybody had are blended,
+    the others tie at no trust)."""
+    terms = rec._similar_terms()
+    if not terms and not exact:
         return nearest(rec, rec.towers_.query_vector(row), k, skip=row)
-    if len(rec.items_) > CANDIDATE_PATH_ITEMS:
-        for size in candidate_sizes(rec, k):  # wider when the candidates do not hold the k best
+    if terms and len(rec.items_) > CANDIDATE_PATH_ITEMS:
+        sizes = [None] if exact else candidate_sizes(rec, k)
+        for size in sizes:  # wider when the candidates do not hold the k best
             found = blend_candidates(rec, row, k, size)
             if found is not None:
                 return rec.items_.raws(found[0]), found[1].astype(np.float32)
@@ -127,9 +130,27 @@ class TowerMoments:
     untrusted: np.ndarray  # the others, in row order
     norms: np.ndarray | None = None  # every item vector's length, made on the first blend over most of the catalogue
 
+    @classmethod
+    def seed(cls, rec: HybridRecommender, half: float, sums: np.ndarray) -> None:
+        """Cache the moments a save stored (`sums`: first, then second's rows; `stored`) for the evidence `half`
+        they were made with: a process that asks once (the CLI) then skips the pass over the had items (0.4 s
+        at 5e5 items). Used by `of` only while the model's half is still that one."""
+        vectors, counts = rec.towers_.item_vectors, rec.item_counts_
+        weights = evidence(counts, half)
+        trusted = weights > 0
+        first, second = sums[0].astype(np.float64), sums[1:].astype(np.float64)
+        moments = cls(vectors, counts, half, weights, first, second, np.flatnonzero(trusted), np.flatnonzero(~trusted))
+        rec._similar_cache["moments"] = moments
+
+    def stored(self) -> np.ndarray:
+        """What a save stores (`seed` reads it back): first, then second's rows, (d + 1) x d."""
+        return np.vstack([self.first[None], self.second])
+
     def lengths(self) -> np.ndarray:
         if self.norms is None:
-            self.norms = np.sqrt(np.einsum("ij,ij->i", self.vectors, self.vectors, dtype=np.float64))
+            # in the vectors' own type (a float64 pass over 5e5 x 64 float32 cost 45 ms of a CLI query); they
+            # divide float32 products anyway (towers_of)
+            self.norms = np.sqrt(np.einsum("ij,ij->i", self.vectors, self.vectors)).astype(np.float64)
         return self.norms
 
     @classmethod
@@ -207,7 +228,7 @@ def blend_candidates(
     query = rec.towers_.query_vector(row).astype(np.float64)
     if rec.towers_.item_queries is None:  # as TowerScores.similar_scores: own vectors are normalised
         query = query / max(float(np.linalg.norm(query)), np.finfo(np.float32).tiny)
-    weighed = trusted_index(rec)  # answers with the towers' part itself: trust x cosine
+    weighed = None if size is None else trusted_index(rec)  # answers with the towers' part itself: trust x cosine
     if size is None:
         others = first_rows(moments.untrusted, k, ~rec.retired_, row)
         index_rows, index_sims = np.concatenate([moments.trusted, others]), np.zeros(0)

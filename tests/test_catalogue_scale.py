@@ -18,7 +18,7 @@ from hybridrec import modelcheck
 from hybridrec.config import Config
 from hybridrec.data.dataset import Dataset
 from hybridrec.data.idmap import IdMap, first_unnormalized, normalize_id
-from hybridrec.display import DisplayTable, display_columns
+from hybridrec.display import DisplayTable, display_columns, write_display
 from hybridrec.errors import ConfigError, ModelFileError
 from hybridrec.index import ItemIndex, build_threads, check_hnsw_file
 from hybridrec.recommender import HybridRecommender
@@ -299,21 +299,71 @@ def test_a_tampered_display_table_is_refused(column, value, message):
     assert message in str(caught.value)
 
 
+def row_file(tmp_path: Path, rows: list, n: int | None = None):
+    """A DisplayFile over rows written by write_display (format 4), checked for n rows (default: all)."""
+    (tmp_path / "display").mkdir(parents=True)
+    write_display(tmp_path / "display", rows)
+    data = (tmp_path / "display/rows.jsonl").read_bytes()
+    offsets = np.load(tmp_path / "display/offsets.npy")
+    return modelcheck.display_file(tmp_path / "display/rows.jsonl", data, offsets, len(rows) if n is None else n)
+
+
+def test_a_display_file_reads_a_row_at_a_time_and_whole_alike(tmp_path):
+    table = row_file(tmp_path, ROWS)
+    assert len(table) == 3 and table[1] == ["Drive", None, ""] and table[-1] == ROWS[-1]
+    assert table._table is None  # rows read one at a time so far
+    assert table[1:] == ROWS[1:] and list(table) == ROWS and table == ROWS
+    grown = table + [["Hub", 20.0, "Computers"]]
+    assert grown == [*ROWS, ["Hub", 20.0, "Computers"]] and len(table) == 3
+    table[0] = ["<b>x</b>", None, "c"]
+    assert table[0] == ["<b>x</b>", None, "c"] and table[1] == ROWS[1]
+    with pytest.raises(IndexError):
+        table[3]  # noqa: B018
+    odd = [["Kabel \u00fc \n \ud800", 1e-3, "a,b"]]  # non-ASCII, a newline and a lone surrogate stay one line
+    assert row_file(tmp_path / "odd", odd)[0] == odd[0]
+
+
+def test_a_display_file_refuses_bad_offsets_and_bad_rows(tmp_path):
+    with pytest.raises(ModelFileError, match="offsets.npy: is int64 \\(4,\\), expected 3 integer offsets"):
+        row_file(tmp_path / "a", ROWS, n=2)
+    table = row_file(tmp_path / "b", ROWS)
+    path = tmp_path / "b/display/rows.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    bad = lines[0] + lines[1].replace(b"null", b"true") + lines[2]
+    offsets = np.cumsum([0, len(lines[0]), len(lines[1]), len(lines[2])])
+    table = modelcheck.display_file(path, bad, offsets, 3)
+    assert table[0] == ROWS[0]  # a row is checked when read: the others are not read
+    with pytest.raises(ModelFileError, match="rows.jsonl: row 1 is not \\[title, price or null, category\\]"):
+        table[1]  # noqa: B018
+    with pytest.raises(ModelFileError, match="rows.jsonl: row 1 is not"):
+        list(table)  # whole: every row checked
+    for cut in ([0, 5, 4, len(bad)], [1, 5, 9, len(bad)], [0, 5, 9, len(bad) + 1]):
+        with pytest.raises(ModelFileError, match="the offsets do not cut rows.jsonl into 3 rows"):
+            modelcheck.display_file(path, bad, np.array(cut), 3)
+    merged = modelcheck.display_file(path, bad, np.array([0, len(lines[0]), len(bad) - 1, len(bad)]), 3)
+    with pytest.raises(ModelFileError, match="rows.jsonl: row 1 is not valid JSON"):
+        merged[1]  # noqa: B018 - two rows in one slice
+    with pytest.raises(ModelFileError, match="rows.jsonl: not one JSON row per offset"):
+        list(merged)
+
+
 # ------------------------------------------------------------------------------------------- model folders
-def test_a_format_2_model_still_loads_and_answers_the_same(demo_model, tmp_path):
-    """Format 2 stored items.json by row; a folder written by 0.2 (rows, format_version 2) loads unchanged."""
+@pytest.mark.parametrize("version", [2, 3])
+def test_an_earlier_format_model_still_loads_and_answers_the_same(demo_model, tmp_path, version):
+    """Formats 2 and 3 stored the display table whole in items.json (by row, by column): such folders load."""
     old = tmp_path / "old"
     shutil.copytree(demo_model.path.resolve(), old)
     current = HybridRecommender.load(old)
-    payload = json.loads((old / "items.json").read_text())
-    columns = [payload["by_column"][c] for c in ("title", "price", "category")]
-    rows = [list(r) for r in zip(*columns)]
-    (old / "items.json").write_text(json.dumps({"columns": ["title", "price", "category"], "rows": rows}))
-    rewrite_checksum(old, "items.json")
+    rows = list(current.display_)
+    payload = {"columns": ["title", "price", "category"], "rows": rows} if version == 2 else display_columns(rows)
+    (old / "items.json").write_text(json.dumps(payload))
+    shutil.rmtree(old / "display")
     manifest = json.loads((old / "manifest.json").read_text())
-    (old / "manifest.json").write_text(json.dumps(manifest | {"format_version": 2}))
+    manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("display/")}
+    (old / "manifest.json").write_text(json.dumps(manifest | {"format_version": version}))
+    rewrite_checksum(old, "items.json")
     loaded = HybridRecommender.load(old)
-    assert loaded.display_ == current.display_ == rows
+    assert loaded.display_ == current.display_ == rows and not (old / "display").exists()
     item = current.items_.raw(0)
     assert loaded.similar_items(item, 5)[0] == current.similar_items(item, 5)[0]
 

@@ -395,20 +395,37 @@ def _copy_model(demo_model, tmp_path: Path) -> Path:
     return target
 
 
-def _rewrite(model: Path, name: str, text: str) -> None:
-    """Replace one model file and its checksum in the manifest: only the file's own reader can refuse it."""
-    (model / name).write_text(text)
+def _rewrite(model: Path, name: str, text: str | None) -> None:
+    """Replace one model file (None: as it is now) and its checksum in the manifest: only the file's own reader
+    can refuse it."""
+    if text is not None:
+        (model / name).write_text(text)
     manifest = json.loads((model / "manifest.json").read_text())
     manifest["files"][name] = hashlib.sha256((model / name).read_bytes()).hexdigest()
     (model / "manifest.json").write_text(json.dumps(manifest))
 
 
-@pytest.mark.parametrize("name", ["id_maps/items.json", "id_maps/users.json", "items.json", "config.json"])
+@pytest.mark.parametrize("name", ["id_maps/items.json", "id_maps/users.json", "config.json"])
 def test_a_model_json_file_nested_too_deeply_is_one_line(demo_model, tmp_path, name):
     model = _copy_model(demo_model, tmp_path)
     _rewrite(model, name, DEEP)
-    result = invoke("info", "--model", model)
+    result = invoke("recommend", "U0001", "--model", model)  # reads the users' id map (`info` does not)
     assert_one_line_error(result, name, "nested too deeply")
+
+
+def test_a_display_row_nested_too_deeply_is_one_line(demo_model, tmp_path):
+    """The display table (format 4) is read a row at a time: the row a query shows is parsed then, within bounds."""
+    model = _copy_model(demo_model, tmp_path)
+    rows = (model / "display/rows.jsonl").read_bytes().splitlines(keepends=True)
+    rows[0] = DEEP.encode() + b"\n"
+    _rewrite(model, "display/rows.jsonl", b"".join(rows).decode())
+    offsets = np.cumsum([0, *map(len, rows)]).astype(np.int64)
+    with open(model / "display/offsets.npy", "wb") as fh:
+        np.save(fh, offsets, allow_pickle=False)
+    _rewrite(model, "display/offsets.npy", None)
+    first = json.loads((model / "id_maps/items.json").read_text())["ids"][0]
+    result = invoke("similar", first, "--model", model)
+    assert_one_line_error(result, "display/rows.jsonl", "row 0 is not valid JSON (nested too deeply)")
 
 
 def test_a_gzip_line_bomb_with_default_limits_is_one_line(tmp_path):

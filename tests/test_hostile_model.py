@@ -363,13 +363,21 @@ def _ids(fn):
     return lambda p: {**p, "ids": fn(list(p["ids"]))}
 
 
+def _edit_display(fn):
+    """The display table (format 4: display/rows.jsonl, one JSON row per line, and its byte offsets): fn(rows)."""
+
+    def apply(folder: Path) -> None:
+        rows = [json.loads(line) for line in (folder / DR).read_text().splitlines()]
+        lines = [json.dumps(row).encode() + b"\n" for row in fn(rows)]
+        (folder / DR).write_bytes(b"".join(lines))
+        np.save(folder / DO, np.cumsum([0, *map(len, lines)]).astype(np.int64), allow_pickle=False)
+
+    return apply
+
+
 def _row0(col, value):
-    """items.json (format 3, by column): row 0's value in column `col` (0 title, 1 price, 2 category)."""
-    return lambda p: _set(p, "by_column", _at_column(p["by_column"], ("title", "price", "category")[col], value))
-
-
-def _at_column(columns, name, value):
-    return {**columns, name: [value, *columns[name][1:]]}
+    """Row 0's value in column `col` (0 title, 1 price, 2 category)."""
+    return _edit_display(lambda rows: [[value if j == col else v for j, v in enumerate(rows[0])], *rows[1:]])
 
 
 def _spec(key, value):
@@ -394,7 +402,13 @@ def _at(array, index, value):
     return array
 
 
-IM, UM, IJ, MJ = "id_maps/items.json", "id_maps/users.json", "items.json", "model.json"
+IM, UM, DR, DO, MJ = (
+    "id_maps/items.json",
+    "id_maps/users.json",
+    "display/rows.jsonl",
+    "display/offsets.npy",
+    "model.json",
+)
 ME, TJ, XJ, FJ = "metrics.json", "training.json", "index/index.json", "features/features.json"
 J, N = _edit_json, _edit_npy
 
@@ -405,14 +419,6 @@ def _slice_off(m):
 
 def _numbers_vocab(p):
     return _set(p, "items", {**p["items"], "categorical": [{"column": "brand", "values": [1, 2]}]})
-
-
-def _last_row_off(p):
-    return {**p, "by_column": {k: v[:-1] for k, v in p["by_column"].items()}}
-
-
-def _short_row(p):
-    return {**p, "by_column": {**p["by_column"], "category": p["by_column"]["category"][:-1]}}
 
 
 DAMAGE = {
@@ -429,12 +435,13 @@ DAMAGE = {
     "user ids labelled as items": (J(UM, lambda p: {**p, "entity": "item"}), UM),
     "the id map is a list": (J(UM, lambda p: p["ids"]), UM),
     # the display table
-    "a price that is a string": (J(IJ, _row0(1, "12.50")), IJ),
-    "a price that is true": (J(IJ, _row0(1, True)), IJ),
-    "a title that is a number": (J(IJ, _row0(0, 5)), IJ),
-    "a category that is a list": (J(IJ, _row0(2, ["a"])), IJ),
-    "a display row too short": (J(IJ, _short_row), IJ),
-    "one display row missing": (J(IJ, _last_row_off), IJ),
+    "a price that is a string": (_row0(1, "12.50"), DR),
+    "a price that is true": (_row0(1, True), DR),
+    "a price of 1e999": (_row0(1, 1e999), DR),
+    "a title that is a number": (_row0(0, 5), DR),
+    "a category that is a list": (_row0(2, ["a"]), DR),
+    "a display row too short": (_edit_display(lambda rows: [rows[0][:2], *rows[1:]]), DR),
+    "one display row missing": (_edit_display(lambda rows: rows[:-1]), DO),
     # vectors and seen items
     "a NaN user bias": (N("user_bias", lambda a: _at(a, 3, np.nan)), "vectors/user_bias.npy"),
     "an infinite item vector": (N("item_vectors", lambda a: _at(a, (2, 0), np.inf)), "vectors/item_vectors.npy"),
@@ -483,7 +490,9 @@ def test_a_damaged_and_rechecksummed_model_file_is_refused_naming_it(demo_model,
     damage(model)
     remanifest(model)
     with time_limit(60), pytest.raises(ModelFileError) as caught:
-        HybridRecommender.load(model)
+        rec = HybridRecommender.load(model)
+        rec.users_.ready()  # the users' id map is read and checked at its first use
+        rec.display_[0]  # noqa: B018 - and a display row when a query shows it
     message = str(caught.value)
     assert str(model / named) in message, message
     assert "\n" not in message

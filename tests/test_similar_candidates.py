@@ -245,3 +245,54 @@ def test_a_trusted_index_naming_rows_past_the_catalogue_is_refused_before_hnswli
     loaded = HybridRecommender.load(tmp_path / "m")
     with pytest.raises(ModelFileError, match="trusted.hnsw.*label out of range"):
         loaded.trusted_index_  # noqa: B018
+
+
+def test_a_saved_big_catalogue_answers_one_query_exactly_from_its_stored_moments(trusted, tmp_path, monkeypatch):
+    """A model of a big catalogue stores TowerMoments (vectors/similar_moments.npy): a process that asks once
+    (the CLI, `exact=True`) reads neither index nor makes the moments, and gets the whole row's list."""
+    from hybridrec.index import ItemIndex
+    from hybridrec.recommender import HybridRecommender
+
+    monkeypatch.setattr(similar, "CANDIDATE_PATH_ITEMS", 0)  # the demo stands for a catalogue above the size
+    trusted.save(tmp_path / "m")
+    loaded = HybridRecommender.load(tmp_path / "m")
+    stored = loaded._similar_cache["moments"]  # seeded on load, before any query
+    fresh = similar.TowerMoments.of(trusted)
+    np.testing.assert_allclose(stored.first, fresh.first, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(stored.second, fresh.second, rtol=1e-6, atol=1e-8)
+    assert stored.half == fresh.half
+    monkeypatch.setattr(ItemIndex, "load", lambda *a, **k: pytest.fail("an exact query read an index"))
+    for row in range(0, len(loaded.items_), 9):
+        ids, scores = loaded.similar_items(loaded.items_.raw(row), 5, exact=True)
+        expected_rows, expected_scores = whole_row(trusted, row, 5)
+        assert ids == trusted.items_.raws(expected_rows), row
+        np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-5)
+    assert loaded._similar_cache["moments"] is stored  # never made again
+
+
+def test_the_cli_answers_similar_without_reading_an_index(trusted, tmp_path, monkeypatch):
+    from hybridrec_cli.main import app
+    from typer.testing import CliRunner
+
+    from hybridrec.index import ItemIndex
+
+    monkeypatch.setattr(similar, "CANDIDATE_PATH_ITEMS", 0)
+    trusted.save(tmp_path / "m")
+    monkeypatch.setattr(ItemIndex, "load", lambda *a, **k: pytest.fail("the CLI read an index"))
+    row = 4
+    result = CliRunner().invoke(app, ["similar", trusted.items_.raw(row), "--model", str(tmp_path / "m"), "--json"])
+    assert result.exit_code == 0, result.output
+    got = [r["item_id"] for r in json.loads(result.stdout)["results"]]
+    assert got == trusted.items_.raws(whole_row(trusted, row, 10)[0])
+
+
+def test_exact_similar_items_without_a_similar_term_are_the_whole_weighed_row(rec, monkeypatch):
+    """No term with a similar share: the index's answer by default, every item's weighed cosine when exact."""
+    for term in rec.terms_:
+        monkeypatch.setattr(term.params, "similar_weight", 0.0)
+    assert not rec._similar_terms()
+    for row in range(0, len(rec.items_), 11):
+        ids, scores = rec.similar_items(rec.items_.raw(row), 5, exact=True)
+        expected_rows, expected_scores = whole_row(rec, row, 5)
+        assert ids == rec.items_.raws(expected_rows)
+        np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-6)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from typing import cast
 
 import numpy as np
@@ -113,6 +114,10 @@ class IdMap:
             raise ValueError("duplicate ids")
         return out
 
+    def ready(self) -> IdMap:
+        """This map, in memory (a LazyIdMap reads its file here: a server calls it before serving)."""
+        return self
+
     @classmethod
     def from_json(cls, payload: dict) -> IdMap:
         ids = payload["ids"]
@@ -120,3 +125,33 @@ class IdMap:
         if len(mapping) != len(ids):
             raise ValueError("id map holds duplicate ids")
         return mapping
+
+
+class LazyIdMap(IdMap):
+    """A saved model's id map, read and checked on first use: a query about items never reads the users' map
+    (2e6 users: 25 MB of JSON and ~0.6 s of every CLI `similar`). `read` returns the checked IdMap; `size` is the
+    count the model records, which the read map must have."""
+
+    def __init__(self, read: Callable[[], IdMap], size: int, entity: str) -> None:
+        self.entity = entity
+        self._read, self._size = read, size
+        self._map: IdMap | None = None
+        self._lock = threading.Lock()
+
+    def ready(self) -> IdMap:
+        if self._map is None:
+            with self._lock:
+                if self._map is None:
+                    self._map = self._read()
+        return self._map
+
+    @property
+    def _raws(self) -> list[str]:  # type: ignore[override]
+        return self.ready()._raws
+
+    @property
+    def _index(self) -> dict[str, int]:  # type: ignore[override]
+        return self.ready()._index
+
+    def __len__(self) -> int:
+        return self._size if self._map is None else len(self._map)

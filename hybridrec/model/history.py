@@ -81,12 +81,15 @@ class UserHistory:
         row_starts = np.concatenate([[0], np.cumsum(lengths)])
         return sparse.csr_matrix((weights, np.asarray(columns, np.int64), row_starts), shape=(len(user_rows), n_items))
 
-    def check(self, n_users: int, n_items: int) -> str | None:
-        """Why these arrays do not fit a model of this size (None when they do)."""
+    def check(self, n_users: int, n_items: int, scan: bool = True) -> str | None:
+        """Why these arrays do not fit a model of this size (None when they do). `scan` False: the shapes only,
+        not the passes over every entry (arrays a load already checked, unchanged since: ModelDir.known)."""
         if self.indptr.ndim != 1 or self.items.ndim != 1:
             return "user histories are not flat arrays"
         if len(self.indptr) != n_users + 1 or self.indptr[0] != 0 or self.indptr[-1] != len(self.items):
             return "user histories do not match the users"
+        if not scan:
+            return None
         if np.any(np.diff(self.indptr) < 0):
             return "user histories are not in order"
         if len(self.items) and (self.items.min() < 0 or self.items.max() >= n_items):

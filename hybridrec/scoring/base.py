@@ -77,13 +77,18 @@ class TermFiles:
     def json(self, name: str) -> Any:
         return self.model_dir.json(f"{self.folder}/{name}.json")
 
+    def known(self, *names: str) -> bool:
+        """Whether these arrays (by name, as `npy` takes) were checked by an earlier load and are unchanged since:
+        their whole-array checks may be skipped (ModelDir.known)."""
+        return self.model_dir.known(*(f"{self.folder}/{name}.npy" for name in names))
+
     def history(self, n_users: int, n_items: int) -> UserHistory:
         """The user histories a term saved with `save_history`, checked against the model's sizes."""
         from hybridrec.errors import ModelFileError
         from hybridrec.model.history import UserHistory
 
         history = UserHistory(self.npy("history_indptr"), self.npy("history_items"))
-        problem = history.check(n_users, n_items)
+        problem = history.check(n_users, n_items, scan=not self.known("history_indptr", "history_items"))
         if problem:
             raise ModelFileError(f"{self.folder}: {problem}")
         return history

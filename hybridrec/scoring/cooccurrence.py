@@ -13,13 +13,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import sparse
 
 from hybridrec.errors import ConfigError, ModelFileError
 from hybridrec.model.history import UserHistory
 from hybridrec.scoring.base import FitContext, NewItems, ScoreTerm, TermFiles, TermParams, register_term, save_history
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 BLOCK = 2048  # items per block of the co-occurrence product
 
@@ -38,6 +41,8 @@ def cooccurrence_neighbours(
 ) -> sparse.csr_matrix:
     """items x items: cosine of the binary user x item matrix's columns (each user weighted by
     1 / n_u ** user_discount), shrunk by the raw co-count, top `neighbours` per row, no diagonal."""
+    from scipy import sparse
+
     x = sparse.csr_matrix(x, dtype=np.float64)
     per_user = np.maximum(np.diff(x.indptr), 1).astype(np.float64)
     weighted = sparse.diags(per_user**-user_discount) @ x
@@ -84,8 +89,25 @@ class CooccurrenceTerm(ScoreTerm):
 
     def __init__(self, params: TermParams):
         super().__init__(params)
-        self.neighbours: sparse.csr_matrix | None = None
+        self._neighbours: sparse.csr_matrix | None = None
+        self._rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # loaded (indptr, indices, values)
         self.history: UserHistory | None = None
+
+    @property
+    def neighbours(self) -> sparse.csr_matrix | None:
+        """items x items, the strongest per row; a loaded term makes the matrix from its rows on first use (a
+        similar-items query reads one row, and needs no scipy: ~0.1 s of a CLI query's start)."""
+        if self._neighbours is None and self._rows is not None:
+            from scipy import sparse
+
+            indptr, indices, values = self._rows
+            n = len(indptr) - 1
+            self._neighbours = sparse.csr_matrix((values, indices, indptr), shape=(n, n))
+        return self._neighbours
+
+    @neighbours.setter
+    def neighbours(self, matrix: sparse.csr_matrix | None) -> None:
+        self._neighbours, self._rows = matrix, None
 
     @classmethod
     def check(cls, params: TermParams, config) -> None:
@@ -98,6 +120,8 @@ class CooccurrenceTerm(ScoreTerm):
             raise ConfigError(f"user_discount: {params.user_discount!r} is out of range [0, 1]")
 
     def fit(self, ctx: FitContext) -> None:
+        from scipy import sparse
+
         assert isinstance(self.params, CooccurrenceParams)
         self.history = UserHistory.distinct(ctx.users, ctx.items, ctx.n_users)
         ones = np.ones(len(self.history.items), np.float32)
@@ -118,13 +142,18 @@ class CooccurrenceTerm(ScoreTerm):
         return np.asarray(self.neighbours[item_row].toarray()).ravel()
 
     def similar_entries(self, item_row: int) -> tuple[np.ndarray, np.ndarray]:
-        assert self.neighbours is not None
-        m = self.neighbours
-        start, end = m.indptr[item_row], m.indptr[item_row + 1]
-        return m.indices[start:end].astype(np.int64), m.data[start:end].astype(np.float64)
+        if self._rows is not None:
+            indptr, indices, values = self._rows
+        else:
+            assert self.neighbours is not None
+            indptr, indices, values = self.neighbours.indptr, self.neighbours.indices, self.neighbours.data
+        start, end = indptr[item_row], indptr[item_row + 1]
+        return indices[start:end].astype(np.int64), values[start:end].astype(np.float64)
 
     def extend(self, new: NewItems) -> None:
         """New items were had by nobody: empty rows and columns."""
+        from scipy import sparse
+
         assert self.neighbours is not None
         n = self.neighbours.shape[0] + new.count
         m = self.neighbours.tocoo()
@@ -148,12 +177,16 @@ class CooccurrenceTerm(ScoreTerm):
         shapes_ok = indptr.ndim == indices.ndim == values.ndim == 1 and len(indices) == len(values)
         if not shapes_ok or len(indptr) != n_items + 1 or indptr[0] != 0 or indptr[-1] != len(indices):
             raise ModelFileError(f"{files.folder}: co-occurrence rows do not match {n_items} items")
-        if np.any(np.diff(indptr) < 0) or (len(indices) and (indices.min() < 0 or indices.max() >= n_items)):
+        if values.dtype != np.float32:  # finite: files.npy checked it
+            raise ModelFileError(f"{files.folder}: co-occurrence values are not float32")
+        scan = not files.known("indptr", "indices")
+        bad = scan and (
+            np.any(np.diff(indptr) < 0) or (len(indices) and (indices.min() < 0 or indices.max() >= n_items))
+        )
+        if bad:
             raise ModelFileError(f"{files.folder}: co-occurrence neighbours name items outside the catalogue")
-        if values.dtype != np.float32 or not np.all(np.isfinite(values)):
-            raise ModelFileError(f"{files.folder}: co-occurrence values are not finite float32")
         history = files.history(n_users, n_items)
         term = cls(params)
-        term.neighbours = sparse.csr_matrix((values, indices, indptr), shape=(n_items, n_items))
+        term._rows = (indptr, indices, values)
         term.history = history
         return term
