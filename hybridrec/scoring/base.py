@@ -71,8 +71,9 @@ class TermFiles:
     def __init__(self, model_dir: Any, folder: str):
         self.model_dir, self.folder = model_dir, folder
 
-    def npy(self, name: str) -> np.ndarray:
-        return self.model_dir.npy(f"{self.folder}/{name}.npy")
+    def npy(self, name: str, populate: bool = False) -> np.ndarray:
+        """One of the term's arrays, checked (ModelDir.npy; `populate`: mapped into the process now)."""
+        return self.model_dir.npy(f"{self.folder}/{name}.npy", populate)
 
     def json(self, name: str) -> Any:
         return self.model_dir.json(f"{self.folder}/{name}.json")

@@ -173,7 +173,8 @@ class CooccurrenceTerm(ScoreTerm):
 
     @classmethod
     def load(cls, files: TermFiles, params: TermParams, n_users: int, n_items: int) -> CooccurrenceTerm:
-        indptr, indices, values = files.npy("indptr"), files.npy("indices"), files.npy("values")
+        # each similar query reads a row of each at random: mapped now, not a fault at a time in the first queries
+        indptr, indices, values = (files.npy(name, populate=True) for name in ("indptr", "indices", "values"))
         shapes_ok = indptr.ndim == indices.ndim == values.ndim == 1 and len(indices) == len(values)
         if not shapes_ok or len(indptr) != n_items + 1 or indptr[0] != 0 or indptr[-1] != len(indices):
             raise ModelFileError(f"{files.folder}: co-occurrence rows do not match {n_items} items")
