@@ -313,3 +313,31 @@ def test_fit_trains_on_its_threads_and_gives_the_callers_back(monkeypatch):
     trainer = Trainer(net, empty, users, *args, TrainConfig(threads=2), "bpr", Dropouts(), 0, torch.device("cpu"))
     trainer.fit(None, None)  # type: ignore[arg-type]
     assert seen == [2] and torch.get_num_threads() == 1  # the autouse fixture's one thread is back
+
+
+@pytest.mark.parametrize(
+    "loss, batch, negatives, item_sparse",
+    [
+        ("bpr", 1, 1, True),  # 2 item lookups a step: 8 x 2 <= 30 rows
+        ("bpr", 2, 1, False),  # 4 lookups: 8 x 4 > 30, the table steps densely
+        ("sampled-softmax", 1, 2, True),  # batch + shared negatives = 3 lookups: 8 x 3 <= 30
+        ("sampled-softmax", 2, 2, False),  # 4 lookups: 32 > 30
+        ("mse", 3, 4, True),  # 3 lookups (negatives unused): 24 <= 30
+        ("mse", 4, 1, False),  # 4 lookups: 32 > 30
+    ],
+)
+def test_a_table_a_step_looks_up_a_large_share_of_steps_densely(monkeypatch, loss, batch, negatives, item_sparse):
+    """towers.sparse_table: sparse from SPARSE_MIN_ROWS rows, and only while a step looks up fewer than 1 in
+    SPARSE_SHARE of them (a dense step costs the table, a sparse one its lookups); the optimisers follow."""
+    monkeypatch.setattr(towers, "SPARSE_MIN_ROWS", 20)  # the item table (30 rows) by size; the users' (12) never
+    empty = EntityFeatures(np.zeros((N_ITEMS, 0), np.float32), np.zeros((N_ITEMS, 0), np.float32))
+    users = EntityFeatures(np.zeros((N_USERS, 0), np.float32), np.zeros((N_USERS, 0), np.float32))
+    net = HybridNet(N_USERS, N_ITEMS, TowerSpec(), TowerSpec(), NetShape(variant="id-only", dim=4), 0.0)
+    assert net.items.id_embedding.sparse and not net.users.id_embedding.sparse
+    cfg = TrainConfig(loss=loss, batch_size=batch, negatives=negatives)
+    args = (net, empty, users, np.ones(N_ITEMS, bool), np.ones(N_USERS, bool), cfg, loss, Dropouts(), 0)
+    Trainer(*args, torch.device("cpu"))
+    assert net.items.id_embedding.sparse is item_sparse and net.items.id_bias.sparse is item_sparse
+    assert not net.users.id_embedding.sparse
+    opt = Optimisers(net, lr=0.01, weight_decay=0.0)
+    assert (opt.sparse is not None) is item_sparse

@@ -20,11 +20,17 @@ INIT_POSITION_LOGIT = math.log(math.e - 1.0)  # softplus of it is 1: every posit
 # dim 64: 1e3-item hybrid BPR steps 65 ms dense against 109 ms sparse; at 1e5 items a sparse step is 5-16x faster
 # than a dense one; benchmarks/results/train-step.md).
 SPARSE_MIN_ROWS = 20_000
+# ... and only while a step looks up fewer than 1 in SPARSE_SHARE of their rows: the sparse step costs what the
+# lookups cost (a sort and a row-wise update of each), the dense one what the table costs, and the two meet near
+# 1 in 8 (BPR at batch 512 with 4 negatives looks up 2,560 item rows: 8 x 2,560 ~ SPARSE_MIN_ROWS; at batch 65,536
+# with one negative, a 63,000-item table steps 1.6x faster dense; benchmarks/results/train-step.md)
+SPARSE_SHARE = 8
 
 
-def sparse_table(rows: int) -> bool:
-    """Whether a table of `rows` rows takes sparse gradients (SPARSE_MIN_ROWS)."""
-    return rows >= SPARSE_MIN_ROWS
+def sparse_table(rows: int, lookups: int = 0) -> bool:
+    """Whether a table of `rows` rows takes sparse gradients when a step looks up `lookups` of them (0: unknown,
+    the row count alone decides)."""
+    return rows >= SPARSE_MIN_ROWS and rows >= SPARSE_SHARE * lookups
 
 
 class ContentEncoder(nn.Module):
@@ -143,13 +149,15 @@ class Tower(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`rows` and `history` as in ContentEncoder.forward; `keep_id` is per output row."""
         out_ids = ids if rows is None else ids[rows]
-        vec = torch.zeros(len(out_ids), self.dim, device=ids.device)
-        bias = torch.zeros(len(out_ids), device=ids.device)
+        vec: torch.Tensor | None = None
+        bias: torch.Tensor | None = None
         if self.id_embedding is not None and self.id_bias is not None:
-            keep = torch.ones(len(out_ids), device=ids.device) if keep_id is None else keep_id
-            vec = vec + self.id_embedding(out_ids) * keep.unsqueeze(-1)
-            bias = bias + self.id_bias(out_ids).squeeze(-1) * keep
+            vec, bias = self.id_embedding(out_ids), self.id_bias(out_ids).squeeze(-1)
+            if keep_id is not None:  # None: every ID shown (no mask pass forward or backward)
+                vec, bias = vec * keep_id.unsqueeze(-1), bias * keep_id
         if self.content is not None:
             c_vec, c_bias = self.content(text, numeric, categorical, rows, history)
-            vec, bias = vec + c_vec, bias + c_bias
+            vec, bias = (c_vec, c_bias) if vec is None or bias is None else (vec + c_vec, bias + c_bias)
+        if vec is None or bias is None:  # neither part: zeros
+            return torch.zeros(len(out_ids), self.dim, device=ids.device), torch.zeros(len(out_ids), device=ids.device)
         return vec, bias
