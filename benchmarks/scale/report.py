@@ -113,6 +113,28 @@ cache was moved away before each), the machine otherwise idle, BPR with 4 unifor
   ~12 minutes of encoding here and, at these settings, no recall.
 - Encoding is 56% of the fit: 63,000 metadata texts at ~200/s and 56,639 review documents at ~120/s on one thread.
 
+## Training throughput at M (2026-12-04 19:27-19:36, the two "throughput:" tables below)
+
+Issue 18 asks, at M with text cached, one thread each and the same dim: the id-only variant at least half of
+LightFM WARP's samples/s, the hybrid at least a quarter. Two runs at e30b09f, each with LightFM in the same run,
+BPR with one uniform negative at batch 65,536 (`--set train.batch_size=65536 --set train.negatives=1 --set
+train.lr=0.05 --set train.l2=0 --set split.validation_fraction=0 --set train.early_stopping=false`), no user
+features and no history bag (`--set 'data.options.user_categorical=[]' --set model.user_history.length=0
+--set model.user_id_dropout=0`), so that id-only is matrix factorisation as LightFM's is; text on (cached):
+
+| run | model | epochs | train s | samples/s | against LightFM WARP | target | recall@10 |
+|---|---|---|---|---|---|---|---|
+| 19:27 | `hybridrec-id` | 20 | 69.6 | **390,748** | 647,351: **0.60** | 0.50: met | 0.0816 |
+| 19:31 | `hybridrec` (hybrid) | 5 | 123.0 | 55,271 | 670,205: **0.082** | 0.25: not met | 0.0833 |
+
+The id-only figure is met at a setting chosen for speed, not quality: its recall@10 (0.0816) is below LightFM
+WARP's 0.1348 and ALS's 0.0964, and learning rates 0.02 and 0.05 gave the same (0.0812, 0.0817; runs into
+/tmp). Before this session's step changes the same id-only setting ran at 158,397 samples/s (user features on)
+and the step at 228K in the micro benchmark (benchmarks/results/train-step.md, "Big batches"). The hybrid's
+step is bound by its text projection (769 wide, ~45,000 distinct items a step) running near float32 peak; the
+note in train-step.md gives the arithmetic. The quality recipe (`--task topn`, sampled softmax) trains at 8,531
+samples/s at M.
+
 ## L end to end (2026-12-04 14:43-15:10, hybridrec only, the row in the L table below)
 
 One epoch of BPR (4 negatives; the `--task topn` recipe's sampled softmax runs ~2,000 samples/s, an hour an epoch
