@@ -135,6 +135,9 @@ EXPECTED: dict[str, tuple[str, str, str, str]] = {
     "test_a_model_json_file_nested_too_deeply_is_one_line": (
         "5", MODEL, "a model JSON file of `[` x 200,000 (checksum rewritten)",
         "exit 2, one line naming the file and `nested too deeply`"),
+    "test_a_display_row_nested_too_deeply_is_one_line": (
+        "5", MODEL, "a display row of `[` x 200,000 (offsets and checksums rewritten), shown by `similar`",
+        "exit 2, one line naming display/rows.jsonl, row 0 and `nested too deeply`"),
     "test_a_gzip_line_bomb_with_default_limits_is_one_line": (
         "5", DATA, "a 100 KB gzip expanding to one 100 MB line (default limits)",
         "exit 2, one line naming r.csv.gz (gzip bomb or line over 64 MiB)"),
