@@ -54,7 +54,7 @@ def _run(debug: bool, fn):
 def _load(model: Path):
     from hybridrec.recommender import HybridRecommender
 
-    return HybridRecommender.load(model)
+    return HybridRecommender.load(model, mapped=True)  # one process, a few queries: read what they touch
 
 
 def _table(title: str, columns: list[str], rows: list[list], caption: str | None = None) -> None:

@@ -63,10 +63,12 @@ def write_manifest(folder: Path, extra: dict) -> None:
 class ModelDir:
     """Read access to a saved model: resolves the symlink once, checks the format version and each file's checksum."""
 
-    def __init__(self, path: str | Path, background: bool = False):
+    def __init__(self, path: str | Path, background: bool = False, mapped: bool = False):
         """`background`: the checksums run on threads while the caller reads files (`path` waits for the one it
-        returns); the caller then calls `finish_verify`. Otherwise every file is checked before this returns."""
+        returns); the caller then calls `finish_verify`. Otherwise every file is checked before this returns.
+        `mapped`: arrays are mapped, not read (`npy`)."""
         self.requested = Path(path)
+        self.mapped = mapped
         if not self.requested.exists():
             raise ModelFileError(f"no model at {self.requested} (run `hybridrec fit` first, or pass --model DIR)")
         self.root = self.requested.resolve()
@@ -216,17 +218,19 @@ class ModelDir:
         return read_json_file(self.path(name), ModelFileError)
 
     def npy(self, name: str, populate: bool = False) -> np.ndarray:
-        """One listed array, checked (checksum, no pickle, finite), mapped copy-on-write rather than read: a query
-        touches the pages it needs, and a change in memory never reaches the file. Saves never rewrite a file in
-        place (a new version folder is swapped in), so the mapping stays the checked file's. Values found finite
-        at an earlier load of the unchanged file are not scanned again (verified.py): 512 MB of user vectors at
-        2e6 users. `populate`: its pages are mapped now (`populate`), for an array every query reads at random
-        rows."""
+        """One listed array, checked (checksum, no pickle, finite). Values found finite at an earlier load of the
+        unchanged file are not scanned again (verified.py): 512 MB of user vectors at 2e6 users.
+
+        With `mapped` it is mapped copy-on-write rather than read: a process that asks one query touches the pages
+        it needs (the CLI). Only for short-lived processes: the mapping shows a later in-place write to the file
+        (`cp` over a model) and dies of SIGBUS if the file is cut short, so a server reads its arrays. Saves never
+        rewrite a file in place (a new version folder is swapped in). `populate` (mapped): its pages are mapped
+        now, for an array every query reads at random rows."""
         try:
-            array = np.load(self.path(name), allow_pickle=False, mmap_mode="c")
+            array = np.load(self.path(name), allow_pickle=False, mmap_mode="c" if self.mapped else None)
         except (ValueError, OSError, EOFError) as exc:  # ValueError: a pickled object array, never unpickled
             raise ModelFileError(f"{self.root / name}: refused ({exc})") from None
-        if populate:
+        if populate and self.mapped:
             _populate(array)
         if np.issubdtype(array.dtype, np.floating) and not self.known(name) and not np.all(np.isfinite(array)):
             raise ModelFileError(f"{self.root / name}: holds values that are not finite (NaN or infinity)")  # NaN ranks
@@ -506,9 +510,9 @@ def _save_weights(net, path: Path) -> None:
         raise disk_error(exc, path) from None
 
 
-def load_model(cls, path: str | Path):
+def load_model(cls, path: str | Path, mapped: bool = False):
     """A recommender from a model folder, every file checked for type and shape; torch and the text model are not
-    loaded (the network and features load on first use)."""
+    loaded (the network and features load on first use). `mapped`: arrays mapped, not read (ModelDir.npy)."""
     from hybridrec import modelcheck as check
     from hybridrec.config import config_from_dict
     from hybridrec.data.idmap import LazyIdMap
@@ -519,7 +523,7 @@ def load_model(cls, path: str | Path):
     from hybridrec.scoring.base import TermFiles, parse_term, registry
     from hybridrec.scoring.towers import TowerScores
 
-    md = ModelDir(path, background=True)  # checksums on other threads while this reads: finish_verify below
+    md = ModelDir(path, background=True, mapped=mapped)  # checksums on threads while this reads: finish_verify
     settings = md.json("config.json")
     job = md.json("job.json") if md.has("job.json") else {}
     try:
@@ -624,7 +628,7 @@ def load_model(cls, path: str | Path):
 
 
 def _read_display(md: ModelDir, n_items: int):
-    """The display table: display/rows.jsonl mapped, its rows read when asked for (format 4), or items.json whole."""
+    """The display table: display/rows.jsonl, its rows parsed when asked for (format 4), or items.json whole."""
     import mmap
 
     from hybridrec import modelcheck as check
@@ -636,7 +640,10 @@ def _read_display(md: ModelDir, n_items: int):
     offsets = md.npy(OFFSETS_FILE)
     try:
         with open(path, "rb") as fh:
-            data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(fh.fileno()).st_size else b""
+            if md.mapped and os.fstat(fh.fileno()).st_size:
+                data: bytes | mmap.mmap = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            else:
+                data = fh.read()  # no JSON parsed: reading 50 MB costs ~20 ms
     except (OSError, ValueError) as exc:
         raise ModelFileError(f"{path}: cannot read ({exc})") from None
     return check.display_file(path, data, offsets, n_items)

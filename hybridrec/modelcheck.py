@@ -34,7 +34,13 @@ def is_int(value: Any, low: int = 0, high: int = MAX_SIZE) -> bool:
 
 
 def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite int or float (an int too big for a float, such as 10 ** 400 in a JSON file, is not)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def ids_digest(ids: list[str]) -> str:

@@ -375,6 +375,14 @@ def _edit_display(fn):
     return apply
 
 
+def _edit_term(term, name, fn):
+    def apply(folder: Path) -> None:
+        path = folder / "terms" / term / f"{name}.npy"
+        np.save(path, fn(np.load(path)), allow_pickle=False)
+
+    return apply
+
+
 def _row0(col, value):
     """Row 0's value in column `col` (0 title, 1 price, 2 category)."""
     return _edit_display(lambda rows: [[value if j == col else v for j, v in enumerate(rows[0])], *rows[1:]])
@@ -411,6 +419,7 @@ IM, UM, DR, DO, MJ = (
 )
 ME, TJ, XJ, FJ = "metrics.json", "training.json", "index/index.json", "features/features.json"
 J, N = _edit_json, _edit_npy
+TC = "terms/cooccurrence"
 
 
 def _slice_off(m):
@@ -438,6 +447,7 @@ DAMAGE = {
     "a price that is a string": (_row0(1, "12.50"), DR),
     "a price that is true": (_row0(1, True), DR),
     "a price of 1e999": (_row0(1, 1e999), DR),
+    "a price of 10**400 (an int no float holds)": (_row0(1, 10**400), DR),
     "a title that is a number": (_row0(0, 5), DR),
     "a category that is a list": (_row0(2, ["a"]), DR),
     "a display row too short": (_edit_display(lambda rows: [rows[0][:2], *rows[1:]]), DR),
@@ -450,6 +460,7 @@ DAMAGE = {
     "seen_indptr corrupted": (N("seen_indptr", lambda a: _at(a, 5, 10**9)), "vectors/seen_"),
     "seen_items out of range": (N("seen_items", lambda a: _at(a, 0, 10**6)), "vectors/seen_"),
     "negative seen_items": (N("seen_items", lambda a: _at(a, 0, -1)), "vectors/seen_"),
+    "co-occurrence rows as floats": (_edit_term("cooccurrence", "indptr", lambda a: a.astype(np.float64)), TC),
     # model.json
     "text_dim 1e10 (a float)": (J(MJ, _spec("text_dim", 1e10)), MJ),
     "text_dim 2**31 - 1": (J(MJ, _spec("text_dim", 2**31 - 1)), MJ),

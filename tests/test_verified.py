@@ -116,3 +116,36 @@ def test_the_users_id_map_is_read_at_the_first_user_query(model):
     assert rec.users_._map is None and len(rec.users_) == len(rec.towers_.user_vectors)
     assert rec.recommend("U0001", 3)[0]
     assert rec.users_._map is not None and rec.users_.index("U0001") >= 0
+
+
+@pytest.mark.parametrize("planted", ["dev-zero", "fifo", "deep", "another user's"])
+def test_a_record_that_is_not_a_plain_record_of_this_user_is_ignored(model, hashed, monkeypatch, planted):
+    """A record is read only if it is a regular file of this user's, within bounds, parsed within bounds: a link to
+    /dev/zero, a FIFO, a nested document or (in a shared cache folder) someone else's file means a full check,
+    never a hang or an error."""
+    HybridRecommender.load(model)
+    (record,) = (Path(os.environ["HYBRIDREC_CACHE_DIR"]) / "verified").glob("*.json")
+    if planted == "another user's":
+        monkeypatch.setattr(verified.os, "geteuid", lambda: os.getuid() + 1)  # as if someone else owned it
+    else:
+        record.unlink()
+        if planted == "dev-zero":
+            if not Path("/dev/zero").exists():
+                pytest.skip("no /dev/zero")
+            record.symlink_to("/dev/zero")
+        elif planted == "fifo":
+            os.mkfifo(record)
+        else:
+            record.write_text("[" * 200_000)
+    hashed.clear()
+    rec = HybridRecommender.load(model)
+    assert len(hashed) == len(json.loads((model / "manifest.json").read_text())["files"]) and answers(rec)
+
+
+def test_a_mapped_load_answers_as_a_read_one(model):
+    """`load(mapped=True)` (the CLI's) maps the arrays instead of reading them; the answers are the same."""
+    read, mapped = HybridRecommender.load(model), HybridRecommender.load(model, mapped=True)
+    assert not isinstance(read.towers_.item_vectors, np.memmap)
+    assert isinstance(mapped.towers_.item_vectors, np.memmap)
+    assert answers(mapped) == answers(read)
+    assert mapped.display_[2] == read.display_[2] and list(mapped.display_) == list(read.display_)

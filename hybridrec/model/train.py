@@ -69,13 +69,15 @@ def seed_everything(seed: int) -> None:
 
 class Optimisers:
     """Adam for the whole network, split by gradient kind: `torch.optim.SparseAdam` (lazy, row-wise) on the
-    embedding tables, whose gradients are sparse, and fused Adam (foreach where fused is not available) on the dense
-    layers. A step then updates only the table rows its batch looked up, where one dense Adam rewrote every row of
-    every table.
+    embedding tables whose gradients are sparse (big tables a step looks up a small share of:
+    towers.sparse_table, Trainer._choose_sparse_tables), and fused Adam (foreach where fused is not available) on
+    everything else, smaller tables included. A step then updates only the big tables' rows its batch looked up,
+    where one dense Adam rewrote every row of every table.
 
-    `weight_decay` keeps its meaning of L2 added to the gradient on the dense layers; on a table it is added to the
-    rows the batch touched only (the sparse form of the same penalty: an untouched row is left as it is, where the
-    dense optimiser shrank every row at every step).
+    `weight_decay` keeps its meaning of L2 added to the gradient on the dense parameters; on a sparse table it is
+    added to the rows the batch touched only (the sparse form of the same penalty: an untouched row is left as it
+    is, where the dense optimiser shrinks every row at every step). Which form a table gets follows from the sizes
+    and the batch settings, so a run and its resume agree.
 
     `state_dict` has the layout of one torch optimiser (the tables' parameters numbered after the dense ones, each
     group labelled with its `kind`), so a checkpoint stores it as before."""

@@ -70,6 +70,7 @@ class TermFiles:
 
     def __init__(self, model_dir: Any, folder: str):
         self.model_dir, self.folder = model_dir, folder
+        self.where = model_dir.root / folder  # what an error names: the folder inside the model
 
     def npy(self, name: str, populate: bool = False) -> np.ndarray:
         """One of the term's arrays, checked (ModelDir.npy; `populate`: mapped into the process now)."""
@@ -91,7 +92,7 @@ class TermFiles:
         history = UserHistory(self.npy("history_indptr"), self.npy("history_items"))
         problem = history.check(n_users, n_items, scan=not self.known("history_indptr", "history_items"))
         if problem:
-            raise ModelFileError(f"{self.folder}: {problem}")
+            raise ModelFileError(f"{self.where}: {problem}")
         return history
 
 

@@ -176,11 +176,11 @@ class ContentRidgeTerm(ScoreTerm):
         projection = files.npy("projection")
         indptr, indices = files.npy("tokens_indptr"), files.npy("tokens_indices")
         if projection.ndim != 2 or projection.shape[0] != n_items or not np.all(np.isfinite(projection)):
-            raise ModelFileError(f"{files.folder}: the content ridge projection does not fit {n_items} items")
+            raise ModelFileError(f"{files.where}: the content ridge projection does not fit {n_items} items")
         too_wide = len(indices) and (indices.min() < 0 or indices.max() >= projection.shape[1])
         bad_rows = len(indptr) != n_items + 1 or indptr[0] != 0 or indptr[-1] != len(indices)
         if too_wide or bad_rows or np.any(np.diff(indptr) < 0):
-            raise ModelFileError(f"{files.folder}: content ridge token rows do not match the projection")
+            raise ModelFileError(f"{files.where}: content ridge token rows do not match the projection")
         history = files.history(n_users, n_items)
         term = cls(params)
         ones = np.ones(len(indices), np.float32)

@@ -177,15 +177,17 @@ class CooccurrenceTerm(ScoreTerm):
         indptr, indices, values = (files.npy(name, populate=True) for name in ("indptr", "indices", "values"))
         shapes_ok = indptr.ndim == indices.ndim == values.ndim == 1 and len(indices) == len(values)
         if not shapes_ok or len(indptr) != n_items + 1 or indptr[0] != 0 or indptr[-1] != len(indices):
-            raise ModelFileError(f"{files.folder}: co-occurrence rows do not match {n_items} items")
+            raise ModelFileError(f"{files.where}: co-occurrence rows do not match {n_items} items")
         if values.dtype != np.float32:  # finite: files.npy checked it
-            raise ModelFileError(f"{files.folder}: co-occurrence values are not float32")
+            raise ModelFileError(f"{files.where}: co-occurrence values are not float32")
+        if not (np.issubdtype(indptr.dtype, np.integer) and np.issubdtype(indices.dtype, np.integer)):
+            raise ModelFileError(f"{files.where}: co-occurrence rows are not integer arrays")
         scan = not files.known("indptr", "indices")
         bad = scan and (
             np.any(np.diff(indptr) < 0) or (len(indices) and (indices.min() < 0 or indices.max() >= n_items))
         )
         if bad:
-            raise ModelFileError(f"{files.folder}: co-occurrence neighbours name items outside the catalogue")
+            raise ModelFileError(f"{files.where}: co-occurrence neighbours name items outside the catalogue")
         history = files.history(n_users, n_items)
         term = cls(params)
         term._rows = (indptr, indices, values)

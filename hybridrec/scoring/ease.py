@@ -120,7 +120,7 @@ class EaseTerm(ScoreTerm):
         term = cls(params)
         weights = files.npy("weights")
         if weights.shape != (n_items, n_items) or weights.dtype != np.float32:
-            raise ModelFileError(f"{files.folder}: EASE weights are {weights.shape}, expected ({n_items}, {n_items})")
+            raise ModelFileError(f"{files.where}: EASE weights are {weights.shape}, expected ({n_items}, {n_items})")
         history = files.history(n_users, n_items)
         term.weights, term.history = weights, history
         return term
