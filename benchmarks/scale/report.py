@@ -185,7 +185,7 @@ and the HNSW index), held-out evaluation 416.1 s, save 25.1 s. recall@10 0.0592 
   queries): those arrays are now mapped in at load. After review (c1c5a7e..): only the CLI maps
   (`HybridRecommender.load(path, mapped=True)`), since a mapping shows a later in-place write to the file and dies
   of SIGBUS if it is cut short; a library or server load reads its arrays (still skipping the hashes and scans of
-  an unchanged model). Measured again at 19:58: `cli_similar` 0.618, 0.605, 0.605 s; in process (a read load,
+  an unchanged model). Measured again at 19:49: `cli_similar` 0.618, 0.605, 0.605 s; in process (a read load,
   2.6-4.0 s), the child's latency code: p50 0.60-0.61 ms, p99 0.80-0.84 ms.
 """
 
