@@ -730,11 +730,12 @@ def _check_array(where: Path, name: str, array: np.ndarray, shape: tuple, kind) 
 def _seed_moments(md: ModelDir, rec, half, dim: int) -> None:
     """vectors/similar_moments.npy and model.json's similar_moments_half (save_model), checked, into the similar
     items' cache."""
+    from hybridrec.modelcheck import is_number
     from hybridrec.similar import TowerMoments
 
     sums = md.npy("vectors/similar_moments.npy")
     _check_array(md.root, "similar_moments", sums, (dim + 1, dim), np.floating)
-    if not isinstance(half, (int, float)) or isinstance(half, bool) or not np.isfinite(half) or half < 0:
+    if not is_number(half) or half < 0:
         raise ModelFileError(f"{md.root / 'model.json'}: similar_moments_half {half!r} is not a count")
     TowerMoments.seed(rec, float(half), sums)
 

@@ -189,8 +189,9 @@ def display_file(path: Path, data: Any, offsets: np.ndarray, n_items: int) -> Di
             raise _bad(path, f"not one JSON row per offset ({bad_line_message(exc)})") from None
         if len(rows) != n_items:
             raise _bad(path, f"holds {len(rows)} rows for {n_items} items")
-        checked = [display_row(path, k, row) for k, row in enumerate(rows)]
-        return _display_by_column(path, {c: [r[j] for r in checked] for j, c in enumerate(DISPLAY_COLUMNS)}, n_items)
+        checked = [display_row(path, k, row) for k, row in enumerate(rows)]  # each row checked once, here
+        titles, prices, categories = ([row[j] for row in checked] for j in range(len(DISPLAY_COLUMNS)))
+        return DisplayTable(titles, prices, categories)
 
     return DisplayFile(data, offsets, parse, table)
 

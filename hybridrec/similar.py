@@ -135,12 +135,19 @@ class TowerMoments:
         """Cache the moments a save stored (`sums`: first, then second's rows; `stored`) for the evidence `half`
         they were made with: a process that asks once (the CLI) then skips the pass over the had items (0.4 s
         at 5e5 items). Used by `of` only while the model's half is still that one."""
+        cls._cache(rec, half, lambda weights, rows: (sums[0].astype(np.float64), sums[1:].astype(np.float64)))
+
+    @classmethod
+    def _cache(cls, rec: HybridRecommender, half: float, sums) -> TowerMoments:
+        """The moments of `rec`'s arrays at evidence `half`, cached; `sums(weights, rows)` gives (first, second)."""
         vectors, counts = rec.towers_.item_vectors, rec.item_counts_
         weights = evidence(counts, half)
         trusted = weights > 0
-        first, second = sums[0].astype(np.float64), sums[1:].astype(np.float64)
-        moments = cls(vectors, counts, half, weights, first, second, np.flatnonzero(trusted), np.flatnonzero(~trusted))
+        rows = np.flatnonzero(trusted)
+        first, second = sums(weights, rows)
+        moments = cls(vectors, counts, half, weights, first, second, rows, np.flatnonzero(~trusted))
         rec._similar_cache["moments"] = moments
+        return moments
 
     def stored(self) -> np.ndarray:
         """What a save stores (`seed` reads it back): first, then second's rows, (d + 1) x d."""
@@ -159,17 +166,16 @@ class TowerMoments:
         cached: TowerMoments | None = rec._similar_cache.get("moments")
         if cached is not None and cached.vectors is vectors and cached.counts is counts and cached.half == half:
             return cached
-        weights = evidence(counts, half)
-        trusted = weights > 0
-        rows = np.flatnonzero(trusted)
-        dim = vectors.shape[1]
-        first, second = np.zeros(dim), np.zeros((dim, dim))
-        for _, weighed in weighed_units(vectors, weights, rows):
-            first += weighed.sum(axis=0)
-            second += weighed.T @ weighed
-        moments = cls(vectors, counts, half, weights, first, second, rows, np.flatnonzero(~trusted))
-        rec._similar_cache["moments"] = moments
-        return moments
+
+        def summed(weights: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            dim = vectors.shape[1]
+            first, second = np.zeros(dim), np.zeros((dim, dim))
+            for _, weighed in weighed_units(vectors, weights, rows):
+                first += weighed.sum(axis=0)
+                second += weighed.T @ weighed
+            return first, second
+
+        return cls._cache(rec, half, summed)
 
 
 def weighed_units(vectors: np.ndarray, weights: np.ndarray, rows: np.ndarray, block: int = 65_536):
