@@ -136,6 +136,10 @@ class TrainConfig:
     average_last: int = 0
     negatives: int = 4  # bpr: negatives per positive; sampled-softmax: negatives shared by a batch (>= catalogue: all)
     device: str = "auto"  # auto | cpu | cuda
+    # the item text projection's products in training: auto is bf16 where they run natively (a CPU with
+    # avx512_bf16/AMX, a GPU with bf16), fp32 elsewhere | fp32 | bf16. Text vectors are stored and projected in
+    # bfloat16 with float32 accumulation; everything else trains in float32, and serving always projects in float32
+    precision: str = "auto"
     # torch CPU threads; 0 = auto: training on one thread where the process may use <= 2 cores (there a second
     # thread made steps 5-33x slower: benchmarks/results/train-step.md), torch's default on larger machines
     threads: int = 0
@@ -219,6 +223,7 @@ CHOICES = {
     "model.user_history.order": {"latest", "causal", "auto"},
     "train.loss": {"auto", "mse", "bpr", "softmax", "sampled-softmax"},
     "train.device": {"auto", "cpu", "cuda"},
+    "train.precision": {"auto", "fp32", "bf16"},
 }
 
 

@@ -75,9 +75,10 @@ def dense_forward(enc: ContentEncoder, text, numeric, cats, tokens, leave_out) -
     return enc.out(hidden), enc.bias(hidden).squeeze(-1)
 
 
+@pytest.mark.parametrize("widths", [(3, 4), (1, 1)])  # (1, 1): single-valued columns, a plain lookup
 @pytest.mark.parametrize("sparse", [True, False])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_embedding_bags_give_the_dense_weighted_sums_and_their_gradients(seed, sparse, monkeypatch):
+def test_embedding_bags_give_the_dense_weighted_sums_and_their_gradients(seed, sparse, widths, monkeypatch):
     if not sparse:
         monkeypatch.setattr(towers, "SPARSE_MIN_ROWS", 10**9)
     rng = np.random.default_rng(seed)
@@ -86,7 +87,7 @@ def test_embedding_bags_give_the_dense_weighted_sums_and_their_gradients(seed, s
     n = 40
     text = torch.as_tensor(rng.normal(size=(n, 6)), dtype=torch.float32)
     numeric = torch.as_tensor(rng.normal(size=(n, 2)), dtype=torch.float32)
-    cats = [random_cells(rng, n, VOCABS[0], 3), random_cells(rng, n, VOCABS[1], 4)]
+    cats = [random_cells(rng, n, VOCABS[0], widths[0]), random_cells(rng, n, VOCABS[1], widths[1])]
     tokens = random_cells(rng, n, N_ITEMS + 1, HISTORY)
     leave_out = torch.as_tensor(rng.integers(0, N_ITEMS + 1, size=n))
     # one encoder holding both kinds of input, so one comparison covers the categorical and the history bags
@@ -336,8 +337,91 @@ def test_a_table_a_step_looks_up_a_large_share_of_steps_densely(monkeypatch, los
     assert net.items.id_embedding.sparse and not net.users.id_embedding.sparse
     cfg = TrainConfig(loss=loss, batch_size=batch, negatives=negatives)
     args = (net, empty, users, np.ones(N_ITEMS, bool), np.ones(N_USERS, bool), cfg, loss, Dropouts(), 0)
-    Trainer(*args, torch.device("cpu"))
-    assert net.items.id_embedding.sparse is item_sparse and net.items.id_bias.sparse is item_sparse
-    assert not net.users.id_embedding.sparse
-    opt = Optimisers(net, lr=0.01, weight_decay=0.0)
+    trainer = Trainer(*args, torch.device("cpu"))
+    stepped_densely = {id(net.items.id_embedding.weight), id(net.items.id_bias.weight)}
+    assert trainer.dense_step == (frozenset() if item_sparse else stepped_densely)
+    assert net.items.id_embedding.sparse and not net.users.id_embedding.sparse  # the gradients stay sparse
+    opt = Optimisers(net, lr=0.01, weight_decay=0.0, dense_step=trainer.dense_step)
     assert (opt.sparse is not None) is item_sparse
+
+
+def test_a_sparse_table_stepped_densely_updates_as_a_dense_one():
+    """Optimisers(dense_step=...): a table whose gradients come sparse but which the dense Adam steps whole
+    (a step looks up a large share of it) must move exactly as the same table with dense gradients: every row,
+    untouched ones included (Adam's moments and the weight decay move them), by the same amounts."""
+    torch.manual_seed(3)
+    start = torch.randn(30, 4)
+    nets = []
+    for sparse in (False, True):
+        table = nn.Embedding(30, 4, sparse=sparse)
+        with torch.no_grad():
+            table.weight.copy_(start)
+        nets.append(nn.ModuleList([table]))
+    dense_opt = Optimisers(nets[0], lr=0.05, weight_decay=0.01)
+    stepped_opt = Optimisers(nets[1], lr=0.05, weight_decay=0.01, dense_step=frozenset({id(nets[1][0].weight)}))
+    assert dense_opt.sparse is None and stepped_opt.sparse is None  # both on the dense Adam
+    lookups = [torch.tensor([0, 3, 3, 7]), torch.tensor([1, 2, 3, 29]), torch.tensor([5, 5, 5, 0])]
+    for idx in lookups:
+        for net, opt in ((nets[0], dense_opt), (nets[1], stepped_opt)):
+            opt.zero_grad()
+            (net[0](idx).pow(2).sum() * torch.arange(1.0, 5.0).sum()).backward()
+            opt.step()
+    assert nets[1][0].weight.grad is not None and not nets[1][0].weight.grad.is_sparse
+    assert not torch.equal(nets[0][0].weight, start)
+    untouched = [r for r in range(30) if r not in {0, 1, 2, 3, 5, 7, 29}]
+    assert not torch.equal(nets[0][0].weight[untouched], start[untouched])  # decay moved the untouched rows
+    torch.testing.assert_close(nets[1][0].weight, nets[0][0].weight, rtol=1e-6, atol=1e-7)
+
+
+def feature_arrays(rng: np.random.Generator, n: int) -> EntityFeatures:
+    text = rng.normal(size=(n, 6)).astype(np.float32)
+    numeric = rng.normal(size=(n, 2)).astype(np.float32)
+    cats = [rng.integers(0, vocab, size=(n, 2)) for vocab in VOCABS]
+    return EntityFeatures(text, numeric, cats)
+
+
+def test_bf16_text_projects_near_float32_and_saved_vectors_project_in_float32(monkeypatch):
+    """train.precision bf16: training holds item text in bfloat16 and projects it there (close to float32, not
+    equal); the vectors a fit saves are projected from the float32 text, as serving projects a new item's. auto is
+    float32 where the CPU has no native bf16."""
+    rng = np.random.default_rng(4)
+    net = make_net(2)
+    enc = net.items.content
+    enc.eval()
+    text = torch.as_tensor(rng.normal(size=(40, 6)), dtype=torch.float32)
+    numeric, cats = torch.zeros(40, 2), [torch.zeros(40, 1, dtype=torch.long)] * 2
+    v32, b32 = enc(text, numeric, cats)
+    v16, b16 = enc(text.bfloat16(), numeric, cats)
+    assert v16.dtype == torch.float32 and not torch.equal(v16, v32)
+    torch.testing.assert_close(v16, v32, atol=0.03, rtol=0.03)
+    torch.testing.assert_close(b16, b32, atol=0.03, rtol=0.03)
+
+    items = feature_arrays(rng, N_ITEMS)
+    users = EntityFeatures(np.zeros((N_USERS, 0), np.float32), np.zeros((N_USERS, 0), np.float32))
+    args = (items, users, np.ones(N_ITEMS, bool), np.ones(N_USERS, bool))
+    trainer = Trainer(net, *args, TrainConfig(precision="bf16"), "bpr", Dropouts(), 0, torch.device("cpu"))
+    assert trainer.items.text.dtype == torch.bfloat16
+    saved, _ = trainer.all_item_vectors()
+    idx = torch.arange(N_ITEMS)
+    cats = [torch.as_tensor(c) for c in items.categorical]
+    with torch.no_grad():
+        want, _ = net.items(idx, torch.as_tensor(items.text), torch.as_tensor(items.numeric), cats)
+    np.testing.assert_array_equal(saved, want.numpy())
+
+    monkeypatch.setattr("hybridrec.model.train.cpu_supports_bf16", lambda: False)
+    trainer = Trainer(net, *args, TrainConfig(precision="auto"), "bpr", Dropouts(), 0, torch.device("cpu"))
+    assert trainer.items.text.dtype == torch.float32
+
+
+def test_uniform_dropout_hides_its_share_and_rescales_only_in_training():
+    torch.manual_seed(0)
+    drop = towers.UniformDropout(0.25)
+    x = torch.ones(400, 250)
+    out = drop(x)
+    hidden = (out == 0).float().mean().item()
+    assert abs(hidden - 0.25) < 0.01
+    torch.testing.assert_close(out[out != 0], torch.full_like(out[out != 0], 1 / 0.75))
+    assert not torch.equal(drop(x), out)  # a fresh mask each call
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    assert torch.equal(towers.UniformDropout(0.0)(x), x)

@@ -33,6 +33,16 @@ def sparse_table(rows: int, lookups: int = 0) -> bool:
     return rows >= SPARSE_MIN_ROWS and rows >= SPARSE_SHARE * lookups
 
 
+class UniformDropout(nn.Dropout):
+    """nn.Dropout whose CPU mask comes from uniform floats: torch's CPU `bernoulli_` made dropout on a (49,800, 128)
+    batch 2x slower, forward and backward (64 vs 32 ms). Same expectation; on a GPU, torch's own fused dropout."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu" or self.p >= 1:
+            return super().forward(x)
+        return x * torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+
+
 class ContentEncoder(nn.Module):
     """Text, numeric and categorical inputs -> one vector and one bias; what a brand-new entity is scored from."""
 
@@ -57,16 +67,17 @@ class ContentEncoder(nn.Module):
         )
         self.text = nn.Linear(text_dim, hidden) if text_dim else None
         self.numeric = nn.Sequential(nn.Linear(numeric_dim, hidden), nn.GELU()) if numeric_dim else None
-        # a cell's values (0 pads) summed by an EmbeddingBag, which skips the pads without an (n, width, hidden) copy
+        # a cell's values (0 pads) averaged by an EmbeddingBag, which skips the pads (and leaves them out of the
+        # count: an empty cell is zeros) without an (n, width, hidden) copy
         self.bags = nn.ModuleList(
-            nn.EmbeddingBag(size, hidden, mode="sum", padding_idx=0, sparse=sparse_table(size)) for size in vocab_sizes
+            nn.EmbeddingBag(size, hidden, mode="mean", padding_idx=0, sparse=sparse_table(size)) for size in vocab_sizes
         )
         for bag in self.bags:
             assert isinstance(bag, nn.EmbeddingBag)  # ModuleList items are typed as Module
             nn.init.normal_(bag.weight, std=0.05)
             with torch.no_grad():
                 bag.weight[0].zero_()
-        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.GELU(), UniformDropout(dropout), nn.Linear(hidden, dim))
         self.bias = nn.Linear(hidden, 1)
         self.enabled = bool(text_dim or numeric_dim or vocab_sizes or self.history is not None)
 
@@ -87,15 +98,28 @@ class ContentEncoder(nn.Module):
 
         parts = []
         if self.text is not None:
-            parts.append(per_row(self.text(text)))
+            parts.append(per_row(self._project_text(text)))
         if self.numeric is not None:
             parts.append(per_row(self.numeric(numeric)))
         for bag, idx in zip(self.bags, categorical):
-            parts.append(per_row(_mean(bag(idx), (idx > 0).sum(1).float())))
+            parts.append(per_row(_cell_mean(bag, idx)))
         if self.history is not None and history is not None:
             parts.append(self._history_bag(*history))
-        hidden = torch.stack(parts).sum(0)
+        # summed in place into the first part, which no backward reads (stacking then summing copied every part
+        # forward and backward; a new tensor per sum is a fresh (rows, hidden) allocation each step)
+        hidden = parts[0]
+        for part in parts[1:]:
+            hidden.add_(part)
         return self.out(hidden), self.bias(hidden).squeeze(-1)
+
+    def _project_text(self, text: torch.Tensor) -> torch.Tensor:
+        """The text projection. Text given in bfloat16 (training where bf16 products are native: train.precision)
+        is projected in bfloat16 with the bias added in float32; the output is float32 either way. At batch 65,536
+        over 63,000 items the float32 product and its weight gradient were ~35% of a hybrid step."""
+        assert self.text is not None
+        if text.dtype != torch.bfloat16:
+            return self.text(text)
+        return F.linear(text, self.text.weight.to(torch.bfloat16)).float().add_(self.text.bias)
 
     def _history_bag(self, tokens: torch.Tensor, leave_out: torch.Tensor | None) -> torch.Tensor:
         assert self.history is not None
@@ -113,6 +137,15 @@ class ContentEncoder(nn.Module):
             padding_idx=0,
         )
         return _mean(total, weight.sum(1))
+
+
+def _cell_mean(bag: nn.Module, idx: torch.Tensor) -> torch.Tensor:
+    """Each cell's mean embedding (0 pads, an empty cell is zeros). A single-valued column is a plain lookup of the
+    same rows (row 0 is zeros and never trained): 4x faster than the bag forward and backward at 47,000 cells."""
+    assert isinstance(bag, nn.EmbeddingBag)  # ModuleList items are typed as Module
+    if idx.shape[1] == 1:
+        return F.embedding(idx[:, 0], bag.weight, padding_idx=0, sparse=bag.sparse)
+    return bag(idx)
 
 
 def _mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
