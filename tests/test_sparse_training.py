@@ -23,7 +23,7 @@ from hybridrec.model.checkpoint import Checkpointer
 from hybridrec.model.network import HybridNet, NetShape
 from hybridrec.model.spec import TowerSpec
 from hybridrec.model.towers import ContentEncoder
-from hybridrec.model.train import Dropouts, Optimisers, Trainer
+from hybridrec.model.train import Dropouts, Optimisers, Trainer, hide_reviews
 
 N_USERS, N_ITEMS, HISTORY = 12, 30, 5
 VOCABS = (9, 6)
@@ -425,3 +425,20 @@ def test_uniform_dropout_hides_its_share_and_rescales_only_in_training():
     drop.eval()
     assert torch.equal(drop(x), x)
     assert torch.equal(towers.UniformDropout(0.0)(x), x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_hidden_ids_hide_their_items_reviews_and_nothing_else(dtype):
+    """hide_reviews: the review columns of the rows whose ID is hidden (keep 0) become zeros in place, a partial
+    keep scales them, the other rows and the metadata columns are untouched."""
+    torch.manual_seed(1)
+    text = torch.randn(50, 9).to(dtype)
+    keep = (torch.rand(50) > 0.3).float()
+    keep[4] = 0.5
+    want = text.clone()
+    want[:, 5:] = (want[:, 5:].float() * keep.unsqueeze(-1)).to(dtype)
+    hide_reviews(text[:, 5:], keep)
+    assert torch.equal(text, want)
+    assert (text[keep == 0, 5:] == 0).all() and (text[keep == 0, :5] != 0).all()
+    hide_reviews(text[:, 5:], torch.ones(50))  # nothing hidden: nothing changes
+    assert torch.equal(text, want)

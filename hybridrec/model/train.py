@@ -62,6 +62,17 @@ def text_dtype(setting: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if setting == "bf16" else torch.float32
 
 
+def hide_reviews(review: torch.Tensor, keep: torch.Tensor) -> None:
+    """review *= keep per row, in place. On the CPU only the rows keep changes are touched (ID dropout hides ~1 in
+    10: at 47,000 x 385 bfloat16, 13 -> 3 ms); elsewhere one multiply, which needs no host sync."""
+    if review.device.type != "cpu":
+        review.mul_(keep.unsqueeze(-1).to(review.dtype))
+        return
+    rows = torch.nonzero(keep != 1).squeeze(1)
+    if len(rows):
+        review.index_copy_(0, rows, review.index_select(0, rows) * keep[rows].unsqueeze(-1).to(review.dtype))
+
+
 def training_threads(setting: int) -> int:
     """The torch threads training runs on: `train.threads` when set; 0 (auto) is one thread where this process may
     use at most two cores (there a second thread made steps 5-33x slower, benchmarks/results/train-step.md), and
@@ -309,7 +320,7 @@ class Trainer:
         if self.review_slice is not None and text.shape[1] and keep is not None:
             # Without its ID an item is treated as cold: cold items have no reviews either. (`rows` gathered a fresh
             # copy: no clone; keep in text's dtype: a bfloat16 view times float32 ran 7x slower.)
-            text[:, self.review_slice] *= keep.unsqueeze(-1).to(text.dtype)
+            hide_reviews(text[:, self.review_slice], keep)
         if self.net.training and self.dropouts.feature > 0:
             # Hide whole feature groups at random so text alone still places an item (free-text queries,
             # new items with sparse metadata).
@@ -355,14 +366,21 @@ class Trainer:
         i_idx: torch.Tensor,
         targets: torch.Tensor | None = None,
         history_rows: torch.Tensor | None = None,
+        parts: list[int] | None = None,
     ):
         """Tower outputs: items computed once per distinct item of the batch (ID and feature dropout drawn per
         distinct item); users once per distinct user too, unless each row needs its own bag (its target left out,
-        or its own causal history)."""
+        or its own causal history). `parts` (lengths that sum to len(i_idx)): the item rows come back as one
+        tensor per part, each gathered on its own (BPR's positives and negatives: two half-size gathers, where one
+        whole one and a split made a 33 MB block each step at batch 65,536 and ran ~2x slower)."""
         items, i_inv = torch.unique(i_idx, return_inverse=True)
-        v, b_i = self.item_vectors(items, self._keep_mask(len(items)))
+        v_item, b_item = self.item_vectors(items, self._keep_mask(len(items)))
         # index_select, not v[i_inv]: its backward adds rows in place, where advanced indexing's sorts (~1.7x)
-        v, b_i = v.index_select(0, i_inv), b_i.index_select(0, i_inv)
+        if parts is None:
+            v, b_i = v_item.index_select(0, i_inv), b_item.index_select(0, i_inv)
+        else:
+            v = tuple(v_item.index_select(0, inv) for inv in i_inv.split(parts))
+            b_i = tuple(b_item.index_select(0, inv) for inv in i_inv.split(parts))
         if history_rows is None and (self.history is None or targets is None):
             users, u_inv = torch.unique(u_idx, return_inverse=True)
             u, b_u = self.user_vectors(users)
@@ -623,8 +641,9 @@ def bpr_loss(t: Trainer, b: Batch) -> torch.Tensor:
     """Each positive against `train.negatives` items drawn uniformly from the trained catalogue."""
     n, n_neg = len(b.items), max(1, t.cfg.negatives)
     neg = t.draw_negatives(n * n_neg)
-    u, b_u, v_all, b_all = t._towers(b.users, torch.cat([b.items, neg]), b.items, b.history_rows)
-    (v, v_neg), (b_i, b_neg) = v_all.split([n, n * n_neg]), b_all.split([n, n * n_neg])  # one backward, not two
+    u, b_u, (v, v_neg), (b_i, b_neg) = t._towers(
+        b.users, torch.cat([b.items, neg]), b.items, b.history_rows, parts=[n, n * n_neg]
+    )
     pos = t.net.head(u, b_u, v, b_i)
     u_neg, b_u_neg = (u, b_u) if n_neg == 1 else (u.repeat_interleave(n_neg, 0), b_u.repeat_interleave(n_neg, 0))
     negs = t.net.head(u_neg, b_u_neg, v_neg, b_neg)
