@@ -381,7 +381,10 @@ class Trainer:
         else:
             v = tuple(v_item.index_select(0, inv) for inv in i_inv.split(parts))
             b_i = tuple(b_item.index_select(0, inv) for inv in i_inv.split(parts))
-        if history_rows is None and (self.history is None or targets is None):
+        # a user tower of ID rows only, with nothing drawn per user, is looked up per row: the same rows without
+        # the unique and the gather back (at batch 65,536 ~3% of a step)
+        plain_users = self.net.users.content is None and not (self.net.training and 0 < self.dropouts.user_id < 1)
+        if not plain_users and history_rows is None and (self.history is None or targets is None):
             users, u_inv = torch.unique(u_idx, return_inverse=True)
             u, b_u = self.user_vectors(users)
             return u.index_select(0, u_inv), b_u.index_select(0, u_inv), v, b_i
