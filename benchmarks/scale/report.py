@@ -117,8 +117,13 @@ cache was moved away before each), the machine otherwise idle, BPR with 4 unifor
   cache moved away: **1,248.8 s** (encode 711.1, train 467.3), peak RSS **4.45 GB**, recall@10 **0.1521** against
   LightFM WARP 0.1348 and ALS 0.0964 in the same run; the CLI's `similar` 0.684 s at M. The table labelled
   "after the step changes" below.
+- **Rerun at 0a8e52b (22:27-22:50)**, after bfloat16 text in training and the hybrid step changes
+  (benchmarks/results/train-step.md, "Hybrid steps at M"), the same command with the text cache moved away:
+  **1,120.8 s** (encode 739.8, train 307.6 against 467.3), peak RSS **5.04 GB** (0.6 GB above the 9371f2d run, not
+  yet traced; the limit is 6), recall@10 **0.1533** against LightFM WARP 0.1348 and ALS 0.0964 in the same run.
+  The table labelled "after the bf16 and step changes" below.
 
-## Training throughput at M (2026-12-04 19:27-19:36, the two "throughput:" tables below)
+## Training throughput at M (2026-12-04 19:27-22:52, the two "throughput:" tables below)
 
 Issue 18 asks, at M with text cached, one thread each and the same dim: the id-only variant at least half of
 LightFM WARP's samples/s, the hybrid at least a quarter. Two runs at e30b09f, each with LightFM in the same run,
@@ -131,14 +136,20 @@ features and no history bag (`--set 'data.options.user_categorical=[]' --set mod
 |---|---|---|---|---|---|---|---|
 | 19:27 | `hybridrec-id` | 20 | 69.6 | **390,748** | 647,351: **0.60** | 0.50: met | 0.0816 |
 | 19:31 | `hybridrec` (hybrid) | 5 | 123.0 | 55,271 | 670,205: **0.082** | 0.25: not met | 0.0833 |
+| 22:18 (1f73248) | `hybridrec` (hybrid) | 5 | 43.1 | 157,846 | 668,678: **0.236** | 0.25: not met | 0.0885 |
+| 22:49 (0a8e52b) | `hybridrec` (hybrid) | 5 | 51.8 | 131,325 | 513,980: **0.256** | 0.25: met | 0.0885 |
 
 The id-only figure is met at a setting chosen for speed, not quality: its recall@10 (0.0816) is below LightFM
 WARP's 0.1348 and ALS's 0.0964, and learning rates 0.02 and 0.05 gave the same (0.0812, 0.0817; runs into
 /tmp). Before this session's step changes the same id-only setting ran at 158,397 samples/s (user features on)
 and the step at 228K in the micro benchmark (benchmarks/results/train-step.md, "Big batches"). The hybrid's
-step is bound by its text projection (769 wide, ~45,000 distinct items a step) running near float32 peak; the
-note in train-step.md gives the arithmetic. The quality recipe (`--task topn`, sampled softmax) trains at 8,531
-samples/s at M.
+step was bound by its text projection (769 wide, ~45,000 distinct items a step) near float32 peak; since 22:00 it
+projects bfloat16 text where the CPU has native bf16 products (`train.precision: auto`) and makes fewer passes
+over the batch (train-step.md, "Hybrid steps at M", with every step of the way). The last two runs straddle the
+target: the machine was slower during the 22:49 run for both (LightFM 513,980 against 668,678 half an hour
+before; hybridrec's first epoch 12.8 s against 7.3-10.5 s), so the share moved from 0.236 to 0.256 on
+one-commit-apart code whose only change removed a gather (~3% of a step). The quality recipe (`--task topn`,
+sampled softmax) trained at 8,531 samples/s at M before these changes.
 
 ## L end to end (2026-12-04 14:43-15:10, hybridrec only, the row in the L table below)
 
