@@ -138,6 +138,7 @@ features and no history bag (`--set 'data.options.user_categorical=[]' --set mod
 | 19:31 | `hybridrec` (hybrid) | 5 | 123.0 | 55,271 | 670,205: **0.082** | 0.25: not met | 0.0833 |
 | 22:18 (1f73248) | `hybridrec` (hybrid) | 5 | 43.1 | 157,846 | 668,678: **0.236** | 0.25: not met | 0.0885 |
 | 22:49 (0a8e52b) | `hybridrec` (hybrid) | 5 | 51.8 | 131,325 | 513,980: **0.256** | 0.25: met | 0.0885 |
+| 22:59 (a00fbb8) | `hybridrec` (hybrid) | 5 | 47.3 | 143,702 | 537,640: **0.267** | 0.25: met | 0.0885 |
 
 The id-only figure is met at a setting chosen for speed, not quality: its recall@10 (0.0816) is below LightFM
 WARP's 0.1348 and ALS's 0.0964, and learning rates 0.02 and 0.05 gave the same (0.0812, 0.0817; runs into
@@ -148,7 +149,8 @@ projects bfloat16 text where the CPU has native bf16 products (`train.precision:
 over the batch (train-step.md, "Hybrid steps at M", with every step of the way). The last two runs straddle the
 target: the machine was slower during the 22:49 run for both (LightFM 513,980 against 668,678 half an hour
 before; hybridrec's first epoch 12.8 s against 7.3-10.5 s), so the share moved from 0.236 to 0.256 on
-one-commit-apart code whose only change removed a gather (~3% of a step). The quality recipe (`--task topn`,
+one-commit-apart code whose only change removed a gather (~3% of a step); a third run on the same training code
+gave 0.267 (143,702 against 537,640, LightFM slow again). The quality recipe (`--task topn`,
 sampled softmax) trained at 8,531 samples/s at M before these changes.
 
 ## L end to end (2026-12-04 14:43-15:10, hybridrec only, the row in the L table below)
