@@ -135,6 +135,7 @@ features and no history bag (`--set 'data.options.user_categorical=[]' --set mod
 | run | model | epochs | train s | samples/s | against LightFM WARP | target | recall@10 |
 |---|---|---|---|---|---|---|---|
 | 19:27 | `hybridrec-id` | 20 | 69.6 | **390,748** | 647,351: **0.60** | 0.50: met | 0.0816 |
+| 23:10 (513ab15) | `hybridrec-id` | 20 | 56.6 | **480,905** | 512,751: **0.94** | 0.50: met | 0.0816 |
 | 19:31 | `hybridrec` (hybrid) | 5 | 123.0 | 55,271 | 670,205: **0.082** | 0.25: not met | 0.0833 |
 | 22:18 (1f73248) | `hybridrec` (hybrid) | 5 | 43.1 | 157,846 | 668,678: **0.236** | 0.25: not met | 0.0885 |
 | 22:49 (0a8e52b) | `hybridrec` (hybrid) | 5 | 51.8 | 131,325 | 513,980: **0.256** | 0.25: met | 0.0885 |
