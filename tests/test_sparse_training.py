@@ -408,7 +408,7 @@ def test_bf16_text_projects_near_float32_and_saved_vectors_project_in_float32(mo
         want, _ = net.items(idx, torch.as_tensor(items.text), torch.as_tensor(items.numeric), cats)
     np.testing.assert_array_equal(saved, want.numpy())
 
-    monkeypatch.setattr("hybridrec.model.train.cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr("hybridrec.features.text.cpu_supports_bf16", lambda: False)
     trainer = Trainer(net, *args, TrainConfig(precision="auto"), "bpr", Dropouts(), 0, torch.device("cpu"))
     assert trainer.items.text.dtype == torch.float32
 

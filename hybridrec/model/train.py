@@ -21,7 +21,7 @@ from torch import nn
 from hybridrec.config import TrainConfig
 from hybridrec.errors import ConfigError, TrainingError
 from hybridrec.features.pipeline import EntityFeatures
-from hybridrec.features.text import cpu_supports_bf16
+from hybridrec.features.text import resolve_precision
 from hybridrec.model import distributed, validation
 from hybridrec.model.checkpoint import Checkpointer
 from hybridrec.model.history import CausalHistories
@@ -56,10 +56,8 @@ def text_dtype(setting: str, device: torch.device) -> torch.dtype:
     are native (at 63,000 items x 769 text columns, the projection and its weight gradient ran 3.9x faster than
     float32 on an avx512_bf16 core, and the gather of the rows 2.3x; benchmarks/results/train-step.md), float32
     where torch would emulate it."""
-    if setting == "auto":
-        native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_supports_bf16()
-        setting = "bf16" if native else "fp32"
-    return torch.bfloat16 if setting == "bf16" else torch.float32
+    # the encoder's rule for where bf16 is native (features/text.py); its fp16 for older GPUs stays float32 here
+    return torch.bfloat16 if resolve_precision(setting, str(device)) == "bf16" else torch.float32
 
 
 def hide_reviews(review: torch.Tensor, keep: torch.Tensor) -> None:
@@ -115,8 +113,7 @@ class Optimisers:
         table_ids = {id(p) for p in tables}
         dense = [p for p in net.parameters() if id(p) not in table_ids]
         self.tables, self.weight_decay = tables, weight_decay
-        self.densified = {id(m.weight): torch.zeros_like(m.weight) for m in modules if id(m.weight) in dense_step}
-        self.dense_params = dense
+        self.densified = [(m.weight, torch.zeros_like(m.weight)) for m in modules if id(m.weight) in dense_step]
         self.dense = _dense_adam(dense, lr, weight_decay) if dense else None
         self.sparse = torch.optim.SparseAdam(tables, lr=lr) if tables else None
 
@@ -126,10 +123,9 @@ class Optimisers:
                 opt.zero_grad(set_to_none=True)
 
     def step(self) -> None:
-        for p in self.dense_params if self.densified else ():
+        for p, buffer in self.densified:
             if p.grad is not None and p.grad.is_sparse:
-                grad = self.densified[id(p)].zero_()
-                p.grad = grad.index_add_(0, p.grad._indices()[0], p.grad._values())
+                p.grad = buffer.zero_().index_add_(0, p.grad._indices()[0], p.grad._values())
         if self.weight_decay > 0:
             for table in self.tables:
                 if table.grad is not None:
