@@ -19,11 +19,12 @@ from hybridrec.config import TrainConfig
 from hybridrec.errors import ModelFileError
 from hybridrec.features.pipeline import EntityFeatures
 from hybridrec.model import towers
+from hybridrec.model import train as train_module
 from hybridrec.model.checkpoint import Checkpointer
 from hybridrec.model.network import HybridNet, NetShape
 from hybridrec.model.spec import TowerSpec
 from hybridrec.model.towers import ContentEncoder
-from hybridrec.model.train import Dropouts, Optimisers, Trainer, hide_reviews
+from hybridrec.model.train import Dropouts, HistoryInputs, Interactions, Optimisers, Trainer, hide_reviews
 
 N_USERS, N_ITEMS, HISTORY = 12, 30, 5
 VOCABS = (9, 6)
@@ -442,3 +443,43 @@ def test_hidden_ids_hide_their_items_reviews_and_nothing_else(dtype):
     assert (text[keep == 0, 5:] == 0).all() and (text[keep == 0, :5] != 0).all()
     hide_reviews(text[:, 5:], torch.ones(50))  # nothing hidden: nothing changes
     assert torch.equal(text, want)
+
+
+def test_padded_sizes_stay_close_and_take_few_values():
+    """train.padded_size: never fewer rows, under 1/16 more, and the ~1,000 counts a big batch's distinct items
+    wander over collapse to one or two sizes (what keeps a fit's allocations reusable)."""
+    for n in range(0, 70_000, 7):
+        size = train_module.padded_size(n)
+        assert n <= size and size - n < max(1, n / 16)
+    assert {train_module.padded_size(n) for n in range(46_300, 47_000)} == {47_104}
+    assert train_module.padded_size(32) == 32 and train_module.padded_size(33) == 34  # 64 / 32 = 2
+
+
+@pytest.mark.parametrize("loss", ["bpr", "sampled-softmax"])
+def test_padding_a_batchs_distinct_rows_changes_no_weight(monkeypatch, loss):
+    """distinct_rows pads with copies of the first row, which no batch row points at: a seeded fit without
+    dropout ends with the same weights padded (DISTINCT_SIZE_STEPS 4: 13 distinct rows become 16) as unpadded."""
+    monkeypatch.setattr(train_module, "DISTINCT_SIZE_STEPS", 4)
+    rows, inverse = train_module.distinct_rows(torch.tensor([5, 3, 5, 9, 3, 1]))
+    assert rows.tolist() == [1, 3, 5, 9] and inverse.tolist() == [2, 1, 2, 3, 1, 0]
+    rows, inverse = train_module.distinct_rows(torch.tensor([5, 3, 9, 1, 7]))  # 8 / 4: steps of 2
+    assert rows.tolist() == [1, 3, 5, 7, 9, 1] and torch.equal(rows[inverse], torch.tensor([5, 3, 9, 1, 7]))
+
+    rng = np.random.default_rng(6)
+    items, users = feature_arrays(rng, N_ITEMS), feature_arrays(rng, N_USERS)
+    users = EntityFeatures(users.text[:, :0], users.numeric[:, :0])
+    tokens = rng.integers(0, N_ITEMS + 1, size=(N_USERS, HISTORY))
+    pairs = Interactions(rng.integers(0, N_USERS, 90), rng.integers(0, N_ITEMS, 90), np.ones(90), np.ones(90))
+    weights = {}
+    for steps in (4, 2**62):  # 2**62: a step of one row, no padding
+        monkeypatch.setattr(train_module, "DISTINCT_SIZE_STEPS", steps)
+        net = make_net(5)
+        cfg = TrainConfig(loss=loss, batch_size=16, negatives=3, epochs=2, early_stopping=False)
+        args = (items, users, np.ones(N_ITEMS, bool), np.ones(N_USERS, bool), cfg, loss, Dropouts(), 0)
+        trainer = Trainer(net, *args, torch.device("cpu"), history=HistoryInputs(tokens))
+        trainer.fit(pairs, None)
+        weights[steps] = {k: v.clone() for k, v in net.state_dict().items()}
+    start = make_net(5).state_dict()["items.id_embedding.weight"]
+    assert not torch.equal(weights[4]["items.id_embedding.weight"], start)  # it did train
+    for name, value in weights[2**62].items():
+        torch.testing.assert_close(weights[4][name], value, rtol=1e-5, atol=1e-6, msg=name)

@@ -81,6 +81,33 @@ def training_threads(setting: int) -> int:
     return 1 if cores <= 2 else torch.get_num_threads()
 
 
+# A batch's distinct rows are padded up to a multiple of 1/DISTINCT_SIZE_STEPS of the next power of two (at most
+# 1/16 more rows, typically under 1%), so a fit's steps allocate the same few tensor sizes again and again. With a
+# size that moved by a few rows each step, freed blocks rarely fitted the next request and steps spent their time in
+# the kernel mapping fresh memory: at M (batch 65,536, ~47,000 distinct items a step, one thread) 148-155 ms of
+# system time a step and 445-467 ms a step, against 42-55 ms and 341-354 ms padded (benchmarks/results/
+# train-step.md, "Steady sizes").
+DISTINCT_SIZE_STEPS = 32
+
+
+def padded_size(n: int) -> int:
+    """`n` rounded up to a multiple of next_power_of_two(n) / DISTINCT_SIZE_STEPS (at least 1)."""
+    if n <= 1:
+        return n
+    step = max(1, (1 << (n - 1).bit_length()) // DISTINCT_SIZE_STEPS)
+    return -(-n // step) * step
+
+
+def distinct_rows(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.unique(idx, return_inverse=True) with the distinct rows padded to `padded_size` by copies of the
+    first: no batch row points at a copy, so copies get zero gradients and change nothing but the tensor size."""
+    rows, inverse = torch.unique(idx, return_inverse=True)
+    size = padded_size(len(rows))
+    if size > len(rows):
+        rows = torch.cat([rows, rows[:1].expand(size - len(rows))])
+    return rows, inverse
+
+
 def seed_everything(seed: int) -> None:
     """Same config + seed -> same weights and metrics on CPU."""
     random.seed(seed)
@@ -369,7 +396,7 @@ class Trainer:
         or its own causal history). `parts` (lengths that sum to len(i_idx)): the item rows come back as one
         tensor per part, each gathered on its own (BPR's positives and negatives: two half-size gathers, where one
         whole one and a split made a 33 MB block each step at batch 65,536 and ran ~2x slower)."""
-        items, i_inv = torch.unique(i_idx, return_inverse=True)
+        items, i_inv = distinct_rows(i_idx)
         v_item, b_item = self.item_vectors(items, self._keep_mask(len(items)))
         # index_select, not v[i_inv]: its backward adds rows in place, where advanced indexing's sorts (~1.7x)
         if parts is None:
@@ -381,7 +408,7 @@ class Trainer:
         # the unique and the gather back (at batch 65,536 ~3% of a step)
         plain_users = self.net.users.content is None and not (self.net.training and 0 < self.dropouts.user_id < 1)
         if not plain_users and history_rows is None and (self.history is None or targets is None):
-            users, u_inv = torch.unique(u_idx, return_inverse=True)
+            users, u_inv = distinct_rows(u_idx)
             u, b_u = self.user_vectors(users)
             return u.index_select(0, u_inv), b_u.index_select(0, u_inv), v, b_i
         u, b_u = self.user_vectors(u_idx, targets, history_rows)
