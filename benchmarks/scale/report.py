@@ -123,7 +123,7 @@ cache was moved away before each), the machine otherwise idle, BPR with 4 unifor
   yet traced; the limit is 6), recall@10 **0.1533** against LightFM WARP 0.1348 and ALS 0.0964 in the same run.
   The table labelled "after the bf16 and step changes" below.
 
-## Training throughput at M (2026-12-04 19:27-22:52, the two "throughput:" tables below)
+## Training throughput at M (2026-12-04 19:27 to 12-05 00:50, the two "throughput:" tables below)
 
 Issue 18 asks, at M with text cached, one thread each and the same dim: the id-only variant at least half of
 LightFM WARP's samples/s, the hybrid at least a quarter. Two runs at e30b09f, each with LightFM in the same run,
@@ -140,6 +140,8 @@ features and no history bag (`--set 'data.options.user_categorical=[]' --set mod
 | 22:18 (1f73248) | `hybridrec` (hybrid) | 5 | 43.1 | 157,846 | 668,678: **0.236** | 0.25: not met | 0.0885 |
 | 22:49 (0a8e52b) | `hybridrec` (hybrid) | 5 | 51.8 | 131,325 | 513,980: **0.256** | 0.25: met | 0.0885 |
 | 22:59 (a00fbb8) | `hybridrec` (hybrid) | 5 | 47.3 | 143,702 | 537,640: **0.267** | 0.25: met | 0.0885 |
+| 12-05 00:15 (0bd632d, dirty) | `hybridrec` (hybrid) | 5 | 39.7 | 171,457 | 562,332: **0.305** | 0.25: met | 0.0882 |
+| 12-05 00:47 (0bd632d) | `hybridrec` (hybrid) | 5 | 38.9 | 175,032 | 551,642: **0.317** | 0.25: met | 0.0882 |
 
 The id-only figure is met at a setting chosen for speed, not quality: its recall@10 (0.0816) is below LightFM
 WARP's 0.1348 and ALS's 0.0964, and learning rates 0.02 and 0.05 gave the same (0.0812, 0.0817; runs into
@@ -151,7 +153,10 @@ over the batch (train-step.md, "Hybrid steps at M", with every step of the way).
 target: the machine was slower during the 22:49 run for both (LightFM 513,980 against 668,678 half an hour
 before; hybridrec's first epoch 12.8 s against 7.3-10.5 s), so the share moved from 0.236 to 0.256 on
 one-commit-apart code whose only change removed a gather (~3% of a step); a third run on the same training code
-gave 0.267 (143,702 against 537,640, LightFM slow again). The quality recipe (`--task topn`,
+gave 0.267 (143,702 against 537,640, LightFM slow again). Since 0bd632d a batch's distinct items are padded to
+one of a few sizes, so steps reuse freed memory instead of mapping fresh pages (the slow steps had been the ones that
+did: train-step.md, "Steady sizes"): 6.6-6.9 s an epoch after the first, against 7.2-12.8 s, and 0.305 and 0.317 of
+LightFM in two runs. The quality recipe (`--task topn`,
 sampled softmax) trained at 8,531 samples/s at M before these changes.
 
 ## L end to end (2026-12-04 14:43-15:10, hybridrec only, the row in the L table below)
