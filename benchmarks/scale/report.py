@@ -122,6 +122,11 @@ cache was moved away before each), the machine otherwise idle, BPR with 4 unifor
   **1,120.8 s** (encode 739.8, train 307.6 against 467.3), peak RSS **5.04 GB** (0.6 GB above the 9371f2d run, not
   yet traced; the limit is 6), recall@10 **0.1533** against LightFM WARP 0.1348 and ALS 0.0964 in the same run.
   The table labelled "after the bf16 and step changes" below.
+- **Rerun at 0fefbca (12-05 00:34-00:58)**, after padding each batch's distinct rows to a few sizes (train-step.md,
+  "Steady sizes"), the same command with the text cache moved away: **1,149.5 s** (encode 768.9 while the test suite
+  shared the machine, train 312.5), peak RSS **3.23 GB** (was 5.04: the extra memory had been the allocator's heap
+  growing under a block size that changed every step), recall@10 **0.1525** against LightFM WARP 0.1348 and ALS
+  0.0964 in the same run; the CLI's `similar` 0.80 s. The table labelled "after padding distinct rows" below.
 
 ## Training throughput at M (2026-12-04 19:27 to 12-05 00:50, the two "throughput:" tables below)
 
