@@ -141,6 +141,7 @@ features and no history bag (`--set 'data.options.user_categorical=[]' --set mod
 |---|---|---|---|---|---|---|---|
 | 19:27 | `hybridrec-id` | 20 | 69.6 | **390,748** | 647,351: **0.60** | 0.50: met | 0.0816 |
 | 23:10 (513ab15) | `hybridrec-id` | 20 | 56.6 | **480,905** | 512,751: **0.94** | 0.50: met | 0.0816 |
+| 12-05 01:03 (505e7c7) | `hybridrec-id` | 20 | 52.8 | **515,054** | 740,066: **0.70** | 0.50: met | 0.0816 |
 | 19:31 | `hybridrec` (hybrid) | 5 | 123.0 | 55,271 | 670,205: **0.082** | 0.25: not met | 0.0833 |
 | 22:18 (1f73248) | `hybridrec` (hybrid) | 5 | 43.1 | 157,846 | 668,678: **0.236** | 0.25: not met | 0.0885 |
 | 22:49 (0a8e52b) | `hybridrec` (hybrid) | 5 | 51.8 | 131,325 | 513,980: **0.256** | 0.25: met | 0.0885 |
@@ -161,7 +162,8 @@ one-commit-apart code whose only change removed a gather (~3% of a step); a thir
 gave 0.267 (143,702 against 537,640, LightFM slow again). Since 0bd632d a batch's distinct items are padded to
 one of a few sizes, so steps reuse freed memory instead of mapping fresh pages (the slow steps had been the ones that
 did: train-step.md, "Steady sizes"): 6.6-6.9 s an epoch after the first, against 7.2-12.8 s, and 0.305 and 0.317 of
-LightFM in two runs. The quality recipe (`--task topn`,
+LightFM in two runs; the id-only run after it: 515,054 samples/s, 0.70 of a LightFM that ran at 740,066 this
+time (512,751 at 23:10). The quality recipe (`--task topn`,
 sampled softmax) trained at 8,531 samples/s at M before these changes.
 
 ## L end to end (2026-12-04 14:43-15:10, hybridrec only, the row in the L table below)
