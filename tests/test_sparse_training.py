@@ -455,7 +455,7 @@ def test_padded_sizes_stay_close_and_take_few_values():
     assert train_module.padded_size(32) == 32 and train_module.padded_size(33) == 34  # 64 / 32 = 2
 
 
-@pytest.mark.parametrize("loss", ["bpr", "sampled-softmax"])
+@pytest.mark.parametrize("loss", ["mse", "bpr", "softmax", "sampled-softmax"])
 def test_padding_a_batchs_distinct_rows_changes_no_weight(monkeypatch, loss):
     """distinct_rows pads with copies of the first row, which no batch row points at: a seeded fit without
     dropout ends with the same weights padded (DISTINCT_SIZE_STEPS 4: 13 distinct rows become 16) as unpadded."""
