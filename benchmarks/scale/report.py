@@ -163,8 +163,9 @@ gave 0.267 (143,702 against 537,640, LightFM slow again). Since 0bd632d a batch'
 one of a few sizes, so steps reuse freed memory instead of mapping fresh pages (the slow steps had been the ones that
 did: train-step.md, "Steady sizes"): 6.6-6.9 s an epoch after the first, against 7.2-12.8 s, and 0.305 and 0.317 of
 LightFM in two runs; the id-only run after it: 515,054 samples/s, 0.70 of a LightFM that ran at 740,066 this
-time (512,751 at 23:10). The quality recipe (`--task topn`,
-sampled softmax) trained at 8,531 samples/s at M before these changes.
+time (512,751 at 23:10). The end-to-end setting above (the `--task topn` recipe with BPR and 4 negatives at its own
+batch size, user features and the causal history bag) trained at 8,531 samples/s at caee467, 14,111 at 0a8e52b and
+13,820 at 0fefbca.
 
 ## L end to end (2026-12-04 14:43-15:10, hybridrec only, the row in the L table below)
 
