@@ -483,3 +483,28 @@ def test_padding_a_batchs_distinct_rows_changes_no_weight(monkeypatch, loss):
     assert not torch.equal(weights[4]["items.id_embedding.weight"], start)  # it did train
     for name, value in weights[2**62].items():
         torch.testing.assert_close(weights[4][name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("batch, sparse", [(1, True), (2, False)])
+def test_a_history_bag_a_step_looks_up_often_takes_dense_gradients(batch, sparse):
+    """towers.BAG_SPARSE_SHARE: the history bag (31 rows, 5 positions a user) keeps sparse gradients while it has
+    4 rows a lookup (batch 1: 5 lookups) and turns dense beyond (batch 2: 10 lookups), where its sparse backward
+    costs more than the whole table; the dense Adam then steps it and its padding row stays zero."""
+    rng = np.random.default_rng(8)
+    net = make_net(1)
+    items, users = feature_arrays(rng, N_ITEMS), EntityFeatures(np.zeros((N_USERS, 0)), np.zeros((N_USERS, 0)))
+    tokens = rng.integers(0, N_ITEMS + 1, size=(N_USERS, HISTORY))
+    cfg = TrainConfig(loss="bpr", batch_size=batch, negatives=1, epochs=1, early_stopping=False)
+    args = (items, users, np.ones(N_ITEMS, bool), np.ones(N_USERS, bool), cfg, "bpr", Dropouts(), 0)
+    trainer = Trainer(net, *args, torch.device("cpu"), history=HistoryInputs(tokens))
+    bag = net.users.content.history
+    assert bag.sparse is sparse
+    opt = Optimisers(net, lr=0.01, weight_decay=0.0, dense_step=trainer.dense_step)
+    assert any(p is bag.weight for p in opt.tables) is sparse
+    u, i = torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])
+    trainer._batch_loss(u, i, torch.ones(3), torch.ones(3)).backward()
+    assert bag.weight.grad.is_sparse is sparse
+    before = bag.weight.detach().clone()
+    pairs = Interactions(rng.integers(0, N_USERS, 20), rng.integers(0, N_ITEMS, 20), np.ones(20), np.ones(20))
+    trainer.fit(pairs, None)
+    assert not torch.equal(bag.weight.detach(), before) and (bag.weight[0] == 0).all()

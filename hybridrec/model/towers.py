@@ -25,12 +25,18 @@ SPARSE_MIN_ROWS = 20_000
 # 1 in 8 (BPR at batch 512 with 4 negatives looks up 2,560 item rows: 8 x 2,560 ~ SPARSE_MIN_ROWS; at batch 65,536
 # with one negative, a 63,000-item table steps 1.6x faster dense; benchmarks/results/train-step.md)
 SPARSE_SHARE = 8
+# The history bag's lookups (batch x bag width, pads included) meet its rows sooner: its sparse backward copies a
+# gradient row per lookup. One thread, 128 wide, fused Adam against SparseAdam, forward + backward + step: 63,001
+# rows sparse 12 / 25 / 44 ms against dense 20 / 20 / 25 ms at 6.2 / 3.1 / 1.5 rows a lookup; at 4096 x 100
+# lookups 370 against 71 ms; 500,001 rows: sparse 145 against 195 ms at 4.9 rows a lookup, 655 against 257 at 1.2
+# (benchmarks/results/train-step.md, "History bags").
+BAG_SPARSE_SHARE = 4
 
 
-def sparse_table(rows: int, lookups: int = 0) -> bool:
+def sparse_table(rows: int, lookups: int = 0, share: int | None = None) -> bool:
     """Whether a table of `rows` rows takes sparse gradients when a step looks up `lookups` of them (0: unknown,
-    the row count alone decides)."""
-    return rows >= SPARSE_MIN_ROWS and rows >= SPARSE_SHARE * lookups
+    the row count alone decides): only while it has at least `share` (SPARSE_SHARE) rows a lookup."""
+    return rows >= SPARSE_MIN_ROWS and rows >= (SPARSE_SHARE if share is None else share) * lookups
 
 
 class UniformDropout(nn.Dropout):
