@@ -165,7 +165,9 @@ did: train-step.md, "Steady sizes"): 6.6-6.9 s an epoch after the first, against
 LightFM in two runs; the id-only run after it: 515,054 samples/s, 0.70 of a LightFM that ran at 740,066 this
 time (512,751 at 23:10). The end-to-end setting above (the `--task topn` recipe with BPR and 4 negatives at its own
 batch size, user features and the causal history bag) trained at 8,531 samples/s at caee467, 14,111 at 0a8e52b and
-13,820 at 0fefbca.
+13,820 at 0fefbca; with dense history-bag gradients (23aa87f, train-step.md "History bags") 23,008, in a run with the
+text cached (02:00, hybridrec only): train 177.3 s against 295.2, fit 274.4 s, peak RSS 2.51 GB, recall@10 0.1523
+against 0.1525 at 0fefbca (LightFM WARP 0.1348 there).
 
 ## L end to end (2026-12-04 14:43-15:10, hybridrec only, the row in the L table below)
 
