@@ -106,11 +106,11 @@ class ModelConfig:
     # similar items trust what was learned from behaviour in proportion to evidence: a neighbour with n training
     # interactions counts n / (n + h), in the towers' cosine and in every behavioural term's row, with
     # h = similar_evidence_share x the median item's interactions (a share, so a catalogue of rarely bought items
-    # and one of blockbusters are each judged on their own scale; chosen leave-one-dataset-out over the P4
-    # datasets: benchmarks/results/lodo-similar.md); similar_evidence, when set, is h itself (0.2's setting,
-    # kept by 0.2 models); 0 trusts every item fully
+    # and one of blockbusters are each judged on their own scale; chosen over the P4 datasets with the co-occurrence
+    # term's settings, leave-one-dataset-out beside it: benchmarks/results/lodo-similar.md); similar_evidence, when
+    # set, is h itself (0.2's setting, kept by 0.2 models); 0 trusts every item fully
     similar_evidence: float | None = None
-    similar_evidence_share: float = 0.2
+    similar_evidence_share: float = 0.3
     # score terms beside the towers, each {type: NAME, recommend_weight: w, similar_weight: w, ...own params}
     terms: list[dict[str, Any]] = field(default_factory=list)
 

@@ -33,7 +33,8 @@ class CooccurrenceParams(TermParams):
     # similarity x n / (n + shrink), n = users who had both; chosen over the P4 datasets (lodo-similar.md)
     shrink: float = 100.0
     # each user's weight in the co-counts: 1 / (items they had) ** user_discount; chosen over the P4 datasets
-    user_discount: float = 0.3
+    # with the evidence share (lodo-similar.md, 2026-12-05: the best worst margin over both recipes and 3 seeds)
+    user_discount: float = 0.7
 
 
 def cooccurrence_neighbours(
