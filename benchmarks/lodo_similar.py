@@ -151,14 +151,16 @@ def scores(dataset: str, seeds: list[int]) -> DatasetScores:
     return DatasetScores(fits, rare_share(truth, counts))
 
 
-def choose(table: dict[str, DatasetScores], peers: dict[str, tuple[str, float]], datasets: list[str]) -> Candidate:
+def choose(
+    table: dict[str, DatasetScores], peers: dict[str, tuple[str, float]], datasets: list[str], candidates=GRID
+) -> Candidate:
     """The module docstring's rule over `datasets`: rare share within the truth's on every fit, then the best worst
     margin, then the best mean margin (no candidate within the truth's share everywhere: every candidate competes)."""
 
     def margins(c: Candidate) -> list[float]:
         return [m for d in datasets for m in table[d].margins(c, peers[d][1])]
 
-    pool = [c for c in GRID if all(table[d].rare_ok(c) for d in datasets)] or GRID
+    pool = [c for c in candidates if all(table[d].rare_ok(c) for d in datasets)] or list(candidates)
     return max(pool, key=lambda c: (min(margins(c)), np.mean(margins(c))))
 
 
