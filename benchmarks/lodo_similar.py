@@ -129,6 +129,8 @@ def scores(dataset: str, seeds: list[int]) -> DatasetScores:
     truth = {i: set(t) for i, t in split.truth["precision@10"].items() if t}
     counts = split.train["item_id"].value_counts()
     fits: dict[Candidate, list[Score]] = {c: [] for c in GRID}
+    # the co-occurrence rows depend on the training rows only, the same in every fit: made once per setting
+    neighbours: dict[tuple[float, float], sparse.csr_matrix] = {}
     for recipe, seed in itertools.product(RECIPES, seeds):
         ctx = context(split, "similar", implicit=dataset == "online-retail", quick=False, seed=seed)
         rec = HybridRec(recipe).fit(split.train, ctx.dataset.items, ctx).rec_
@@ -141,7 +143,9 @@ def scores(dataset: str, seeds: list[int]) -> DatasetScores:
             shape=(len(rec.users_), len(rec.items_)),
         )
         for shrink, discount in itertools.product(SHRINKS, DISCOUNTS):
-            term.neighbours = cooccurrence_neighbours(x, term.params.neighbours, shrink, discount)
+            if (shrink, discount) not in neighbours:
+                neighbours[shrink, discount] = cooccurrence_neighbours(x, term.params.neighbours, shrink, discount)
+            term.neighbours = neighbours[shrink, discount]
             for c in (c for c in GRID if (c.shrink, c.discount) == (shrink, discount)):
                 term.params.similar_weight = c.weight
                 rec.config.model.similar_evidence, rec.config.model.similar_evidence_share = None, c.evidence
@@ -151,17 +155,25 @@ def scores(dataset: str, seeds: list[int]) -> DatasetScores:
     return DatasetScores(fits, rare_share(truth, counts))
 
 
-def choose(
-    table: dict[str, DatasetScores], peers: dict[str, tuple[str, float]], datasets: list[str], candidates=GRID
-) -> Candidate:
+Table = dict[str, DatasetScores]
+Peers = dict[str, tuple[str, float]]
+
+
+def margins(table: Table, peers: Peers, c: Candidate, datasets: list[str]) -> list[float]:
+    """`c`'s precision over the best peer's on every fit of `datasets`."""
+    return [m for d in datasets for m in table[d].margins(c, peers[d][1])]
+
+
+def choose(table: Table, peers: Peers, datasets: list[str], candidates=GRID) -> Candidate:
     """The module docstring's rule over `datasets`: rare share within the truth's on every fit, then the best worst
     margin, then the best mean margin (no candidate within the truth's share everywhere: every candidate competes)."""
-
-    def margins(c: Candidate) -> list[float]:
-        return [m for d in datasets for m in table[d].margins(c, peers[d][1])]
-
     pool = [c for c in candidates if all(table[d].rare_ok(c) for d in datasets)] or list(candidates)
-    return max(pool, key=lambda c: (min(margins(c)), np.mean(margins(c))))
+
+    def rank(c: Candidate) -> tuple[float, float]:
+        fits = margins(table, peers, c, datasets)
+        return min(fits), float(np.mean(fits))
+
+    return max(pool, key=rank)
 
 
 def main(argv: list[str]) -> None:
@@ -179,10 +191,10 @@ def main(argv: list[str]) -> None:
     table = {d: scores(d, seeds) for d in datasets}
 
     def worst(c: Candidate, ds: list[str]) -> float:
-        return min(m for d in ds for m in table[d].margins(c, peers[d][1]))
+        return min(margins(table, peers, c, ds))
 
     def mean(c: Candidate, ds: list[str]) -> float:
-        return float(np.mean([m for d in ds for m in table[d].margins(c, peers[d][1])]))
+        return float(np.mean(margins(table, peers, c, ds)))
 
     default = shipped()
     fits = f"{len(RECIPES)} recipes ({', '.join(RECIPES)}) x {len(seeds)} model seeds ({', '.join(map(str, seeds))})"
